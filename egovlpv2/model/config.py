@@ -1,0 +1,78 @@
+"""Model configuration: the TimeSformer video tower, the RoBERTa text tower and fusion."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from egovlpv2.config import ConfigError, from_dict, load_yaml
+
+RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+
+
+@dataclass
+class VideoConfig:
+    img_size: int = 224
+    patch_size: int = 16
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    num_frames: int = 4
+    layer_norm_eps: float = 1e-5
+
+
+@dataclass
+class TextConfig:
+    vocab_size: int = 50265
+    hidden: int = 768
+    layers: int = 12
+    heads: int = 12
+    intermediate: int = 3072
+    max_positions: int = 514
+    type_vocab_size: int = 1
+    pad_token_id: int = 1
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+
+
+@dataclass
+class ModelConfig:
+    name: str = "egovlpv2-base"
+    video: VideoConfig = field(default_factory=VideoConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    # Cross-attention fuses the top `fusion_layers` layers of both towers.
+    fusion_layers: int = 6
+    projection: Literal["mlp4096", "linear256"] = "mlp4096"
+    # Local files only: a timm ViT checkpoint, a Hugging Face RoBERTa directory, an EgoVLPv2 checkpoint.
+    vision_init: Optional[str] = None
+    text_init: Optional[str] = None
+    checkpoint: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.video.dim != self.text.hidden:
+            raise ConfigError(f"video.dim ({self.video.dim}) must equal text.hidden ({self.text.hidden})")
+        depth = min(self.video.depth, self.text.layers)
+        if not 0 <= self.fusion_layers <= depth:
+            raise ConfigError(f"fusion_layers={self.fusion_layers} must lie in [0, {depth}]")
+        if self.video.img_size % self.video.patch_size:
+            raise ConfigError("video.img_size must be a multiple of video.patch_size")
+
+
+def model_recipe_names() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def resolve_model_config(config: "str | Path | ModelConfig | dict") -> ModelConfig:
+    """A recipe name (``egovlpv2-base``), a YAML path, a mapping or a ModelConfig."""
+    if isinstance(config, ModelConfig):
+        return config
+    if isinstance(config, dict):
+        return from_dict(ModelConfig, config)
+    path = Path(config)
+    if not path.suffix:
+        path = RECIPE_DIR / f"{config}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown model recipe {config!r}; shipped: {model_recipe_names()}")
+    return from_dict(ModelConfig, load_yaml(path), str(path))
