@@ -8,6 +8,7 @@ import socket
 import traceback
 from typing import Any, Callable, Sequence
 
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -18,7 +19,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(fn: Callable, rank: int, world_size: int, port: int, args: Sequence, results) -> None:
+def _worker(fn: Callable, rank: int, world_size: int, port: int, args: Sequence, threads: int, results) -> None:
+    # Several ranks share the machine's cores; more threads than cores makes small ops ~100x slower.
+    torch.set_num_threads(threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     try:
@@ -32,7 +35,8 @@ def _worker(fn: Callable, rank: int, world_size: int, port: int, args: Sequence,
             dist.destroy_process_group()
 
 
-def run_on_ranks(fn: Callable, world_size: int, args: Sequence = (), timeout: float = 300.0) -> list[Any]:
+def run_on_ranks(fn: Callable, world_size: int, args: Sequence = (), timeout: float = 300.0,
+                 threads_per_rank: int = 1) -> list[Any]:
     """Call ``fn(*args)`` on ``world_size`` fresh processes (gloo); return their results in rank order.
 
     ``fn`` must be importable (a module-level function) and its result picklable. A failing or silent rank
@@ -41,7 +45,7 @@ def run_on_ranks(fn: Callable, world_size: int, args: Sequence = (), timeout: fl
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_worker, args=(fn, r, world_size, port, args, results), daemon=True)
+    procs = [ctx.Process(target=_worker, args=(fn, r, world_size, port, args, threads_per_rank, results), daemon=True)
              for r in range(world_size)]
     for p in procs:
         p.start()

@@ -66,8 +66,10 @@ class PretrainObjective:
     instead of three times and the text's twice (the masked MLM text must be re-encoded). What changes:
     the lower layers' dropout noise is shared by EgoNCE and VTM (and by the MLM video) instead of drawn
     independently per pass, and their gradients meet in one graph. The expected loss is the same; the
-    noise of its estimate is correlated across the objectives. With dropout off, the results are the
-    original's exactly. MLM and VTM run in one fused call over ``[MLM pairs; VTM slots]`` (every layer
+    noise of its estimate is correlated across the objectives. A second difference comes from the model
+    (``video_lower(cls="both")``): in the reused lower layers the video patches attend to the dual CLS,
+    whereas the original's fused passes run their own CLS from layer 0; the fused CLS still rides along
+    as an extra query. With dropout off, everything else is the original's computation. MLM and VTM run in one fused call over ``[MLM pairs; VTM slots]`` (every layer
     treats samples independently, so this only batches the work).
 
     ``step`` keys the MLM masks and VTM negatives, with the global sample index, so that any split of the
