@@ -118,3 +118,29 @@ def mlm_head_flops(cfg: ModelConfig, tokens: int) -> int:
     """The cross-modal text transform and MLM head on ``tokens`` text tokens."""
     d = cfg.text.hidden
     return 2 * _linear(tokens, d, d) + _linear(tokens, d, cfg.text.vocab_size)
+
+
+# ---------------------------------------------------------------- the stacked alternative
+def stacked_fusion_layer_parameters(cfg: ModelConfig) -> int:
+    """One stacked co-attention layer of one modality (METER/ALBEF style): self-attention, cross-attention
+    and FFN, each with its LayerNorm."""
+    d, hidden = cfg.text.hidden, cfg.text.intermediate
+    attention = 4 * (d * d + d)
+    ffn = d * hidden + hidden + hidden * d + d
+    return 2 * attention + ffn + 3 * 2 * d
+
+
+def stacked_fusion_flops(cfg: ModelConfig, frames: int, text_len: int = DEFAULT_TEXT_LEN, layers: int = 6) -> int:
+    """Forward FLOPs per clip of ``layers`` stacked co-attention layers per modality on top of the towers.
+
+    The video-side layers run full self-attention over all ``1 + T*P`` video tokens (no divided attention).
+    """
+    d, hidden = cfg.text.hidden, cfg.text.intermediate
+    s = 1 + frames * (cfg.video.img_size // cfg.video.patch_size) ** 2
+
+    def layer(n: int, other: int) -> int:
+        self_attn = _linear(n, d, 3 * d) + _attend(n, n, d) + _linear(n, d, d)
+        cross = _linear(n, d, d) + _linear(other, d, 2 * d) + _attend(n, other, d) + _linear(n, d, d)
+        return self_attn + cross + 2 * _linear(n, d, hidden)
+
+    return layers * (layer(s, text_len) + layer(text_len, s))

@@ -42,3 +42,22 @@ def test_analytic_flops_match_counted_flops(mode):
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model.mlm_logits(fused)
         assert mlm_head_flops(model.cfg, 12) == counter.get_total_flops()
+
+
+def test_stacked_alternative_matches_a_transformer_decoder_layer():
+    """The stacked co-attention layer is a standard decoder layer: self-attention, cross-attention, FFN."""
+    from torch import nn
+
+    from egovlpv2.model.flops import stacked_fusion_flops, stacked_fusion_layer_parameters
+
+    cfg = resolve_model_config("egovlpv2-tiny")
+    d, heads, hidden = cfg.text.hidden, cfg.text.heads, cfg.text.intermediate
+    layer = nn.TransformerDecoderLayer(d, heads, hidden, dropout=0.0, batch_first=True).train()
+    assert stacked_fusion_layer_parameters(cfg) == sum(p.numel() for p in layer.parameters())
+    frames, text_len = 2, 7
+    video_tokens = torch.randn(1, 1 + frames * 16, d)
+    text_tokens = torch.randn(1, text_len, d)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        layer(video_tokens, text_tokens)
+        layer(text_tokens, video_tokens)
+    assert stacked_fusion_flops(cfg, frames, text_len, layers=1) == counter.get_total_flops()
