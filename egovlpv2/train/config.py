@@ -10,9 +10,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Optional
+from typing import Iterable, Optional
 
 from egovlpv2.config import ConfigError, apply_overrides, from_dict, load_yaml, save_config
+from egovlpv2.data.config import DataConfig
+from egovlpv2.losses.objective import LossConfig
 from egovlpv2.model.config import RECIPE_DIR, ModelConfig
 
 PRETRAIN_RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
@@ -42,20 +44,20 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/pretrain"
-    # Anchors per rank per micro-step (each brings its scene-aware partner: 2x pairs on the device).
-    micro_batch_size: int = 32
+    # The micro-batch is data.batch_size (anchors per rank; the partners double it on the device).
     grad_accum_steps: int = 1
-    # Length of the run in optimizer steps.
-    max_steps: int = 75000
+    # Length of the run: epochs over the shards (an epoch = every sample once as an anchor), or max_steps
+    # optimizer steps when set (it wins).
+    epochs: float = 20.0
+    max_steps: Optional[int] = None
     seed: int = 0
     grad_checkpointing: bool = True
     # Stop after this many steps of this process (for tests and trials); the schedule still spans max_steps.
     stop_after_steps: Optional[int] = None
 
     def __post_init__(self) -> None:
-        for name in ("micro_batch_size", "grad_accum_steps", "max_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1")
+        if self.grad_accum_steps < 1 or (self.max_steps is not None and self.max_steps < 1) or self.epochs <= 0:
+            raise ConfigError("train.grad_accum_steps and train.max_steps must be >= 1, train.epochs > 0")
 
 
 @dataclass
@@ -96,13 +98,24 @@ class EvalConfig:
 @dataclass
 class PretrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
-    data: dict[str, Any] = field(default_factory=dict)
-    loss: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        # The loader must produce what the model expects; say which keys to change rather than fail in a matmul.
+        pairs = [("data.num_frames", self.data.num_frames, "model.video.num_frames", self.model.video.num_frames),
+                 ("data.img_size", self.data.img_size, "model.video.img_size", self.model.video.img_size)]
+        for left, a, right, b in pairs:
+            if a != b:
+                raise ConfigError(f"{left}={a} but {right}={b}: they must agree")
+        if self.data.text_max_len > self.model.text.max_positions - 2:
+            raise ConfigError(f"data.text_max_len={self.data.text_max_len} exceeds the model's "
+                              f"{self.model.text.max_positions - 2} text positions")
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from egovlpv2.config import ConfigError
-from egovlpv2.train.config import OptimConfig, TrainConfig
+from egovlpv2.train.config import OptimConfig
 from egovlpv2.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
-Objective = Callable[[dict], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+# objective(batch, step) -> (loss, parts); `step` keys random draws (MLM masks, VTM negatives) for exact resume.
+Objective = Callable[[dict, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
 def load_ds_config(path: str | Path) -> dict:
@@ -42,8 +43,11 @@ def _agree(ds: dict, key: str, value: int, source: str) -> None:
     ds[key] = value
 
 
-def reconcile_ds_config(ds_config: dict, train: TrainConfig, world_size: int) -> dict:
-    """Return a copy of ``ds_config`` with the recipe's batch geometry, after checking every rule."""
+def reconcile_ds_config(ds_config: dict, micro_batch_size: int, grad_accum_steps: int, world_size: int) -> dict:
+    """Return a copy of ``ds_config`` with the recipe's batch geometry, after checking every rule.
+
+    ``micro_batch_size`` is the recipe's ``data.batch_size`` (anchors per rank per micro-step).
+    """
     ds = copy.deepcopy(ds_config)
     for owned in ("optimizer", "scheduler"):
         if owned in ds:
@@ -59,10 +63,10 @@ def reconcile_ds_config(ds_config: dict, train: TrainConfig, world_size: int) ->
             "DeepSpeed's activation_checkpointing block does nothing for this model; "
             "use the recipe's train.grad_checkpointing switch (per-block torch.utils.checkpoint)"
         )
-    _agree(ds, "train_micro_batch_size_per_gpu", train.micro_batch_size, "train.micro_batch_size")
-    _agree(ds, "gradient_accumulation_steps", train.grad_accum_steps, "train.grad_accum_steps")
-    _agree(ds, "train_batch_size", train.micro_batch_size * train.grad_accum_steps * world_size,
-           f"micro_batch_size x grad_accum_steps x world size {world_size}")
+    _agree(ds, "train_micro_batch_size_per_gpu", micro_batch_size, "data.batch_size")
+    _agree(ds, "gradient_accumulation_steps", grad_accum_steps, "train.grad_accum_steps")
+    _agree(ds, "train_batch_size", micro_batch_size * grad_accum_steps * world_size,
+           f"data.batch_size x train.grad_accum_steps x world size {world_size}")
     if ds.get("bf16", {}).get("enabled") and ds.get("fp16", {}).get("enabled"):
         raise ConfigError("DeepSpeed config enables both bf16 and fp16")
     if ds.get("bf16", {}).get("enabled"):
@@ -82,7 +86,7 @@ def precision_dtype(ds_config: dict) -> torch.dtype:
 
 
 class ObjectiveModule(nn.Module):
-    """The module DeepSpeed wraps: ``forward(batch)`` runs the objective on ``model``.
+    """The module DeepSpeed wraps: ``forward(batch, step)`` runs ``objective(batch, step)`` on ``model``.
 
     Routing every call through this forward lets ZeRO-3 fetch partitioned parameters: parameters owned
     directly by container modules (CLS tokens, position embeddings) are registered as used by this
@@ -100,10 +104,10 @@ class ObjectiveModule(nn.Module):
                 raise ValueError(f"the objective has parameters outside the model, which would not train: {extra}")
         object.__setattr__(self, "objective", objective)  # not a submodule: its parameters are the model's
 
-    def forward(self, batch: Any, call: Optional[Callable] = None):
+    def forward(self, batch: Any, step: Optional[int] = None, call: Optional[Callable] = None):
         if call is not None:
             return call(self.model, batch)
-        return self.objective(batch)
+        return self.objective(batch, step)
 
 
 _LEAF_TYPES = (nn.Linear, nn.LayerNorm, nn.Embedding, nn.Conv2d, nn.Conv3d)

@@ -37,17 +37,19 @@ class DataSource(Protocol):
     def skip_counts(self) -> dict[str, int]: ...
 
 
-StepFn = Callable[[Any, list], "dict[str, torch.Tensor]"]
+StepFn = Callable[[Any, list, int], "dict[str, torch.Tensor]"]
 
 
-def accumulate_step(engine, micro_batches: list) -> dict[str, torch.Tensor]:
+def accumulate_step(engine, micro_batches: list, step: int) -> dict[str, torch.Tensor]:
     """One optimizer step with DeepSpeed's accumulation: forward, backward, engine.step per micro-batch.
 
-    Returns the mean over micro-batches of the loss and its parts (detached, not yet synchronised).
+    Micro-batch ``i`` of optimizer step ``step`` calls the objective with the key ``step * len(micro_batches)
+    + i``, so each micro-batch draws its own masks and negatives, reproducibly. Returns the mean over
+    micro-batches of the loss and its parts (detached, not yet synchronised).
     """
     sums: dict[str, torch.Tensor] = {}
-    for batch in micro_batches:
-        loss, parts = engine(batch)
+    for i, batch in enumerate(micro_batches):
+        loss, parts = engine(batch, step=step * len(micro_batches) + i)
         engine.backward(loss)
         engine.step()  # DeepSpeed only steps the optimizer (and scheduler) at the accumulation boundary
         for key, value in {"loss": loss, **parts}.items():
@@ -58,7 +60,8 @@ def accumulate_step(engine, micro_batches: list) -> dict[str, torch.Tensor]:
 
 @dataclass
 class Task:
-    """What to train. ``prepare`` moves a raw batch to the device (and normalises); ``count_clips`` sizes it."""
+    """What to train: ``objective(batch, step) -> (loss, parts)`` (``step`` keys its random draws);
+    ``prepare`` moves a raw batch to the device; ``count_clips`` sizes it."""
 
     objective: Callable[[Any], tuple]
     make_loader: Callable[[Optional[dict]], DataSource]
@@ -152,7 +155,7 @@ def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -
             wait_start = time.perf_counter()
             micro = [batches.next() for _ in range(settings.grad_accum_steps)]
             wait_s = time.perf_counter() - wait_start
-            parts = task.step_fn(engine, micro)
+            parts = task.step_fn(engine, micro, step)
             parts["grad_norm"] = torch.as_tensor(engine.get_global_grad_norm() or 0.0).float()
             step += 1
             steps_this_run += 1

@@ -23,7 +23,7 @@ class ToyObjective:
     def __init__(self, model: ToyModel):
         self.model = model
 
-    def __call__(self, batch):
+    def __call__(self, batch, step=None):
         pred = self.model.head(self.model.encode(batch["x"])).squeeze(-1)
         noise = torch.rand(()) * 1e-3  # consumes the global RNG, like MLM masking does
         mse = ((pred - batch["y"]) ** 2).mean()

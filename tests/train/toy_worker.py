@@ -15,7 +15,7 @@ import torch  # noqa: E402
 
 from egovlpv2.dist.env import init_distributed  # noqa: E402
 from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
-from egovlpv2.train.config import OptimConfig, TrainConfig  # noqa: E402
+from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, precision_dtype, reconcile_ds_config  # noqa: E402
 from egovlpv2.train.loop import LoopSettings, Task, run_loop  # noqa: E402
 from toy import ToyModel, ToyObjective, ToySource  # noqa: E402
@@ -28,11 +28,11 @@ class SignallingObjective(ToyObjective):
         super().__init__(model)
         self.calls, self.signal_at_call, self.signum = 0, signal_at_call, signum
 
-    def __call__(self, batch):
+    def __call__(self, batch, step=None):
         self.calls += 1
         if self.calls == self.signal_at_call and int(os.environ["RANK"]) == 1:
             os.kill(os.getpid(), self.signum)
-        return super().__call__(batch)
+        return super().__call__(batch, step)
 
 
 def main():
@@ -49,10 +49,9 @@ def main():
     install_stop_handlers()
     torch.manual_seed(0)
     model = ToyModel()
-    train = TrainConfig(micro_batch_size=4, grad_accum_steps=2, max_steps=args.total_steps)
-    ds = reconcile_ds_config(load_ds_config(args.ds_config), train, env.world_size)
+    ds = reconcile_ds_config(load_ds_config(args.ds_config), 4, 2, env.world_size)
     torch.manual_seed(1 + env.rank)
-    engine = build_engine(model, SignallingObjective(model, args.signal_at_call, getattr(signal, args.kill_with)), ds, OptimConfig(lr=1e-2), train.max_steps)
+    engine = build_engine(model, SignallingObjective(model, args.signal_at_call, getattr(signal, args.kill_with)), ds, OptimConfig(lr=1e-2), args.total_steps)
     dtype = precision_dtype(ds)
     task = Task(
         objective=None,
@@ -60,7 +59,7 @@ def main():
         prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()},
         count_clips=lambda b: len(b["x"]),
     )
-    settings = LoopSettings(output_dir=args.output_dir, total_steps=train.max_steps, grad_accum_steps=2,
+    settings = LoopSettings(output_dir=args.output_dir, total_steps=args.total_steps, grad_accum_steps=2,
                             checkpoint_every=3, keep_last=2, log_every=2, stop_after_steps=args.stop_after,
                             progress_bar=False)
     result = run_loop(engine, task, settings, torch.device("cpu"))
