@@ -184,6 +184,7 @@ def test_charades_map_hand_worked():
     # Video 1 has no label, so it ranks last everywhere. Class 0: v2(+) v0(+) -> AP 1.
     # Class 1: v0(-) v2(+) -> AP 1/2.
     assert charades_map(scores, labels) == pytest.approx(75.0)
-    assert charades_map(np.array([[0.9], [0.8], [0.1]]), np.array([[1], [0], [1]])) == pytest.approx(
-        100 * (1 + 2 / 3) / 2
-    )
+    # Every video labelled: class 0 ranks (+ - +); class 1 ties everywhere, so v0(-) precedes v1(+).
+    scores = np.array([[0.9, 0.0], [0.8, 0.0], [0.1, 0.0]])
+    labels = np.array([[1, 0], [0, 1], [1, 0]])
+    assert charades_map(scores, labels) == pytest.approx(100 * ((1 + 2 / 3) / 2 + 1 / 2) / 2)
