@@ -33,7 +33,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
     p.add_argument("--limit", type=int, default=None, help="first N samples only (a trial; not comparable)")
-    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--num-workers", type=int, default=4, help="decoding processes per rank")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="evaluate although the shard manifest lists failed samples (counted in the results)")
     p.add_argument("--out", default=None, help="results JSON (default results/<task>.json); a .md table is written beside it")
     return p.parse_args(argv)
 
@@ -49,7 +51,8 @@ def main(argv=None) -> dict:
     data_cfg = DataConfig(shards=args.data, num_frames=args.num_frames, img_size=resolve_model_config(recipe).video.img_size,
                           tokenizer=args.tokenizer, num_workers=args.num_workers)
     tokenizer = load_tokenizer(args.tokenizer)
-    results = evaluate_task(args.task, model, args.data, data_cfg, tokenizer, ctx, args.batch_size, args.limit)
+    results = evaluate_task(args.task, model, args.data, data_cfg, tokenizer, ctx, args.batch_size, args.limit,
+                            args.num_workers, args.allow_missing)
     if ctx.is_main:
         info = {"checkpoint": str(args.checkpoint), "model": recipe, "num_frames": args.num_frames,
                 "data": str(args.data), "precision": args.precision, "limit": args.limit}

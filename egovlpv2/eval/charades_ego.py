@@ -5,7 +5,8 @@ from pathlib import Path
 
 import torch
 
-from egovlpv2.eval.encode import encode_texts, encode_video_stream
+from egovlpv2.eval.encode import encode_texts, encode_video_batches
+from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import charades_map
 from egovlpv2.eval.runtime import EvalContext, current_context
 
@@ -17,23 +18,25 @@ def class_scores(model, videos_emb: torch.Tensor, class_names: list[str], tokeni
 
 
 def evaluate_charades_ego(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
-                          batch_size: int = 8, limit: int | None = None) -> dict:
+                          batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
+                          allow_missing: bool = False) -> dict:
     """Zero-shot (or fine-tuned) mAP from eval shards of `make_shards.py --task charades_ego`."""
-    from egovlpv2.data.eval_data import iter_charades_ego, load_charades_classes
+    from egovlpv2.data.eval_data import load_charades_classes
 
     ctx = ctx or current_context()
+    missing = check_complete(shard_dir, allow_missing)
     class_names = load_charades_classes(shard_dir)
+    dataset = EvalSamples("charades_ego", shard_dir, data_cfg, limit=limit)
     was_training = model.training
     model.eval()
     try:
-        samples = iter_charades_ego(shard_dir, data_cfg, limit=limit)
-        video_emb, kept = encode_video_stream(model, samples, ctx, batch_size, "Charades-Ego videos",
-                                              total=limit, keep=("label",))
+        video_emb, kept = encode_video_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx,
+                                               "Charades-Ego videos", keep=("label",))
         scores = class_scores(model, video_emb, class_names, tokenizer, ctx)
     finally:
         model.train(was_training)
-    labels = torch.stack([torch.as_tensor(label) for label in kept["label"]])
+    labels = torch.stack(kept["label"])
     if labels.shape[1] != len(class_names):
         raise ValueError(f"Charades-Ego labels have {labels.shape[1]} classes but the class list has {len(class_names)}")
     return {"mAP": charades_map(scores, labels), "num_videos": int(labels.shape[0]),
-            "num_classes": len(class_names)}
+            "num_classes": len(class_names), "missing": len(missing)}

@@ -10,11 +10,11 @@ from typing import Iterable
 
 import torch
 
-from egovlpv2.eval.encode import batched, prepare_video
+from egovlpv2.eval.encode import batch_count, prepare_video
+from egovlpv2.eval.eval_samples import NUM_CHOICES, EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import egomcq_accuracy
-from egovlpv2.eval.runtime import EvalContext, current_context, gather_rows, my_share, progress
+from egovlpv2.eval.runtime import EvalContext, current_context, gather_rows, progress
 
-NUM_CHOICES = 5
 SCORE_KINDS = ("dual", "vtm", "ensemble")
 
 
@@ -43,10 +43,8 @@ def accuracies(dual: torch.Tensor, vtm: torch.Tensor, answers, types) -> dict[st
     return {kind: egomcq_accuracy(scores[kind], answers, types) for kind in SCORE_KINDS}
 
 
-def evaluate_egomcq_samples(
-    model, samples: Iterable[dict], ctx: EvalContext | None = None, batch_size: int = 4, total: int | None = None,
-) -> dict:
-    """Score an iterable of EgoMCQ samples; each question is scored by exactly one rank.
+def evaluate_egomcq_batches(model, batches: Iterable[list], ctx: EvalContext | None = None) -> dict:
+    """Score this rank's batches of `(index, sample)`; each question is scored by exactly one rank.
 
     Returns {"dual"|"vtm"|"ensemble": {"inter", "intra"}, "num_questions": {"inter", "intra"}}.
     """
@@ -54,9 +52,8 @@ def evaluate_egomcq_samples(
     was_training = model.training
     model.eval()
     indices, rows = [], []
-    n_batches = None if total is None else -(-len(range(ctx.rank, total, ctx.world_size)) // batch_size)
     try:
-        for chunk in progress(batched(my_share(samples, ctx), batch_size), ctx, "EgoMCQ", n_batches):
+        for chunk in progress(batches, ctx, "EgoMCQ", batch_count(batches)):
             dual, vtm = score_questions(model, [s for _, s in chunk], ctx)
             meta = torch.tensor([[s["answer"], s["type"]] for _, s in chunk], dtype=torch.float32)
             rows += list(torch.cat([dual.cpu(), vtm.cpu(), meta], dim=1))
@@ -71,9 +68,13 @@ def evaluate_egomcq_samples(
     return result
 
 
-def evaluate_egomcq(model, shard_dir: str | Path, data_cfg, ctx: EvalContext | None = None,
-                    batch_size: int = 4, limit: int | None = None) -> dict:
+def evaluate_egomcq(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
+                    batch_size: int = 2, limit: int | None = None, num_workers: int = 2,
+                    allow_missing: bool = False) -> dict:
     """EgoMCQ accuracy from eval shards written by `shard_tools/make_shards.py --task egomcq`."""
-    from egovlpv2.data.eval_data import iter_egomcq
-
-    return evaluate_egomcq_samples(model, iter_egomcq(shard_dir, data_cfg, limit=limit), ctx, batch_size)
+    ctx = ctx or current_context()
+    missing = check_complete(shard_dir, allow_missing)
+    dataset = EvalSamples("egomcq", shard_dir, data_cfg, tokenizer, limit)
+    result = evaluate_egomcq_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx)
+    result["missing"] = len(missing)
+    return result

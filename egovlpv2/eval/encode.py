@@ -49,16 +49,15 @@ def encode_texts(
 
 
 @torch.no_grad()
-def encode_video_stream(
-    model, samples: Iterable[dict], ctx: EvalContext, batch_size: int, desc: str, total: int | None = None,
-    keep: Sequence[str] = (),
-) -> tuple[torch.Tensor, dict[str, list]]:
-    """Dual-mode embeddings of every sample's `video`, [N, D] in stream order, each scored once.
+def encode_video_batches(model, batches: Iterable[list], ctx: EvalContext, desc: str, keep: Sequence[str] = (),
+                         ) -> tuple[torch.Tensor, dict[str, list]]:
+    """Dual-mode embeddings of every sample's `video`, [N, D] in global index order, each scored once.
 
-    `keep` names per-sample fields to collect alongside (gathered in the same order on every rank).
+    `batches`: this rank's lists of `(index, sample)` (see `eval_samples.rank_batches`). `keep` names
+    per-sample fields to collect alongside (gathered in the same order on every rank).
     """
     indices, rows, kept = [], [], {k: [] for k in keep}
-    for chunk in progress(batched(my_share(samples, ctx), batch_size), ctx, desc, _batches(total, batch_size, ctx)):
+    for chunk in progress(batches, ctx, desc, batch_count(batches)):
         video = prepare_video(torch.stack([s["video"] for _, s in chunk]), ctx)
         with ctx.autocast():
             emb = model.encode_video(video).float()
@@ -70,11 +69,11 @@ def encode_video_stream(
     return embeddings, gather_fields(indices, kept, ctx)
 
 
-def _batches(total: int | None, batch_size: int, ctx: EvalContext) -> int | None:
-    if total is None:
+def batch_count(batches) -> int | None:
+    try:
+        return len(batches)
+    except TypeError:
         return None
-    mine = len(range(ctx.rank, total, ctx.world_size))
-    return -(-mine // batch_size)
 
 
 def gather_fields(indices: list[int], fields: dict[str, list], ctx: EvalContext) -> dict[str, list]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from egovlpv2.eval.encode import encode_texts, encode_video_stream
+from egovlpv2.eval.encode import encode_texts, encode_video_batches
+from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import mir_map, mir_ndcg
 from egovlpv2.eval.runtime import EvalContext, current_context
 
@@ -57,31 +58,33 @@ def mir_results(similarity, relevancy) -> dict:
 
 
 def evaluate_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
-                      batch_size: int = 8, limit: int | None = None, relevancy_path: str | Path | None = None) -> dict:
+                      batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
+                      allow_missing: bool = False, relevancy_path: str | Path | None = None) -> dict:
     """mAP and nDCG (V->T, T->V, avg) from eval shards of `make_shards.py --task epic_mir`."""
-    from egovlpv2.data.eval_data import epic_mir_relevancy_path, iter_epic_mir_clips, load_epic_mir_captions
+    from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_epic_mir_captions
 
     ctx = ctx or current_context()
+    missing = check_complete(shard_dir, allow_missing or limit is not None)
     relevancy = load_relevancy(relevancy_path or epic_mir_relevancy_path(shard_dir))
     captions = load_epic_mir_captions(shard_dir)
     if len(captions) != relevancy.shape[1]:
         raise ValueError(f"EK-100 MIR: {len(captions)} unique captions but the relevancy matrix has "
                          f"{relevancy.shape[1]} columns")
+    dataset = EvalSamples("epic_mir", shard_dir, data_cfg, limit=limit)
     was_training = model.training
     model.eval()
     try:
-        clips = iter_epic_mir_clips(shard_dir, data_cfg, limit=limit)
-        video_emb, kept = encode_video_stream(model, clips, ctx, batch_size, "EK-100 clips",
-                                              total=limit or relevancy.shape[0], keep=("row",))
+        video_emb, kept = encode_video_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx,
+                                               "EK-100 clips", keep=("row",))
         text_emb = encode_texts(model, tokenizer, captions, ctx, desc="EK-100 captions")
     finally:
         model.train(was_training)
-    if limit is not None:
-        # A trial on the first clips: their rows of the matrix (numbers not comparable to the paper's).
+    if missing or limit is not None:
+        # Only the clips present: their rows of the matrix (figures not comparable to the paper's).
         relevancy = relevancy[kept["row"]]
     else:
         video_emb = order_by_row(video_emb, kept["row"], relevancy.shape[0], shard_dir)
     similarity = (video_emb @ text_emb.T).numpy()
     result = mir_results(similarity, relevancy)
-    result["num_clips"], result["num_captions"] = int(similarity.shape[0]), int(similarity.shape[1])
+    result.update(num_clips=int(similarity.shape[0]), num_captions=int(similarity.shape[1]), missing=len(missing))
     return result

@@ -14,16 +14,18 @@ HEADLINE = {"egomcq": ("ensemble", "intra"), "epic_mir": ("mAP", "avg"), "charad
 
 
 def evaluate_task(task: str, model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext,
-                  batch_size: int = 8, limit: int | None = None) -> dict:
+                  batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
+                  allow_missing: bool = False) -> dict:
+    """`batch_size` counts clips per forward pass (an EgoMCQ question holds 5)."""
     if not Path(shard_dir).is_dir():
         raise FileNotFoundError(f"{task}: shard directory not found: {shard_dir}")
+    common = dict(ctx=ctx, limit=limit, num_workers=num_workers, allow_missing=allow_missing)
     if task == "egomcq":
-        # Each EgoMCQ sample holds 5 clips.
-        return evaluate_egomcq(model, shard_dir, data_cfg, ctx, max(1, batch_size // 5), limit)
+        return evaluate_egomcq(model, shard_dir, data_cfg, tokenizer, batch_size=max(1, batch_size // 5), **common)
     if task == "epic_mir":
-        return evaluate_epic_mir(model, shard_dir, data_cfg, tokenizer, ctx, batch_size, limit)
+        return evaluate_epic_mir(model, shard_dir, data_cfg, tokenizer, batch_size=batch_size, **common)
     if task == "charades_ego":
-        return evaluate_charades_ego(model, shard_dir, data_cfg, tokenizer, ctx, batch_size, limit)
+        return evaluate_charades_ego(model, shard_dir, data_cfg, tokenizer, batch_size=batch_size, **common)
     raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
 
 
