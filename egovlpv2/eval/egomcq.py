@@ -22,7 +22,7 @@ SCORE_KINDS = ("dual", "vtm", "ensemble")
 def score_questions(model, questions: list[dict], ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual and VTM scores, each [Q, 5], for a batch of EgoMCQ samples (reader format)."""
     q = len(questions)
-    video = prepare_video(torch.stack([s["video"] for s in questions]), ctx)  # [Q, 5, T, 3, H, W]
+    video = prepare_video(torch.stack([s["video"] for s in questions]), ctx, model)  # [Q, 5, T, 3, H, W]
     if video.shape[1] != NUM_CHOICES:
         raise ValueError(f"EgoMCQ samples must hold {NUM_CHOICES} clips, got {video.shape[1]}")
     video = video.flatten(0, 1)

@@ -88,7 +88,7 @@ def mq_features(model, job: ClipJob, spec: WindowSpec, ctx: EvalContext, batch_s
     rows = []
     for chunk in batched(iter_windows(job.path, spec, job.start, job.end), batch_size):
         with ctx.autocast():
-            rows.append(model.encode_video(prepare_video(torch.stack(chunk), ctx)).float().cpu())
+            rows.append(model.encode_video(prepare_video(torch.stack(chunk), ctx, model)).float().cpu())
     return torch.cat(rows)
 
 
@@ -103,7 +103,7 @@ def nlq_features(model, tokenizer, job: ClipJob, spec: WindowSpec, ctx: EvalCont
     per_query: list[list[torch.Tensor]] = [[] for _ in job.queries]
     for chunk in batched(iter_windows(job.path, spec, job.start, job.end), batch_size):
         with ctx.autocast():
-            video_states = model.video_lower(prepare_video(torch.stack(chunk), ctx), cls="fused")
+            video_states = model.video_lower(prepare_video(torch.stack(chunk), ctx, model), cls="fused")
             for q in range(len(job.queries)):
                 rows = torch.full((len(chunk),), q, dtype=torch.long, device=ctx.device)
                 fused = model.fused_from_lower(video_states, text_states.select(rows))

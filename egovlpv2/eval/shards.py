@@ -49,11 +49,14 @@ def index_shards(shard_dir: str | Path, task: str) -> list[SampleRef]:
     return refs
 
 
-def read_sample(ref: SampleRef) -> tuple[dict, dict]:
-    """(meta, {member suffix: bytes}) of one sample."""
+def read_sample(ref: SampleRef, members: tuple[str, ...] | None = None) -> tuple[dict, dict]:
+    """(meta, {member suffix: bytes}) of one sample; `members` limits what is read (the json always is)."""
     sample = {}
+    wanted = None if members is None else set(members) | {"json"}
     with open(ref.shard, "rb") as f:
         for suffix, (offset, size) in ref.members.items():
+            if wanted is not None and suffix not in wanted:
+                continue
             f.seek(offset)
             sample[suffix] = f.read(size)
     return parse_meta(sample), sample

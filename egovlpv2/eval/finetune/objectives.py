@@ -1,26 +1,17 @@
 """Fine-tuning objectives: EK-100 MIR adaptive max-margin ranking and Charades-Ego symmetric InfoNCE.
 
-Both take a batch already on the device and return `(loss, parts)` like the pre-training objective.
-With several ranks the embeddings are gathered with gradients, every rank computes the loss over the
-global batch, and the data-parallel gradient average recovers the single-process gradient.
+Both take a batch already on the device, video normalised (see `FinetuneTask.prepare`), and return
+`(loss, parts)` like the pre-training objective.
+With several ranks the embeddings are gathered with gradients (whose backward sums every rank's
+gradient), every rank computes the same loss over the global batch, and the data-parallel gradient
+average then equals the single-process gradient.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from egovlpv2.data.transforms import normalize_video
-
-
-def _gather(x: torch.Tensor) -> torch.Tensor:
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return x
-    import torch.distributed.nn.functional as dist_fn
-
-    # Its backward sums the gradients of all ranks into the local slice (reduce-scatter).
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+from egovlpv2.dist.collectives import all_gather_no_grad, all_gather_with_grad
 
 
 def adaptive_max_margin_loss(similarity: torch.Tensor, weight: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
@@ -49,9 +40,9 @@ def symmetric_infonce(similarity: torch.Tensor, temperature: float = 0.05) -> to
 
 
 def _dual_similarity(model, batch: dict) -> torch.Tensor:
-    video = model.encode_video(normalize_video(batch["video"]))
+    video = model.encode_video(batch["video"])
     text = model.encode_text(batch["input_ids"], batch["attention_mask"])
-    return _gather(video) @ _gather(text).T
+    return all_gather_with_grad(video) @ all_gather_with_grad(text).T
 
 
 class EpicMirObjective:
@@ -62,7 +53,7 @@ class EpicMirObjective:
 
     def __call__(self, batch: dict):
         similarity = _dual_similarity(self.model, batch)
-        weight = _gather(batch["relevancy"].to(similarity.dtype))
+        weight = all_gather_no_grad(batch["relevancy"].to(similarity.dtype))
         loss = adaptive_max_margin_loss(similarity, weight, self.margin)
         return loss, {"mmr": loss.detach()}
 
