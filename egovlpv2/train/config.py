@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Literal, Optional
 
 from egovlpv2.config import ConfigError, apply_overrides, from_dict, load_yaml, save_config
 from egovlpv2.data.config import DataConfig
@@ -52,6 +52,9 @@ class TrainConfig:
     max_steps: Optional[int] = None
     seed: int = 0
     grad_checkpointing: bool = True
+    # None: the DeepSpeed JSON's precision. Set it to run one JSON at another precision (e.g. fp32 on a CPU
+    # without bf16 units, where bf16 runs about 2x slower).
+    precision: Optional[Literal["bf16", "fp16", "fp32"]] = None
     # Stop after this many steps of this process (for tests and trials); the schedule still spans max_steps.
     stop_after_steps: Optional[int] = None
 
@@ -113,6 +116,9 @@ class PretrainConfig:
         for left, a, right, b in pairs:
             if a != b:
                 raise ConfigError(f"{left}={a} but {right}={b}: they must agree")
+        if self.eval.num_frames is not None and self.eval.num_frames > self.model.video.num_frames:
+            raise ConfigError(f"eval.num_frames={self.eval.num_frames} exceeds model.video.num_frames="
+                              f"{self.model.video.num_frames}; evaluate more frames on an export with launch/evaluate.py")
         if self.data.text_max_len > self.model.text.max_positions - 2:
             raise ConfigError(f"data.text_max_len={self.data.text_max_len} exceeds the model's "
                               f"{self.model.text.max_positions - 2} text positions")

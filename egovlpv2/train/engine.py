@@ -43,12 +43,17 @@ def _agree(ds: dict, key: str, value: int, source: str) -> None:
     ds[key] = value
 
 
-def reconcile_ds_config(ds_config: dict, micro_batch_size: int, grad_accum_steps: int, world_size: int) -> dict:
+def reconcile_ds_config(ds_config: dict, micro_batch_size: int, grad_accum_steps: int, world_size: int,
+                        precision: Optional[str] = None) -> dict:
     """Return a copy of ``ds_config`` with the recipe's batch geometry, after checking every rule.
 
-    ``micro_batch_size`` is the recipe's ``data.batch_size`` (anchors per rank per micro-step).
+    ``micro_batch_size`` is the recipe's ``data.batch_size`` (anchors per rank per micro-step);
+    ``precision`` (bf16/fp16/fp32), when given, replaces the JSON's.
     """
     ds = copy.deepcopy(ds_config)
+    if precision is not None:
+        ds.setdefault("bf16", {})["enabled"] = precision == "bf16"
+        ds.setdefault("fp16", {})["enabled"] = precision == "fp16"
     for owned in ("optimizer", "scheduler"):
         if owned in ds:
             raise ConfigError(

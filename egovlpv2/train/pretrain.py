@@ -148,7 +148,8 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     device = select_device(env)
     out = Path(cfg.train.output_dir)
     setup_logging(out, env.rank)
-    ds = reconcile_ds_config(ds_raw, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size)
+    ds = reconcile_ds_config(ds_raw, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size,
+                             cfg.train.precision)
     per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
     if per_epoch < 1:
         raise ConfigError(f"an epoch holds fewer than {cfg.train.grad_accum_steps} batches per rank")
