@@ -9,6 +9,7 @@ micro-batch); an alternative such as gradient caching plugs in there without tou
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -113,6 +114,15 @@ def _run_eval(engine, task: Task) -> dict[str, float]:
         engine.train()
 
 
+def _record_eval(path: Path, step: int, metrics: dict[str, float]) -> None:
+    """Rank 0 keeps every evaluation of the run in one JSON file ({step: metrics}), across resumptions."""
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return
+    history = json.loads(path.read_text()) if path.is_file() else {}
+    history[str(step)] = metrics
+    path.write_text(json.dumps(history, indent=1))
+
+
 class _Batches:
     """Endless batches from a DataSource, recreated per epoch; times how long the caller waits."""
 
@@ -171,6 +181,7 @@ def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -
             ):
                 metrics = _run_eval(engine, task)
                 result.evaluations[step] = metrics
+                _record_eval(Path(settings.output_dir) / f"eval_{task.name}.json", step, metrics)
                 monitor.write_scalars(step, metrics, f"eval/{task.name}")
                 log.info("step %d eval: %s", step, " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
 
