@@ -37,3 +37,13 @@ def egoclip_row(idx, uid, start, end, text="#C C lifts the red ball", verb="[0]"
     return {"clip_idx": idx, "video_uid": uid, "video_dur": dur, "narration_source": "narration_pass_1",
             "narration_ind": 0, "narration_time": (start + end) / 2, "clip_start": start, "clip_end": end,
             "clip_text": text, "tag_verb": verb, "tag_noun": noun}
+
+
+def write_gray_video(path, num_frames: int, fps: float) -> None:
+    """Frame n is a uniform grey of level 10 + 6 (n mod 40): readable after any resize, crop or re-encode."""
+    write_video(path, (np.full((48, 64, 3), 10 + 6 * (n % 40), np.uint8) for n in range(num_frames)), fps, gop=15, crf=10)
+
+
+def gray_number(frame) -> int:
+    """The frame number mod 40."""
+    return round((float(np.asarray(frame, dtype=np.float64).mean()) - 10) / 6)
