@@ -72,23 +72,27 @@ def _decode_pyav(data: bytes, choose: Callable[[int], list[int]], num_frames: in
 
     with av.open(io.BytesIO(data)) as container:
         stream = container.streams.video[0]
-        count = num_frames if num_frames > 0 else (stream.frames or 0)
-        if count <= 0:  # unknown length: decode everything once
+        counts = [c for c in (num_frames, stream.frames or 0) if c > 0]
+        if not counts:  # unknown length: decode everything once
             frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
             if not frames:
                 raise SampleError("empty_video")
             return np.stack([frames[i] for i in choose(len(frames))])
-        wanted = choose(count)
-        last, kept = max(wanted), {}
+        wanted = choose(min(counts))
+        targets, stop = set(wanted), max(wanted)
+        kept, last, last_i = {}, None, -1
         for i, frame in enumerate(container.decode(stream)):
-            if i in wanted:
+            last, last_i = frame, i
+            if i in targets:
                 kept[i] = frame.to_ndarray(format="rgb24")
-            if i >= last:
+            if i >= stop:
                 break
-    if not kept:
-        raise SampleError("empty_video")
-    decoded = sorted(kept)  # clamp to the frames that really decoded
-    return np.stack([kept[i] if i in kept else kept[decoded[-1]] for i in wanted])
+        if last is None:
+            raise SampleError("empty_video")
+        if last_i < stop:  # fewer frames than the header says: clamp to the last one that decoded
+            tail = last.to_ndarray(format="rgb24")
+            return np.stack([kept[i] if i <= last_i else tail for i in wanted])
+    return np.stack([kept[i] for i in wanted])
 
 
 class FrameDecoder:
