@@ -198,7 +198,8 @@ stop() {
     sleep 1
   fi
   local node
-  for node in "${NODES[@]}"; do stop_pidfile "$STATE/slurmd-$node.pid" "slurmd $node"; done
+  for node in "${NODES[@]}"; do stop_pidfile "$STATE/slurmd-$node.pid" "slurmd $node" & done
+  wait
   stop_pidfile "$STATE/slurmctld.pid" slurmctld
   stop_pidfile "$STATE/slurmdbd.pid" slurmdbd
   stop_pidfile "$STATE/mysqld.pid" mariadb
