@@ -1,0 +1,224 @@
+"""The pre-training loader: webdataset shards -> anchor/partner batches, equal in number on every rank.
+
+Per DataLoader worker: read the worker's shards (an epoch-seeded order, dealt over ranks then workers,
+continuing into the next epoch's order so no rank runs dry), pair each clip with a scene-aware partner
+from its window (stored contiguously at shard time), shuffle pairs, decode, augment, tokenize, batch.
+The main process stops after ``batches_per_epoch`` batches and tracks each worker's read position.
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from egovlpv2.data.config import DataConfig
+from egovlpv2.data.sampling import segment_indices
+from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.stream import pair_window, parse_meta, read_tar, shuffle_buffer, worker_shard
+from egovlpv2.data.tokenizer import load_tokenizer
+from egovlpv2.data.transforms import train_transform
+from egovlpv2.data.video_io import FrameDecoder, SampleError
+
+# A worker that skips this many samples in a row is reading broken data; fail loudly instead of spinning.
+MAX_CONSECUTIVE_SKIPS = 1000
+
+
+def _shard_names(cfg: DataConfig) -> tuple[list[str], int]:
+    manifest = read_manifest(cfg.shards)
+    if manifest["task"] != "egoclip":
+        raise ValueError(f"{cfg.shards} holds {manifest['task']} shards, not pre-training (egoclip) shards")
+    names = [s["name"] for s in manifest["shards"] if s["samples"] > 0]
+    return names, manifest["total_samples"]
+
+
+def batches_per_epoch(cfg: DataConfig, world_size: int) -> int:
+    """Batches every rank yields per epoch: all samples once as anchors, floored to whole global batches."""
+    _, total = _shard_names(cfg)
+    count = total // (world_size * cfg.batch_size)
+    if count == 0:
+        raise ValueError(f"{total} samples make no full batch of {cfg.batch_size} anchors on each of {world_size} ranks")
+    return count
+
+
+def frames_member(sample: dict, meta: dict) -> tuple[str, bytes, int]:
+    for kind in ("mp4", "jpgs"):
+        if kind in sample:
+            return kind, sample[kind], int(meta.get("clips", {}).get(kind, {}).get("num_frames", 0))
+    raise SampleError("missing_video", "no mp4 or jpgs member")
+
+
+class PretrainStream(IterableDataset):
+    """Endless stream of batches for one rank; each DataLoader worker reads its own shards."""
+
+    def __init__(self, cfg: DataConfig, names: list[str], rank: int, world_size: int, epoch: int,
+                 positions: dict[int, tuple[int, int]]):
+        self.cfg, self.names, self.rank, self.world_size, self.epoch = cfg, names, rank, world_size, epoch
+        self.positions = positions
+
+    def _samples(self, worker: int, num_workers: int, cursor: list, skips: Counter) -> Iterator:
+        """(meta, sample) in read order; ``cursor`` = [shard k, samples read in it]; None ends a shard."""
+        start_k, start_n = cursor
+        empty_run = 0
+        for k in range(start_k, 1 << 62):
+            name = worker_shard(self.names, self.cfg.seed, self.epoch, worker, num_workers, k)
+            cursor[:] = [k, 0]
+            got = 0
+            try:
+                for n, sample in enumerate(read_tar(f"{self.cfg.shards}/{name}")):
+                    cursor[1] = n + 1
+                    if k == start_k and n < start_n:
+                        continue  # resuming: already consumed before the save
+                    got += 1
+                    try:
+                        yield parse_meta(sample), sample
+                    except ValueError:
+                        skips["bad_json"] += 1
+            except (OSError, ValueError, EOFError) as exc:  # truncated or corrupt tar
+                skips["shard_read_error"] += 1
+                if isinstance(exc, FileNotFoundError):
+                    raise
+            empty_run = 0 if got else empty_run + 1
+            if empty_run > len(self.names):
+                raise RuntimeError(f"a full pass over {len(self.names)} shards gave no samples ({dict(skips)})")
+            cursor[:] = [k + 1, 0]
+            yield None
+
+    def _pairs(self, samples: Iterator, rng: random.Random, skips: Counter) -> Iterator:
+        window, group = [], None
+        for item in samples:
+            if item is None or item[0].get("group") != group:
+                yield from pair_window(window, rng, skips) if window else ()
+                window, group = [], None
+            if item is not None:
+                window.append(item)
+                group = item[0].get("group")
+
+    def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random) -> torch.Tensor:
+        cfg = self.cfg
+        if any(not 0 <= v < cfg.num_verbs for v in meta.get("verb", [])) or \
+                any(not 0 <= n < cfg.num_nouns for n in meta.get("noun", [])):
+            raise SampleError("tag_out_of_range")
+        if not str(meta.get("text", "")).strip():
+            raise SampleError("empty_text")
+        kind, data, count = frames_member(sample, meta)
+        frames = decoder(kind, data, lambda n: segment_indices(n, cfg.num_frames, True, rng), count)
+        return train_transform(frames, cfg.img_size, tuple(cfg.crop_scale), cfg.hflip, rng)
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        w, num_w = (info.id, info.num_workers) if info else (0, 1)
+        cursor = list(self.positions.get(w, (0, 0)))
+        rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{self.epoch}:{self.rank}:{w}:{cursor}")
+        decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s)
+        tokenizer = load_tokenizer(self.cfg.tokenizer)
+        skips: Counter = Counter()
+        samples = self._samples(self.rank * num_w + w, self.world_size * num_w, cursor, skips)
+        items, run = [], 0
+        for (meta_a, sample_a), (meta_p, sample_p) in shuffle_buffer(self._pairs(samples, rng, skips),
+                                                                      self.cfg.shuffle_buffer, rng):
+            try:
+                video_a = self._clip(meta_a, sample_a, decoder, rng)
+                video_p = video_a if sample_p is sample_a else self._clip(meta_p, sample_p, decoder, rng)
+            except SampleError as exc:
+                skips[exc.reason] += 1
+                run += 1
+                if run >= MAX_CONSECUTIVE_SKIPS:
+                    raise RuntimeError(f"{run} consecutive bad samples in {self.cfg.shards}: {dict(skips)}") from exc
+                continue
+            run = 0
+            items.append(((video_a, video_p), (meta_a, meta_p)))
+            if len(items) == self.cfg.batch_size:
+                state = {"worker": w, "position": list(cursor), "skips": dict(skips)}
+                yield self._collate(items, tokenizer, state)
+                items = []
+
+    def _collate(self, items: list, tokenizer, state: dict) -> dict:
+        """Anchors in rows 0..B-1, their partners in rows B..2B-1."""
+        cfg = self.cfg
+        metas = [m[0] for _, m in items] + [m[1] for _, m in items]
+        videos = [v[0] for v, _ in items] + [v[1] for v, _ in items]
+        text = tokenizer([m["text"] for m in metas], padding="max_length", truncation=True,
+                         max_length=cfg.text_max_len, return_tensors="pt")
+        verb = torch.zeros(len(metas), cfg.num_verbs)
+        noun = torch.zeros(len(metas), cfg.num_nouns)
+        for i, m in enumerate(metas):
+            verb[i, m.get("verb", [])] = 1.0
+            noun[i, m.get("noun", [])] = 1.0
+        return {"video": torch.stack(videos), "input_ids": text["input_ids"].long(),
+                "attention_mask": text["attention_mask"].long(), "verb": verb, "noun": noun,
+                "sample_id": [m["id"] for m in metas], "_state": state}
+
+
+class PretrainLoader:
+    """Yields exactly ``len(self)`` batches for one rank and one epoch; see docs/architecture.md."""
+
+    def __init__(self, cfg: DataConfig, rank: int, world_size: int, epoch: int, resume_state: dict | None = None):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
+        self.names, _ = _shard_names(cfg)
+        self.num_batches = batches_per_epoch(cfg, world_size)
+        self.num_workers = max(1, cfg.num_workers)
+        self.batches_done = 0
+        self.positions: dict[int, list[int]] = {}
+        self._base_skips: Counter = Counter()
+        self._worker_skips: dict[int, dict] = {}
+        if resume_state is not None:
+            self._load(resume_state)
+
+    def _load(self, state: dict) -> None:
+        expected = {"epoch": self.epoch, "world_size": self.world_size, "num_workers": self.num_workers,
+                    "seed": self.cfg.seed, "rank": self.rank}
+        wrong = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
+        if wrong:
+            raise ValueError(f"loader resume state does not fit this loader (saved, now): {wrong}")
+        self.batches_done = int(state["batches_done"])
+        self.positions = {int(w): list(p) for w, p in state["positions"].items()}
+        self._base_skips = Counter(state.get("skips", {}))
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def skip_counts(self) -> dict[str, int]:
+        """Samples skipped on this rank so far, by reason (``partner_is_self`` counts pairs, not skips)."""
+        total = Counter(self._base_skips)
+        for counts in self._worker_skips.values():
+            total.update(counts)
+        return dict(total)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "world_size": self.world_size, "num_workers": self.num_workers,
+                "seed": self.cfg.seed, "rank": self.rank, "batches_done": self.batches_done,
+                "positions": {str(w): list(p) for w, p in self.positions.items()}, "skips": self.skip_counts()}
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.batches_done >= self.num_batches:
+            return
+        # Skip counts restart per worker in a new pass: fold the finished pass into the base.
+        self._base_skips, self._worker_skips = Counter(self.skip_counts()), {}
+        dataset = PretrainStream(self.cfg, self.names, self.rank, self.world_size, self.epoch,
+                                 {w: tuple(p) for w, p in self.positions.items()})
+        workers = self.cfg.num_workers
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers,
+                            prefetch_factor=self.cfg.prefetch_factor if workers > 0 else None,
+                            timeout=300 if workers > 0 else 0)
+        iterator = iter(loader)
+        try:
+            while self.batches_done < self.num_batches:
+                batch = next(iterator)
+                state = batch.pop("_state")
+                self.positions[state["worker"]] = state["position"]
+                self._worker_skips[state["worker"]] = state["skips"]
+                self.batches_done += 1
+                yield batch
+        finally:
+            del iterator  # stops the endless workers
+
+
+def build_pretrain_loader(cfg: DataConfig, rank: int, world_size: int, epoch: int,
+                          resume_state: dict | None = None) -> PretrainLoader:
+    """The loader the trainer iterates once per epoch (``len()`` batches, the same on every rank)."""
+    return PretrainLoader(cfg, rank, world_size, epoch, resume_state)
