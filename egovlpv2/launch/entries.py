@@ -21,12 +21,14 @@ class Entry:
     help: str
 
 
-def _prepare_check(argv: list[str], output_dir: Path | None) -> Prepared:
+def _prepare_plain(argv: list[str], output_dir: Path | None) -> Prepared:
+    """Entries without a recipe: the arguments go through unchanged; the run directory holds the logs."""
     if output_dir is None:
-        raise ValueError("--entry check needs --output-dir (where the job's logs go)")
+        raise ValueError("this entry needs --output-dir (where the job's logs and code snapshot go)")
     return Prepared(argv=list(argv), output_dir=Path(output_dir).absolute(), resolved_config="")
 
 
 ENTRIES: dict[str, Entry] = {
-    "check": Entry("egovlpv2.launch.check:main", _prepare_check, "all-reduce across every task, then exit"),
+    "check": Entry("egovlpv2.launch.check:main", _prepare_plain, "all-reduce across every task, then exit"),
+    "eval": Entry("launch/evaluate.py:main", _prepare_plain, "launch/evaluate.py on every task"),
 }

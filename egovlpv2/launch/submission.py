@@ -194,4 +194,7 @@ def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, clu
     code_dir = snapshot_code(output_dir) if cluster != "debug" else None
     executor = make_executor(cluster, spec, output_dir, code_dir or REPO_ROOT)
     job = executor.submit(LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
+    placeholder = submitit_folder(output_dir)  # the local executor leaves an empty "%j" folder behind
+    if placeholder.is_dir() and not any(placeholder.iterdir()):
+        placeholder.rmdir()
     return Submitted(job=job, output_dir=output_dir, code_dir=code_dir)
