@@ -19,8 +19,10 @@ from egovlpv2.launch.submission import ClusterSpec, sbatch_script, submit  # noq
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--entry", choices=sorted(ENTRIES), default="pretrain" if "pretrain" in ENTRIES else "check",
+    # no abbreviations: an entry's own option (evaluate.py's --out) must not be taken for --output-dir
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    p.add_argument("--entry", choices=sorted(ENTRIES), default="pretrain",
                    help="; ".join(f"{k}: {v.help}" for k, v in sorted(ENTRIES.items())))
     shape = p.add_argument_group("cluster shape")
     shape.add_argument("--nodes", type=int, default=1)
@@ -49,13 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args, entry_argv = build_parser().parse_known_args(argv)
     entry = ENTRIES[args.entry]
-    spec = ClusterSpec(
-        nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
-        cpus_per_task=args.cpus_per_task, mem=args.mem, partition=args.partition, account=args.account,
-        qos=args.qos, constraint=args.constraint, time=args.time, job_name=args.job_name,
-        signal_delay_s=args.signal_delay_s, max_timeouts=args.max_timeouts,
-    )
-    prepared = entry.prepare(entry_argv, args.output_dir)
+    try:
+        spec = ClusterSpec(
+            nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+            cpus_per_task=args.cpus_per_task, mem=args.mem, partition=args.partition, account=args.account,
+            qos=args.qos, constraint=args.constraint, time=args.time, job_name=args.job_name,
+            signal_delay_s=args.signal_delay_s, max_timeouts=args.max_timeouts,
+        )
+        prepared = entry.prepare(entry_argv, args.output_dir)
+        not_needed = entry.preflight(prepared, spec.world_size) if entry.preflight else None
+    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.dry_run:
         print(f"# sbatch script ({spec.world_size} tasks; the code snapshot goes to {prepared.output_dir}/code/<stamp>)")
         print(sbatch_script(spec, prepared.output_dir))
@@ -63,6 +70,11 @@ def main(argv=None) -> int:
         if prepared.resolved_config:
             print("# resolved config")
             print(prepared.resolved_config)
+        if not_needed:
+            print(f"# {not_needed}")
+        return 0
+    if not_needed:
+        print(not_needed)
         return 0
     submitted = submit(entry.target, prepared.argv, spec, prepared.output_dir, cluster=args.cluster)
     print(submitted.describe(), flush=True)
