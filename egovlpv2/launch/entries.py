@@ -60,7 +60,8 @@ def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
         cfg = load_pretrain_config(args.config, overrides)
     if not Path(args.ds_config).is_file():
         raise FileNotFoundError(f"DeepSpeed config {args.ds_config} not found")
-    job_argv = ["--deepspeed", str(Path(args.ds_config).absolute()), "--config", args.config, *overrides]
+    recipe = str(Path(args.config).absolute()) if Path(args.config).suffix else args.config  # a path or a name
+    job_argv = ["--deepspeed", str(Path(args.ds_config).absolute()), "--config", recipe, *overrides]
     return Prepared(argv=job_argv, output_dir=run_dir, resolved_config=yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 

@@ -135,6 +135,19 @@ def snapshot_code(output_dir: Path) -> Path:
     return code_dir
 
 
+def in_snapshot(arg: str, code_dir: Path) -> str:
+    """An absolute path into the checkout's snapshotted folders, redirected to the snapshot's copy."""
+    path = Path(arg)
+    if not path.is_absolute():
+        return arg
+    try:
+        rel = path.relative_to(REPO_ROOT)
+    except ValueError:
+        return arg
+    copy = code_dir / rel
+    return str(copy) if rel.parts and rel.parts[0] in SNAPSHOT_DIRS and copy.exists() else arg
+
+
 def make_executor(cluster: str, spec: ClusterSpec, output_dir: Path, code_dir: Path):
     """A submitit executor: ``slurm``, ``local`` (tasks as subprocesses of this machine, one node) or
     ``debug`` (in this process, for a debugger; no snapshot)."""
@@ -193,6 +206,8 @@ def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, clu
     output_dir.mkdir(parents=True, exist_ok=True)
     code_dir = snapshot_code(output_dir) if cluster != "debug" else None
     executor = make_executor(cluster, spec, output_dir, code_dir or REPO_ROOT)
+    if code_dir is not None:  # recipes and DeepSpeed configs of the checkout: the snapshot's copies
+        argv = [in_snapshot(arg, code_dir) for arg in argv]
     job = executor.submit(LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
     placeholder = submitit_folder(output_dir)  # the local executor leaves an empty "%j" folder behind
     if placeholder.is_dir() and not any(placeholder.iterdir()):
