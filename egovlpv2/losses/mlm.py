@@ -80,12 +80,18 @@ class MLMOutput:
     masked_tokens: int       # over the global batch
 
 
-def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> MLMOutput:
-    """``logits`` ``[K, V]`` for the K selected tokens of this rank, ``labels`` ``[K]`` (K may be 0)."""
+def mlm_loss(logits: torch.Tensor, labels: torch.Tensor, global_count: int | None = None) -> MLMOutput:
+    """``logits`` ``[K, V]`` for the K selected tokens of this rank, ``labels`` ``[K]`` (K may be 0).
+
+    ``global_count``: the selected tokens of the whole global batch, when the caller knows it (gradient
+    caching spreads one batch over several calls; the accuracy is then this call's own). Otherwise the
+    count and the accuracy are reduced over ranks here, with one all-reduce."""
     # fp32 at least: bf16 log-softmax over the vocabulary loses too much.
     local_sum = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, reduction="sum")
     with torch.no_grad():
-        correct = (logits.argmax(-1) == labels).sum().float()
-        stats = C.all_reduce_sum(torch.stack([torch.tensor(float(labels.numel()), device=logits.device), correct]))
-    count = int(stats[0])
-    return MLMOutput(C.mean_share(local_sum, count), stats[1] / max(count, 1), count)
+        stats = torch.stack([torch.tensor(float(labels.numel()), device=logits.device),
+                             (logits.argmax(-1) == labels).sum().float()])
+        if global_count is None:
+            stats = C.all_reduce_sum(stats)
+            global_count = int(stats[0])
+    return MLMOutput(C.mean_share(local_sum, global_count), stats[1] / stats[0].clamp(min=1), global_count)

@@ -108,15 +108,14 @@ class PretrainObjective:
 
     def fusion(self, video_states: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, first_row: int,
                step: int, vtm_states: Optional[tuple[Any, Any]], vtm_labels: Optional[torch.Tensor],
-               vtm_sizes: list[int]) -> tuple[Optional[MLMOutput], Optional[VTMOutput]]:
+               vtm_slots: int, mlm_count: Optional[int] = None) -> tuple[Optional[MLMOutput], Optional[VTMOutput]]:
         """The fused MLM pass (masked text re-encoded, video states reused) and the VTM pass on the given
-        slot states, in one call to the fused layers. Rows are ``first_row..`` of the global batch."""
+        slot states, in one call to the fused layers. Rows are ``first_row..`` of the global batch, which
+        holds ``vtm_slots`` VTM slots and ``mlm_count`` masked tokens (counted here when not given)."""
         n = input_ids.shape[0]
         videos, texts, labels = [], [], None
         if self.cfg.mlm_weight > 0:
-            masked, labels = mask_tokens(input_ids, attention_mask, self.tok, range(first_row, first_row + n),
-                                         self.cfg.seed, step, self.cfg.mlm_probability, self.cfg.mlm_mask_fraction,
-                                         self.cfg.mlm_random_fraction)
+            masked, labels = self.mask(input_ids, attention_mask, first_row, step)
             videos.append(video_states)
             texts.append(self.model.text_lower(masked, attention_mask))
         if vtm_states is not None:
@@ -129,12 +128,24 @@ class PretrainObjective:
         if labels is not None:
             selected = labels != IGNORE  # only selected tokens reach the vocabulary-size decoder
             logits = self.model.mlm_logits(batch_ops.slice_rows(fused, 0, n), positions=selected)
-            mlm = mlm_loss(logits, labels[selected])
+            mlm = mlm_loss(logits, labels[selected], mlm_count)
         if vtm_states is not None:
             start = n if labels is not None else 0
             vtm = vtm_loss(self.model.vtm_logits(batch_ops.slice_rows(fused, start, start + vtm_labels.numel())),
-                           vtm_labels, vtm_sizes)
+                           vtm_labels, vtm_slots)
         return mlm, vtm
+
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, first_row: int,
+             step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MLM ``(masked_ids, labels)`` of global rows ``first_row..``."""
+        return mask_tokens(input_ids, attention_mask, self.tok, range(first_row, first_row + input_ids.shape[0]),
+                           self.cfg.seed, step, self.cfg.mlm_probability, self.cfg.mlm_mask_fraction,
+                           self.cfg.mlm_random_fraction)
+
+    def weighted(self, mlm: Optional[MLMOutput], vtm: Optional[VTMOutput]) -> torch.Tensor | float:
+        """The fusion terms of the loss, weighted."""
+        return sum(w * out.loss for out, w in ((mlm, self.cfg.mlm_weight), (vtm, self.cfg.vtm_weight))
+                   if out is not None)
 
     def combine(self, ego: Optional[EgoNCEOutput], mlm: Optional[MLMOutput],
                 vtm: Optional[VTMOutput]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -160,5 +171,5 @@ class PretrainObjective:
             plan = self.plan(ego, step)
             vtm_states = vtm_inputs(enc.video_states, enc.text_states, plan, ego.sizes, self.cfg.vtm_negative_pool)
             labels = plan.labels
-        mlm, vtm = self.fusion(enc.video_states, ids, mask, ego.offset, step, vtm_states, labels, ego.sizes)
+        mlm, vtm = self.fusion(enc.video_states, ids, mask, ego.offset, step, vtm_states, labels, sum(ego.sizes))
         return self.combine(ego, mlm, vtm)

@@ -147,8 +147,9 @@ class VTMOutput:
     accuracy: torch.Tensor  # detached, over this rank's slots
 
 
-def vtm_loss(logits: torch.Tensor, labels: torch.Tensor, sizes: Sequence[int]) -> VTMOutput:
-    """2-way cross-entropy of ``logits`` ``[n, 2]`` (column 1 = match) against ``labels``."""
+def vtm_loss(logits: torch.Tensor, labels: torch.Tensor, global_slots: int) -> VTMOutput:
+    """2-way cross-entropy of ``logits`` ``[n, 2]`` (column 1 = match) against ``labels``, as this rank's
+    share of the mean over the ``global_slots`` slots of the global batch."""
     local_sum = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, reduction="sum")
     accuracy = (logits.argmax(1) == labels).float().mean().detach()
-    return VTMOutput(C.mean_share(local_sum, sum(sizes)), accuracy)
+    return VTMOutput(C.mean_share(local_sum, global_slots), accuracy)

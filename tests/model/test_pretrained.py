@@ -93,3 +93,13 @@ def test_vit_with_unknown_keys_is_refused(tmp_path):
     with pytest.raises(CheckpointError) as err:
         inflate_vit(egovlpv2.create_model("egovlpv2-tiny").video, tmp_path / "vit.pth")
     assert "blocks.0.ls1.gamma" in str(err.value) and "blocks.1.norm1.bias" in str(err.value)
+
+
+def test_vit_trained_at_another_resolution_has_its_position_embedding_resampled(tmp_path):
+    vit = tiny_vit(num_classes=0)
+    small = type(vit)(img_size=32, patch_size=16, embed_dim=64, depth=4, num_heads=4, num_classes=0)
+    torch.save(small.state_dict(), tmp_path / "vit32.pth")
+    model = egovlpv2.create_model("egovlpv2-tiny", vision_init=str(tmp_path / "vit32.pth"))
+    assert model.video.pos_embed.shape == (1, 17, 64)
+    torch.testing.assert_close(model.video.pos_embed[:, 0], small.pos_embed[:, 0])  # CLS position kept
+    torch.testing.assert_close(model.video.blocks[2].mlp.fc1.weight, small.blocks[2].mlp.fc1.weight)
