@@ -8,6 +8,7 @@ The main process stops after ``batches_per_epoch`` batches and tracks each worke
 from __future__ import annotations
 
 import random
+import tarfile
 from collections import Counter
 from typing import Iterator
 
@@ -76,10 +77,10 @@ class PretrainStream(IterableDataset):
                         yield parse_meta(sample), sample
                     except ValueError:
                         skips["bad_json"] += 1
-            except (OSError, ValueError, EOFError) as exc:  # truncated or corrupt tar
+            except FileNotFoundError:
+                raise  # a shard listed in the manifest is gone: a setup error, not bad data
+            except (OSError, ValueError, EOFError, tarfile.TarError):  # truncated or corrupt tar
                 skips["shard_read_error"] += 1
-                if isinstance(exc, FileNotFoundError):
-                    raise
             empty_run = 0 if got else empty_run + 1
             if empty_run > len(self.names):
                 raise RuntimeError(f"a full pass over {len(self.names)} shards gave no samples ({dict(skips)})")
