@@ -1,0 +1,69 @@
+"""Small building blocks shared by both towers: the MLP, SDPA head reshaping, block checkpointing."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+class Mlp(nn.Module):
+    """``fc2(GELU(fc1(x)))`` with exact (erf) GELU."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, N, H*d] -> [B, H, N, d]``."""
+    b, n, c = x.shape
+    return x.view(b, n, heads, c // heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``[B, H, N, d] -> [B, N, H*d]``."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def attention(q, k, v, mask=None, dropout: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product attention (scale ``d**-0.5``) through PyTorch SDPA (flash/memory-efficient on GPU).
+
+    ``mask`` is boolean, True where a key may be attended, broadcastable to ``[B, H, Nq, Nk]``.
+    """
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+
+
+def short_attention(q, k, v) -> torch.Tensor:
+    """Attention over a handful of keys (the temporal groups: T+1 keys), as explicit matmuls.
+
+    Flash kernels tile queries by 64-128, so tens of thousands of 5-token sequences waste most of the work;
+    on an H100 this path made the 4-frame video forward ~13% faster. Scores and softmax run in float32.
+    """
+    scores = (q.float() * q.shape[-1] ** -0.5) @ k.float().transpose(-1, -2)
+    return scores.softmax(dim=-1).to(v.dtype) @ v
+
+
+def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[B, L]`` (1 = token) -> boolean ``[B, 1, 1, L]`` for :func:`attention`."""
+    return attention_mask.bool()[:, None, None, :]
+
+
+def run_block(block: Callable, enabled: bool, *args, **kwargs):
+    """Call ``block``, under non-reentrant activation checkpointing when enabled and grads are on."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(block, *args, use_reentrant=False, **kwargs)
+    return block(*args, **kwargs)
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``x / max(||x||, eps)`` along the last dimension."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)

@@ -1,0 +1,167 @@
+"""TimeSformer video tower: divided space-time attention in the Frozen-in-Time block form.
+
+Tokens are ``[CLS..., patches]`` with patches frame-major (``T x P``, P patches per frame). The first CLS is
+the one patches can see; a second, *carried* CLS (see :class:`DividedAttention`) lets the fused path's own
+CLS ride along the lower layers without changing any patch state.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from egovlpv2.model.config import VideoConfig
+from egovlpv2.model.fusion import VideoCrossAttention
+from egovlpv2.model.layers import Mlp, attention, merge_heads, run_block, short_attention
+
+Axis = Literal["time", "space"]
+
+
+class DividedAttention(nn.Module):
+    """Self-attention along one axis of the patch grid, plus CLS tokens.
+
+    A patch query attends to its group (``time``: the same location in every frame; ``space``: its own
+    frame) and to the key/value of CLS 0. The query of each CLS ``c`` attends to CLS ``c`` itself and all
+    patches. With one CLS this is exactly the Frozen-in-Time attention; with two, CLS 1 reads the patches
+    but no patch reads it.
+    """
+
+    def __init__(self, dim: int, heads: int, axis: Axis):
+        super().__init__()
+        self.heads = heads
+        self.axis = axis
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def _group(self, t: torch.Tensor, frames: int) -> torch.Tensor:
+        """``[B, H, T*P, d] -> [B*G, H, n, d]`` with groups along the attended axis."""
+        b, h, tp, d = t.shape
+        t = t.view(b, h, frames, tp // frames, d)
+        if self.axis == "time":  # groups: locations, sequence: frames
+            t = t.permute(0, 3, 1, 2, 4)
+        else:  # groups: frames, sequence: locations
+            t = t.permute(0, 2, 1, 3, 4)
+        return t.reshape(-1, h, t.shape[-2], d)
+
+    def _ungroup(self, t: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
+        """Inverse of :meth:`_group`."""
+        _, h, n, d = t.shape
+        if self.axis == "time":
+            t = t.view(batch, -1, h, frames, d).permute(0, 2, 3, 1, 4)
+        else:
+            t = t.view(batch, frames, h, n, d).permute(0, 2, 1, 3, 4)
+        return t.reshape(batch, h, -1, d)
+
+    def forward(self, x: torch.Tensor, frames: int, num_cls: int) -> torch.Tensor:
+        b, s, c = x.shape
+        h = self.heads
+        q, k, v = self.qkv(x).view(b, s, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        pk, pv = k[:, :, num_cls:], v[:, :, num_cls:]
+
+        cls_out = []
+        for i in range(num_cls):
+            if num_cls == 1:
+                ki, vi = k, v
+            else:
+                ki = torch.cat([k[:, :, i : i + 1], pk], dim=2)
+                vi = torch.cat([v[:, :, i : i + 1], pv], dim=2)
+            cls_out.append(attention(q[:, :, i : i + 1], ki, vi))
+
+        qg, kg, vg = (self._group(t, frames) for t in (q[:, :, num_cls:], pk, pv))
+        groups = qg.shape[0] // b
+
+        def with_cls(full: torch.Tensor, grouped: torch.Tensor) -> torch.Tensor:
+            """Prepend CLS 0's key or value to every group."""
+            cls0 = full[:, None, :, :1].expand(-1, groups, -1, -1, -1).reshape(b * groups, h, 1, -1)
+            return torch.cat([cls0, grouped], dim=2)
+
+        attend = short_attention if self.axis == "time" else attention
+        patch_out = attend(qg, with_cls(k, kg), with_cls(v, vg))
+        out = torch.cat(cls_out + [self._ungroup(patch_out, b, frames)], dim=2)
+        return self.proj(merge_heads(out))
+
+
+class SpaceTimeBlock(nn.Module):
+    """Frozen-in-Time block, optionally fused with text.
+
+    ``x_t = x + time_attn(norm3(x))``; ``s = attn(norm1(x_t))`` (then ``cross_attn`` in fused blocks);
+    ``x = x + s`` -- the residual is taken from ``x``, not ``x_t``, as in the original (its weights depend on
+    it); ``x = x + mlp(norm2(x))``.
+    """
+
+    def __init__(self, cfg: VideoConfig, fused: bool):
+        super().__init__()
+        dim, eps = cfg.dim, cfg.layer_norm_eps
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = DividedAttention(dim, cfg.heads, "space")
+        self.time_attn = DividedAttention(dim, cfg.heads, "time")
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.norm3 = nn.LayerNorm(dim, eps=eps)
+        self.cross_attn = VideoCrossAttention(dim, cfg.heads, eps) if fused else None
+
+    def forward(self, x, frames: int, num_cls: int = 1, text=None, text_mask=None) -> torch.Tensor:
+        x_t = x + self.time_attn(self.norm3(x), frames, num_cls)
+        s = self.attn(self.norm1(x_t), frames, num_cls)
+        if text is not None:
+            s = self.cross_attn(s, text, text_mask)
+        x = x + s
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, cfg: VideoConfig):
+        super().__init__()
+        self.proj = nn.Conv2d(3, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 3, H, W] -> [B, T*P, D]`` (frame-major)."""
+        b, t = video.shape[:2]
+        x = self.proj(video.flatten(0, 1))  # [B*T, D, h, w]
+        return x.flatten(2).transpose(1, 2).reshape(b, -1, x.shape[1])
+
+
+class TimeSformer(nn.Module):
+    """Patch/position/temporal embeddings, ``depth`` blocks (the top ``fusion_layers`` fused) and a final norm.
+
+    The spatial position embedding ``[1, 1+P, D]`` is shared by all frames; the temporal embedding
+    ``[1, T, D]`` is added to patch tokens only. The CLS tokens get ``pos_embed[:, 0]``.
+    """
+
+    def __init__(self, cfg: VideoConfig, fusion_layers: int):
+        super().__init__()
+        self.cfg = cfg
+        self.patches_per_frame = (cfg.img_size // cfg.patch_size) ** 2
+        self.patch_embed = PatchEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.patches_per_frame, cfg.dim))
+        self.temporal_embed = nn.Parameter(torch.zeros(1, cfg.num_frames, cfg.dim))
+        first_fused = cfg.depth - fusion_layers
+        self.blocks = nn.ModuleList(SpaceTimeBlock(cfg, fused=i >= first_fused) for i in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
+
+    def embed(self, video: torch.Tensor, cls_tokens: list[torch.Tensor]) -> torch.Tensor:
+        """``[B, T, 3, H, W]`` -> ``[B, len(cls_tokens) + T*P, D]``; T may be below ``num_frames``."""
+        if video.dim() != 5 or video.shape[2] != 3:
+            raise ValueError(f"video must be [B, T, 3, H, W], got {tuple(video.shape)}")
+        b, t, _, hgt, wid = video.shape
+        if (hgt, wid) != (self.cfg.img_size, self.cfg.img_size):
+            raise ValueError(f"video frames are {hgt}x{wid}; this model takes {self.cfg.img_size}x{self.cfg.img_size}")
+        if t > self.temporal_embed.shape[1]:
+            raise ValueError(
+                f"video has {t} frames but the model was built for {self.temporal_embed.shape[1]}; "
+                f"create it with num_frames={t} (checkpoints interpolate their temporal embedding)"
+            )
+        patches = self.patch_embed(video)
+        pos = self.pos_embed[:, 1:].repeat(1, t, 1) + self.temporal_embed[:, :t].repeat_interleave(
+            self.patches_per_frame, dim=1
+        )
+        cls = [(tok + self.pos_embed[:, :1]).expand(b, -1, -1) for tok in cls_tokens]
+        return torch.cat(cls + [patches + pos], dim=1)
+
+    def run(self, x, frames: int, start: int, stop: int, num_cls: int = 1, checkpointed: bool = False):
+        """Blocks ``start..stop-1`` without fusion."""
+        for block in self.blocks[start:stop]:
+            x = run_block(block, checkpointed, x, frames, num_cls)
+        return x
