@@ -64,8 +64,8 @@ def prepare(work: Path, chunk_s: float, clips: int, workers: int, rebuild: bool)
     if not chunk.is_file():
         chunk.parent.mkdir(parents=True, exist_ok=True)
         print(f"encoding a {chunk_s:.0f} s 456x256 30 fps source chunk ...", flush=True)
-        # ffmpeg's default GOP (250), as in the commonly shared 256 px Ego4D chunks.
-        write_video(chunk, source_frames(chunk_s, 30.0, 456, 256), 30.0, gop=250, crf=23)
+        # Like the commonly shared 256 px Ego4D chunks: ffmpeg's default GOP (250), B-frames and CABAC.
+        write_video(chunk, source_frames(chunk_s, 30.0, 456, 256), 30.0, gop=250, crf=23, preset="veryfast", bframes=3)
     rng = random.Random(0)
     rows = []
     for i in range(clips):

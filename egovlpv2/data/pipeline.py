@@ -44,11 +44,13 @@ def batches_per_epoch(cfg: DataConfig, world_size: int) -> int:
     return count
 
 
-def frames_member(sample: dict, meta: dict) -> tuple[str, bytes, int]:
+def frames_member(sample: dict, meta: dict, prefix: str = "") -> tuple[str, bytes, int]:
+    """(kind, bytes, recorded frame count) of the clip member ``{prefix.}mp4`` or ``{prefix.}jpgs``."""
     for kind in ("mp4", "jpgs"):
-        if kind in sample:
-            return kind, sample[kind], int(meta.get("clips", {}).get(kind, {}).get("num_frames", 0))
-    raise SampleError("missing_video", "no mp4 or jpgs member")
+        name = f"{prefix}.{kind}" if prefix else kind
+        if name in sample:
+            return kind, sample[name], int(meta.get("clips", {}).get(name, {}).get("num_frames", 0))
+    raise SampleError("missing_video", f"no {prefix + '.' if prefix else ''}mp4 or jpgs member")
 
 
 class PretrainStream(IterableDataset):

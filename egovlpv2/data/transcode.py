@@ -28,6 +28,8 @@ class EncodeOptions:
     gop: int = 8                   # short GOP: a random frame needs at most gop - 1 extra decodes
     crf: int = 23
     preset: str = "veryfast"
+    # CAVLC instead of CABAC: measured ~20 % bigger clips that decode ~40 % faster in the loader.
+    x264_params: str = "cabac=0"
     frame_format: str = "mp4"      # "mp4" or "jpgs" (jpeg_frames JPEGs packed in one member)
     jpeg_frames: int = 8
     jpeg_quality: int = 90
@@ -136,7 +138,8 @@ def _encode_mp4(images: list[np.ndarray], rate: Fraction, opts: EncodeOptions) -
         stream.codec_context.thread_count = 1  # x264 is deterministic with one thread
         stream.codec_context.gop_size = opts.gop
         stream.options = {"preset": opts.preset, "crf": str(opts.crf),
-                          "x264-params": f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0:bframes=0"}
+                          "x264-params": ":".join(p for p in (f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0:bframes=0",
+                                                              opts.x264_params) if p)}
         for i, image in enumerate(images):
             frame = _yuv_frame(image)
             frame.pts = i
