@@ -28,8 +28,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from egovlpv2.dist.slurm import setup_task_environment
-
 log = logging.getLogger(__name__)
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the run's code snapshot in a job
 
@@ -77,11 +75,13 @@ class LaunchedJob:
     def __call__(self) -> Any:
         import submitit
 
+        from egovlpv2.dist.env import detect, export
         from egovlpv2.train.checkpoint import request_stop
 
         _log_to_stderr()
         job_env = submitit.JobEnvironment()
-        env = setup_task_environment(job_env)  # exported: every entry point's env:// rendezvous reads it
+        env = detect()  # submitit's JobEnvironment -> RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
+        export(env)  # every entry point's env:// rendezvous (and evaluation's LOCAL_RANK) reads the same
         log.info("%s -> rank %d/%d, master %s:%d", job_env, env.rank, env.world_size, env.master_addr, env.master_port)
         if self.workdir:
             os.chdir(self.workdir)

@@ -209,7 +209,4 @@ def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, clu
     if code_dir is not None:  # recipes and DeepSpeed configs of the checkout: the snapshot's copies
         argv = [in_snapshot(arg, code_dir) for arg in argv]
     job = executor.submit(LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
-    placeholder = submitit_folder(output_dir)  # the local executor leaves an empty "%j" folder behind
-    if placeholder.is_dir() and not any(placeholder.iterdir()):
-        placeholder.rmdir()
     return Submitted(job=job, output_dir=output_dir, code_dir=code_dir)
