@@ -1,8 +1,8 @@
 """Cost of gradient caching: step throughput and peak memory at a fixed contrastive batch, cached against
 one plain micro-batch, and the largest contrastive batch each reaches.
 
-    python benchmarks/bench_step.py                                   # CPU, egovlpv2-tiny
-    python benchmarks/bench_step.py --model egovlpv2-base --device cuda --bf16 --checkpointing \\
+    python benchmarks/bench_grad_cache.py                                   # CPU, egovlpv2-tiny
+    python benchmarks/bench_grad_cache.py --model egovlpv2-base --device cuda --bf16 --checkpointing \\
         --contrastive-batch 128 --micro 128 64 32 --max-plain 1024 --cached-micro 64 --cached-steps 2 4 8
 
 One process, the whole objective (EgoNCE + MLM + 2 VTM) and an AdamW step. A "plain" row runs the
