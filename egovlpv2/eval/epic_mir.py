@@ -1,0 +1,90 @@
+"""EPIC-KITCHENS-100 multi-instance retrieval: every test clip against every unique caption.
+
+Dual-mode cosine similarity [clips, captions], scored with the official mAP and nDCG against the
+graded relevancy matrix, both directions.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from egovlpv2.eval.encode import encode_texts, encode_video_batches
+from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
+from egovlpv2.eval.metrics import mir_map, mir_ndcg
+from egovlpv2.eval.runtime import EvalContext, current_context
+
+
+def load_relevancy(path: str | Path) -> np.ndarray:
+    """The pickled relevancy matrix [clips, captions] of the EK-100 retrieval annotations."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"EK-100 relevancy matrix not found: {path}")
+    with open(path, "rb") as f:
+        matrix = np.asarray(pickle.load(f), dtype=np.float64)
+    if matrix.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-d relevancy matrix, got shape {matrix.shape}")
+    return matrix
+
+
+def manifest_failures(shard_dir: str | Path) -> list:
+    manifest = Path(shard_dir) / "manifest.json"
+    if not manifest.is_file():
+        return []
+    return json.loads(manifest.read_text()).get("failures", [])
+
+
+def order_by_row(embeddings: torch.Tensor, rows: list[int], num_rows: int, shard_dir: str | Path) -> torch.Tensor:
+    """Place clip embeddings at their relevancy rows; every row must be present exactly once."""
+    present = set(rows)
+    missing = sorted(set(range(num_rows)) - present)
+    if missing or len(rows) != len(present) or max(rows) >= num_rows:
+        failures = manifest_failures(shard_dir)
+        raise RuntimeError(
+            f"EK-100 MIR: the shards hold {len(rows)} clips ({len(present)} distinct rows) but the relevancy "
+            f"matrix has {num_rows}; missing rows {missing[:10]}{' ...' if len(missing) > 10 else ''}. "
+            f"Every test clip is needed for comparable numbers. Shard failures: {failures[:10]}"
+        )
+    out = torch.empty(num_rows, embeddings.shape[1])
+    out[torch.as_tensor(rows)] = embeddings
+    return out
+
+
+def mir_results(similarity, relevancy) -> dict:
+    return {"mAP": mir_map(similarity, relevancy), "nDCG": mir_ndcg(similarity, relevancy)}
+
+
+def evaluate_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
+                      batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
+                      allow_missing: bool = False, relevancy_path: str | Path | None = None) -> dict:
+    """mAP and nDCG (V->T, T->V, avg) from eval shards of `make_shards.py --task epic_mir`."""
+    from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_epic_mir_captions
+
+    ctx = ctx or current_context()
+    missing = check_complete(shard_dir, allow_missing or limit is not None)
+    relevancy = load_relevancy(relevancy_path or epic_mir_relevancy_path(shard_dir))
+    captions = load_epic_mir_captions(shard_dir)
+    if len(captions) != relevancy.shape[1]:
+        raise ValueError(f"EK-100 MIR: {len(captions)} unique captions but the relevancy matrix has "
+                         f"{relevancy.shape[1]} columns")
+    dataset = EvalSamples("epic_mir", shard_dir, data_cfg, limit=limit)
+    was_training = model.training
+    model.eval()
+    try:
+        video_emb, kept = encode_video_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx,
+                                               "EK-100 clips", keep=("row",))
+        text_emb = encode_texts(model, tokenizer, captions, ctx, desc="EK-100 captions")
+    finally:
+        model.train(was_training)
+    if missing or limit is not None:
+        # Only the clips present: their rows of the matrix (figures not comparable to the paper's).
+        relevancy = relevancy[kept["row"]]
+    else:
+        video_emb = order_by_row(video_emb, kept["row"], relevancy.shape[0], shard_dir)
+    similarity = (video_emb @ text_emb.T).numpy()
+    result = mir_results(similarity, relevancy)
+    result.update(num_clips=int(similarity.shape[0]), num_captions=int(similarity.shape[1]), missing=len(missing))
+    return result

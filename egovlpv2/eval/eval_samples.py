@@ -1,0 +1,78 @@
+"""Evaluation samples as map-style datasets over the eval shards, dealt to ranks without duplicates.
+
+Each item is `(index, sample)` with the sample in the format of `egovlpv2.data.eval_data`'s readers; each
+rank's DataLoader takes indices rank, rank + world_size, ... so every sample is decoded and scored once,
+in worker processes. A shard failure listed in the manifest (a missing or broken video) is an error that
+names it, unless the caller allows missing samples (then they are reported in the results).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.eval.runtime import EvalContext
+from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
+
+NUM_CHOICES = 5
+
+
+class MissingSamplesError(RuntimeError):
+    """The shards lack samples of the benchmark (failed at shard time)."""
+
+
+def check_complete(shard_dir: str | Path, allow_missing: bool) -> list[dict]:
+    """The manifest's failures; an error naming them unless `allow_missing`."""
+    failures = read_manifest(shard_dir).get("failures", [])
+    if failures and not allow_missing:
+        listed = "; ".join(f"{f.get('id')}: {f.get('reason')}" for f in failures[:20])
+        more = f" (and {len(failures) - 20} more)" if len(failures) > 20 else ""
+        raise MissingSamplesError(
+            f"{shard_dir}: {len(failures)} benchmark samples are missing from the shards, so the figures would "
+            f"not be comparable: {listed}{more}. Fix the sources and rerun make_shards.py (finished shards are "
+            f"kept), or pass --allow-missing to evaluate without them.")
+    return failures
+
+
+class EvalSamples(Dataset):
+    def __init__(self, task: str, shard_dir: str | Path, data_cfg, tokenizer=None, limit: int | None = None):
+        self.task, self.cfg, self.tokenizer = task, data_cfg, tokenizer
+        self.refs = index_shards(shard_dir, task)[:limit]
+        self.decode = ClipDecoder.from_config(data_cfg)
+        if task == "egomcq" and tokenizer is None:
+            raise ValueError("EgoMCQ samples need a tokenizer")
+        self.num_classes = read_manifest(shard_dir).get("num_classes") if task == "charades_ego" else None
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __getitem__(self, index: int) -> tuple[int, dict]:
+        meta, sample = read_sample(self.refs[index])
+        if self.task == "egomcq":
+            text = self.tokenizer(meta["text"], padding="max_length", truncation=True,
+                                  max_length=self.cfg.text_max_len, return_tensors="pt")
+            item = {"question_id": meta["question_id"], "input_ids": text["input_ids"][0].long(),
+                    "attention_mask": text["attention_mask"][0].long(),
+                    "video": torch.stack([self.decode(meta, sample, f"c{i}") for i in range(NUM_CHOICES)]),
+                    "answer": int(meta["answer"]), "type": int(meta["type"])}
+        elif self.task == "epic_mir":
+            item = {"video": self.decode(meta, sample), "clip_id": meta["id"],
+                    "narration_id": meta["narration_id"], "row": int(meta["row"])}
+        else:
+            label = torch.zeros(self.num_classes)
+            label[meta["labels"]] = 1.0
+            item = {"video": self.decode(meta, sample), "id": meta["video_id"], "label": label}
+        return index, item
+
+
+def _as_list(items):
+    return items
+
+
+def rank_batches(dataset: Dataset, ctx: EvalContext, batch_size: int, num_workers: int) -> DataLoader:
+    """Batches (lists of `(index, sample)`) of this rank's share: indices rank, rank + world_size, ..."""
+    indices = list(range(ctx.rank, len(dataset), ctx.world_size))
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
+                      collate_fn=_as_list, persistent_workers=False, prefetch_factor=4 if num_workers else None)

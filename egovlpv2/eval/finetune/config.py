@@ -1,0 +1,78 @@
+"""The fine-tuning recipe: task, model and initial weights, data, loss, and the shared training sections."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Optional
+
+from egovlpv2.config import ConfigError, load_config
+from egovlpv2.train.config import CheckpointConfig, LoggingConfig, OptimConfig, TrainConfig
+
+FINETUNE_RECIPE_DIR = Path(__file__).resolve().parents[3] / "configs" / "finetune"
+
+
+@dataclass
+class FinetuneDataConfig:
+    # Training shards: `make_shards.py --task epic_mir` on the train csv, or `--task charades_ego`.
+    train_shards: str = ""
+    # Evaluation shards of the same task (test split); empty: no evaluation during fine-tuning.
+    eval_shards: str = ""
+    tokenizer: str = ""
+    num_frames: int = 16
+    img_size: int = 224
+    text_max_len: int = 32
+    num_workers: int = 4
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    hflip: bool = True
+    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    decode_timeout_s: float = 10.0
+    eval_resize: int = 256
+    # EK-100 MIR: the train relevancy pickle (default: the one recorded in the train shards' manifest) and the
+    # relevancy above which a caption may be sampled for a clip.
+    relevancy: str = ""
+    relevancy_threshold: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class FinetuneLossConfig:
+    margin: float = 0.2          # EK-100 MIR max-margin ranking
+    temperature: float = 0.05    # Charades-Ego InfoNCE
+
+
+@dataclass
+class FinetuneEvalConfig:
+    every_steps: Optional[int] = None
+    at_end: bool = True
+    batch_size: int = 16
+    limit: Optional[int] = None
+    allow_missing: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    task: Literal["epic_mir", "charades_ego"] = "epic_mir"
+    # A model recipe name or YAML path; the frame count comes from data.num_frames.
+    model: str = "egovlpv2-base-smallproj"
+    # Weights to start from (released EgoVLPv2*.pth or our export); loaded strictly.
+    init_checkpoint: str = ""
+    # When set, train.max_steps = epochs x batches per epoch (computed from the shards and the world size).
+    epochs: Optional[int] = None
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    loss: FinetuneLossConfig = field(default_factory=FinetuneLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/finetune"))
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: FinetuneEvalConfig = field(default_factory=FinetuneEvalConfig)
+
+
+def load_finetune_config(recipe: str | Path, overrides: Iterable[str] = ()) -> FinetuneConfig:
+    """A recipe path or a shipped name (`epic_mir`, `charades_ego`), plus `key=value` overrides."""
+    path = Path(recipe)
+    if not path.suffix:
+        path = FINETUNE_RECIPE_DIR / f"{recipe}.yaml"
+        if not path.is_file():
+            names = sorted(p.stem for p in FINETUNE_RECIPE_DIR.glob("*.yaml"))
+            raise ConfigError(f"unknown fine-tuning recipe {recipe!r}; shipped: {names}")
+    return load_config(FinetuneConfig, path, overrides)

@@ -1,0 +1,90 @@
+"""Where evaluation runs: the device, this process's share of the samples, and reassembly across ranks.
+
+Samples are dealt round-robin (sample i goes to rank i % world_size), so no rank pads its share with
+duplicates; the per-sample results are gathered with their indices and reassembled in order, and a
+missing or repeated index is an error rather than a silently skewed metric.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Iterator, TypeVar
+
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class EvalContext:
+    device: torch.device
+    rank: int = 0
+    world_size: int = 1
+    # Autocast dtype on the accelerator (None = full precision).
+    amp_dtype: torch.dtype | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        enabled = self.amp_dtype is not None
+        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=enabled)
+
+
+def current_context(device: str | torch.device | None = None, amp_dtype: torch.dtype | None = None) -> EvalContext:
+    """The context of this process: the process group's rank and size if one is initialised."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    if device is None:
+        if torch.cuda.is_available():
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        else:
+            device = torch.device("cpu")
+    return EvalContext(torch.device(device), rank, world, amp_dtype)
+
+
+def my_share(items: Iterable[T], ctx: EvalContext) -> Iterator[tuple[int, T]]:
+    """(global index, item) for the items this rank scores."""
+    for index, item in enumerate(items):
+        if index % ctx.world_size == ctx.rank:
+            yield index, item
+
+
+def progress(iterable: Iterable[T], ctx: EvalContext, desc: str, total: int | None = None) -> Iterable[T]:
+    """A progress bar on the main rank (`total`: this rank's count); silent on the others."""
+    return tqdm(iterable, desc=desc, total=total, disable=not ctx.is_main, dynamic_ncols=True)
+
+
+def gather_rows(indices: list[int], rows: list[torch.Tensor], ctx: EvalContext, what: str) -> torch.Tensor:
+    """Stack per-sample rows from every rank in global index order, on every rank (on the CPU).
+
+    Raises if an index is missing or appears twice: every sample is scored exactly once.
+    """
+    local = (list(indices), torch.stack(rows).cpu() if rows else None)
+    if ctx.world_size > 1:
+        shards: list = [None] * ctx.world_size
+        dist.all_gather_object(shards, local)
+    else:
+        shards = [local]
+    all_indices = [i for idx, _ in shards for i in idx]
+    if not all_indices:
+        raise ValueError(f"no {what} was scored: the evaluation data is empty")
+    if sorted(all_indices) != list(range(len(all_indices))):
+        seen = set()
+        repeated = sorted({i for i in all_indices if i in seen or seen.add(i)})
+        missing = sorted(set(range(max(all_indices) + 1)) - set(all_indices))
+        raise RuntimeError(f"{what}: indices repeated {repeated[:10]} or missing {missing[:10]} across ranks")
+    stacked = torch.cat([t for _, t in shards if t is not None])
+    order = torch.as_tensor(all_indices).argsort()
+    return stacked[order]
+
+
+def init_distributed_from_env() -> None:
+    """Join the process group that torchrun / the deepspeed launcher describe, if there is more than one rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend)

@@ -1,0 +1,36 @@
+"""One entry point for the three benchmarks, used by `launch/evaluate.py` and the fine-tuning eval hook."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from egovlpv2.eval.charades_ego import evaluate_charades_ego
+from egovlpv2.eval.egomcq import evaluate_egomcq
+from egovlpv2.eval.epic_mir import evaluate_epic_mir
+from egovlpv2.eval.runtime import EvalContext
+
+TASKS = ("egomcq", "epic_mir", "charades_ego")
+# The single figure that summarises each task (model selection, logging).
+HEADLINE = {"egomcq": ("ensemble", "intra"), "epic_mir": ("mAP", "avg"), "charades_ego": ("mAP",)}
+
+
+def evaluate_task(task: str, model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext,
+                  batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
+                  allow_missing: bool = False) -> dict:
+    """`batch_size` counts clips per forward pass (an EgoMCQ question holds 5)."""
+    if not Path(shard_dir).is_dir():
+        raise FileNotFoundError(f"{task}: shard directory not found: {shard_dir}")
+    common = dict(ctx=ctx, limit=limit, num_workers=num_workers, allow_missing=allow_missing)
+    if task == "egomcq":
+        return evaluate_egomcq(model, shard_dir, data_cfg, tokenizer, batch_size=max(1, batch_size // 5), **common)
+    if task == "epic_mir":
+        return evaluate_epic_mir(model, shard_dir, data_cfg, tokenizer, batch_size=batch_size, **common)
+    if task == "charades_ego":
+        return evaluate_charades_ego(model, shard_dir, data_cfg, tokenizer, batch_size=batch_size, **common)
+    raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+
+
+def headline(task: str, results: dict) -> float:
+    value = results
+    for key in HEADLINE[task]:
+        value = value[key]
+    return float(value)

@@ -1,0 +1,66 @@
+"""Evaluate a checkpoint on EgoMCQ, EPIC-KITCHENS-100 MIR or Charades-Ego.
+
+    python launch/evaluate.py --task epic_mir --checkpoint EgoVLPv2_smallproj.pth --data shards/epic_mir \
+        --tokenizer roberta-base/ --out results/epic_mir.json
+    torchrun --nproc_per_node 8 launch/evaluate.py ...   # each sample is scored by exactly one rank
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+
+import torch  # noqa: E402
+
+from egovlpv2.eval.checkpoints import load_eval_model  # noqa: E402
+from egovlpv2.eval.report import write_report  # noqa: E402
+from egovlpv2.eval.runtime import current_context, init_distributed_from_env  # noqa: E402
+from egovlpv2.eval.tasks import TASKS, evaluate_task  # noqa: E402
+from egovlpv2.model.config import resolve_model_config  # noqa: E402
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--checkpoint", required=True, help="our exported model file or the released EgoVLPv2*.pth")
+    p.add_argument("--data", required=True, help="eval shard directory from shard_tools/make_shards.py --task ...")
+    p.add_argument("--tokenizer", required=True, help="local Hugging Face tokenizer directory (roberta-base for the released weights)")
+    p.add_argument("--model", default="auto", help="model recipe or YAML; 'auto' infers base/smallproj from the checkpoint")
+    p.add_argument("--num-frames", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    p.add_argument("--limit", type=int, default=None, help="first N samples only (a trial; not comparable)")
+    p.add_argument("--num-workers", type=int, default=4, help="decoding processes per rank")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="evaluate although the shard manifest lists failed samples (counted in the results)")
+    p.add_argument("--out", default=None, help="results JSON (default results/<task>.json); a .md table is written beside it")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from egovlpv2.data import DataConfig
+    from egovlpv2.data.tokenizer import load_tokenizer
+
+    init_distributed_from_env()
+    ctx = current_context(amp_dtype=PRECISIONS[args.precision])
+    model, recipe = load_eval_model(args.checkpoint, args.model, args.num_frames, ctx.device)
+    data_cfg = DataConfig(shards=args.data, num_frames=args.num_frames, img_size=resolve_model_config(recipe).video.img_size,
+                          tokenizer=args.tokenizer, num_workers=args.num_workers)
+    tokenizer = load_tokenizer(args.tokenizer)
+    results = evaluate_task(args.task, model, args.data, data_cfg, tokenizer, ctx, args.batch_size, args.limit,
+                            args.num_workers, args.allow_missing)
+    if ctx.is_main:
+        info = {"checkpoint": str(args.checkpoint), "model": recipe, "num_frames": args.num_frames,
+                "data": str(args.data), "precision": args.precision, "limit": args.limit}
+        out = Path(args.out or f"results/{args.task}.json")
+        print(write_report(args.task, results, out, info))
+        print(f"wrote {out} and {out.with_suffix('.md')}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

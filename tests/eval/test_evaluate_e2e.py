@@ -1,0 +1,153 @@
+"""Shards -> evaluate for the three benchmarks on tiny inputs, from our and the released checkpoint layouts."""
+import json
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import egovlpv2
+from egovlpv2.data import DataConfig
+from egovlpv2.data.eval_data import iter_charades_ego, iter_egomcq, iter_epic_mir_clips
+from egovlpv2.data.tokenizer import load_tokenizer
+from egovlpv2.data.transforms import normalize_video
+from egovlpv2.eval.eval_samples import MissingSamplesError
+from egovlpv2.eval.metrics import charades_map, egomcq_accuracy, mir_map, mir_ndcg
+from tests.eval import synthetic_benchmarks as synth
+
+pytestmark = pytest.mark.slow
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    model = egovlpv2.create_model("egovlpv2-tiny", num_frames=FRAMES).eval()
+    ours = root / "ours.pt"
+    torch.save(model.state_dict(), ours)
+    released = root / "EgoVLPv2_tiny_layout.pth"
+    torch.save(synth.released_layout(model), released)
+    tokenizer = synth.make_tokenizer(root)
+    return {"root": root, "model": model, "ours": ours, "released": released, "tokenizer": tokenizer,
+            "epic": synth.make_epic_mir(root), "charades": synth.make_charades_ego(root),
+            "mcq": synth.make_egomcq(root)}
+
+
+def run_cli(bench, task, shards, checkpoint, out, *extra):
+    from launch.evaluate import main
+
+    return main(["--task", task, "--checkpoint", str(checkpoint), "--data", str(shards), "--tokenizer",
+                 str(bench["tokenizer"]), "--model", "egovlpv2-tiny", "--num-frames", str(FRAMES),
+                 "--batch-size", "5", "--num-workers", "0", "--out", str(out), *extra])
+
+
+def data_cfg(bench, shards):
+    return DataConfig(shards=str(shards), tokenizer=str(bench["tokenizer"]), num_frames=FRAMES, img_size=64)
+
+
+@torch.no_grad()
+def reference_epic(bench):
+    """Similarity straight from the data module's reader, independent of the evaluator's dataset path."""
+    model, tok = bench["model"], load_tokenizer(bench["tokenizer"])
+    clips = list(iter_epic_mir_clips(str(bench["epic"]["shards"]), data_cfg(bench, bench["epic"]["shards"])))
+    video = model.encode_video(normalize_video(torch.stack([c["video"] for c in clips])))
+    enc = tok(bench["epic"]["captions"], padding=True, return_tensors="pt")
+    text = model.encode_text(enc["input_ids"], enc["attention_mask"])
+    return (video @ text.T).numpy(), bench["epic"]["relevancy"][[c["row"] for c in clips]]
+
+
+def test_epic_mir_end_to_end_matches_direct_computation(bench, tmp_path):
+    results = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "epic.json")
+    sim, rel = reference_epic(bench)
+    for key, metric in (("mAP", mir_map), ("nDCG", mir_ndcg)):
+        expected = metric(sim, rel)
+        for direction in ("v2t", "t2v", "avg"):
+            assert results[key][direction] == pytest.approx(expected[direction], abs=1e-3)
+    saved = json.loads((tmp_path / "epic.json").read_text())
+    assert saved["results"]["mAP"]["avg"] == pytest.approx(results["mAP"]["avg"])
+    assert saved["paper"]["mAP/avg"]["paper zero-shot"] == 26.7
+    table = (tmp_path / "epic.md").read_text()
+    assert "| mAP/avg |" in table and "26.70" in table
+
+
+def test_released_layout_checkpoint_loads_and_evaluates_the_same(bench, tmp_path):
+    ours = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "a.json")
+    released = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["released"], tmp_path / "b.json")
+    assert released["mAP"] == pytest.approx(ours["mAP"]) and released["nDCG"] == pytest.approx(ours["nDCG"])
+
+
+@torch.no_grad()
+def test_egomcq_end_to_end(bench, tmp_path):
+    results = run_cli(bench, "egomcq", bench["mcq"]["shards"], bench["released"], tmp_path / "mcq.json")
+    model = bench["model"]
+    dual, vtm, answers, types = [], [], [], []
+    for s in iter_egomcq(str(bench["mcq"]["shards"]), data_cfg(bench, bench["mcq"]["shards"])):
+        video = normalize_video(s["video"])
+        ids, mask = s["input_ids"][None], s["attention_mask"][None]
+        dual.append((model.encode_video(video) @ model.encode_text(ids, mask).T)[:, 0])
+        vtm.append(model.match_score(video, ids.expand(5, -1), mask.expand(5, -1)))
+        answers.append(s["answer"])
+        types.append(s["type"])
+    dual, vtm = torch.stack(dual), torch.stack(vtm)
+    for kind, scores in (("dual", dual), ("vtm", vtm), ("ensemble", dual + vtm)):
+        assert results[kind] == pytest.approx(egomcq_accuracy(scores, answers, types))
+    assert results["num_questions"] == {"inter": 3, "intra": 3}
+
+
+@torch.no_grad()
+def test_charades_ego_end_to_end(bench, tmp_path):
+    results = run_cli(bench, "charades_ego", bench["charades"]["shards"], bench["ours"], tmp_path / "ch.json")
+    model, tok = bench["model"], load_tokenizer(bench["tokenizer"])
+    samples = list(iter_charades_ego(str(bench["charades"]["shards"]), data_cfg(bench, bench["charades"]["shards"])))
+    video = model.encode_video(normalize_video(torch.stack([s["video"] for s in samples])))
+    enc = tok(bench["charades"]["classes"], padding=True, return_tensors="pt")
+    scores = video @ model.encode_text(enc["input_ids"], enc["attention_mask"]).T
+    labels = torch.stack([s["label"] for s in samples])
+    assert results["num_classes"] == len(bench["charades"]["classes"]) and results["num_videos"] == 12
+    assert results["mAP"] == pytest.approx(charades_map(scores, labels), abs=1e-3)
+
+
+def test_missing_video_is_an_error_naming_it(bench, tmp_path):
+    from egovlpv2.data.shard_tasks import ShardRun, make_shards
+
+    root = bench["root"]
+    csv_path = tmp_path / "with_missing.csv"
+    lines = (root / "CharadesEgo_v1_test_only1st.csv").read_text().splitlines()
+    csv_path.write_text("\n".join(lines + ["NOVIDEO9,S1,Kitchen,6,7,Yes,s,o,d,c001 0.0 1.0,2.0"]) + "\n")
+    make_shards(ShardRun(task="charades_ego", videos=str(root / "videos_charades"), out=str(tmp_path / "shards"),
+                         csv=str(csv_path), classes=str(root / "Charades_v1_classes.txt"), workers=1,
+                         progress=False, max_failure_fraction=1.0))
+    with pytest.raises(MissingSamplesError, match="NOVIDEO9"):
+        run_cli(bench, "charades_ego", tmp_path / "shards", bench["ours"], tmp_path / "x.json")
+    results = run_cli(bench, "charades_ego", tmp_path / "shards", bench["ours"], tmp_path / "x.json", "--allow-missing")
+    assert results["missing"] == 1 and results["num_videos"] == 12
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank, world, port, bench_paths, out):
+    import os
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    results = run_cli(bench_paths, "epic_mir", bench_paths["epic"]["shards"], bench_paths["ours"], out)
+    torch.save(results, f"{out}.rank{rank}")
+
+
+def test_two_ranks_score_each_clip_once_and_agree(bench, tmp_path):
+    single = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "single.json")
+    paths = {k: bench[k] for k in ("ours", "tokenizer")} | {"epic": {"shards": bench["epic"]["shards"]}}
+    mp.start_processes(_rank_main, args=(2, _free_port(), paths, str(tmp_path / "multi.json")), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        multi = torch.load(f"{tmp_path / 'multi.json'}.rank{rank}", weights_only=False)
+        assert multi["num_clips"] == single["num_clips"] == 24
+        assert multi["mAP"] == pytest.approx(single["mAP"], abs=1e-4)
+        assert multi["nDCG"] == pytest.approx(single["nDCG"], abs=1e-4)
