@@ -53,7 +53,7 @@ class RecomputingObjective(PretrainObjective):
         vtm_video, vtm_text = self.model.video_lower(self.prepare_video(video)), self.model.text_lower(ids, mask)
         plan = self.plan(ego, step)
         states = vtm_inputs(vtm_video, vtm_text, plan, ego.sizes, self.cfg.vtm_negative_pool)
-        mlm, vtm = self.fusion(mlm_video, ids, mask, ego.offset, step, states, plan.labels, ego.sizes)
+        mlm, vtm = self.fusion(mlm_video, ids, mask, ego.offset, step, states, plan.labels, sum(ego.sizes))
         return self.combine(ego, mlm, vtm)
 
 
