@@ -41,7 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class RecomputingObjective(PretrainObjective):
-    """The original schedule: MLM and VTM each run the unfused lower layers again from the input."""
+    """The original schedule: MLM and VTM each run the unfused lower layers again from the input.
+
+    Mirrors ``PretrainObjective.__call__``, except that the fused passes get freshly computed lower states.
+    """
 
     def __call__(self, batch, step=None):
         step = self.step if step is None else step
