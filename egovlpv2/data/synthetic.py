@@ -145,39 +145,39 @@ def _row(video: _Video, k: int, clip_idx: int) -> dict:
             "tag_verb": f"[{c['verb']}]", "tag_noun": f"[{c['noun']}]"}
 
 
-def _distinct_choices(candidates: list[tuple], answer: tuple, rng: random.Random) -> list[tuple] | None:
-    """Four (video, k) distractors whose narration differs from the answer's and from each other."""
-    seen, picked = {answer[2]}, []
+def _distractors(candidates: list[tuple], answer: tuple, rng: random.Random, other_videos: bool) -> list[tuple] | None:
+    """Four (video, k, text) distractors whose narrations differ from the answer's and from each other;
+    for inter-video questions each from a different video."""
+    texts, videos, picked = {answer[2]}, {id(answer[0])}, []
     for cand in rng.sample(candidates, len(candidates)):
-        if cand[2] not in seen:
-            seen.add(cand[2])
-            picked.append(cand)
+        if cand[2] in texts or (other_videos and id(cand[0]) in videos):
+            continue
+        texts.add(cand[2])
+        videos.add(id(cand[0]))
+        picked.append(cand)
         if len(picked) == 4:
             return picked
     return None
 
 
 def _egomcq(videos: list[_Video], count: int, rng: random.Random) -> dict:
+    """Half inter-video questions (type 1: candidates from five videos), half intra-video (type 2)."""
     clips = [(v, k, narration(c["verb"], c["noun"])) for v in videos for k, c in enumerate(v.clips)]
-    questions, qid = {}, 0
-    for attempt in range(count * 20):
+    questions = {}
+    for _ in range(count * 20):
         if len(questions) >= count:
             break
         kind = 1 if len(questions) < count // 2 else 2
         answer = rng.choice(clips)
-        if kind == 1:
-            pool = [c for c in clips if c[0] is not answer[0]]
-            pool = [rng.choice([c for c in pool if c[0] is v]) for v in {id(c[0]): c[0] for c in pool}.values()]
-        else:
-            pool = [c for c in clips if c[0] is answer[0] and c[1] != answer[1]]
-        distractors = _distinct_choices(pool, answer, rng)
+        same = [c for c in clips if (c[0] is answer[0]) == (kind == 2) and c is not answer]
+        distractors = _distractors(same, answer, rng, other_videos=kind == 1)
         if distractors is None:
             continue
         position = rng.randrange(5)
         choices = distractors[:position] + [answer] + distractors[position:]
-        questions[str(qid)] = {"query": _row(answer[0], answer[1], 0), "answer": position, "types": kind,
-                               "choices": {str(i): _row(v, k, 0) for i, (v, k, _) in enumerate(choices)}}
-        qid += 1
+        questions[str(len(questions))] = {
+            "query": _row(answer[0], answer[1], 0), "answer": position, "types": kind,
+            "choices": {str(i): _row(v, k, 0) for i, (v, k, _) in enumerate(choices)}}
     return questions
 
 

@@ -124,6 +124,19 @@ def _select_fps(frames: list, rate: Fraction, fps_cap: float) -> tuple[list, Fra
     return kept, Fraction(fps_cap).limit_denominator(1001)
 
 
+def _yuv_frame(image: np.ndarray):
+    """RGB -> a yuv420p frame whose row padding is zeroed: x264 reads past the visible width of chroma
+    rows, and stale bytes there made identical inputs encode differently."""
+    import av
+
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
+    for plane in frame.planes:
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:plane.height].copy()
+        rows[:, plane.width:] = 0
+        plane.update(rows)
+    return frame
+
+
 def _encode_mp4(images: list[np.ndarray], rate: Fraction, opts: EncodeOptions) -> bytes:
     import av
 
@@ -137,7 +150,7 @@ def _encode_mp4(images: list[np.ndarray], rate: Fraction, opts: EncodeOptions) -
         stream.options = {"preset": opts.preset, "crf": str(opts.crf),
                           "x264-params": f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0:bframes=0"}
         for i, image in enumerate(images):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame = _yuv_frame(image)
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode())

@@ -93,6 +93,10 @@ def torch_load(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":  # launch/export.py writes these
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
     with torch.serialization.safe_globals(RELEASED_SAFE_GLOBALS):
         try:
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -13,7 +13,7 @@ from torch import nn
 
 from egovlpv2.model.config import VideoConfig
 from egovlpv2.model.fusion import VideoCrossAttention
-from egovlpv2.model.layers import Mlp, attention, merge_heads, run_block
+from egovlpv2.model.layers import Mlp, attention, merge_heads, run_block, short_attention
 
 Axis = Literal["time", "space"]
 
@@ -76,7 +76,8 @@ class DividedAttention(nn.Module):
             cls0 = full[:, None, :, :1].expand(-1, groups, -1, -1, -1).reshape(b * groups, h, 1, -1)
             return torch.cat([cls0, grouped], dim=2)
 
-        patch_out = attention(qg, with_cls(k, kg), with_cls(v, vg))
+        attend = short_attention if self.axis == "time" else attention
+        patch_out = attend(qg, with_cls(k, kg), with_cls(v, vg))
         out = torch.cat(cls_out + [self._ungroup(patch_out, b, frames)], dim=2)
         return self.proj(merge_heads(out))
 

@@ -1,0 +1,175 @@
+"""Loader throughput against the original approach, on the same synthetic source video.
+
+Builds (once, cached in --work) a 600 s, 256 px, 30 fps H.264 chunk with moving texture, a csv of ~1 s
+clips inside it, and shards of those clips in both formats (mp4 and packed JPEGs), recording make_shards
+throughput in source-video seconds per CPU second. Then measures, in clips per CPU second (one core):
+- baseline: OpenCV opens the chunk and seeks to each of 4 frames per clip (one decoder thread);
+- the full loader: anchor + partner clips, 4 frames, 224 px crops, batches out of a multi-worker DataLoader.
+CPU time includes the DataLoader workers (reaped children), so other load on the machine does not inflate it.
+"""
+import sys
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from egovlpv2.data import DataConfig, build_pretrain_loader  # noqa: E402
+from egovlpv2.data.egoclip import write_egoclip  # noqa: E402
+from egovlpv2.data.sampling import segment_indices  # noqa: E402
+from egovlpv2.data.shard_tasks import ShardRun, make_shards  # noqa: E402
+from egovlpv2.data.synthetic import NOUNS, VERBS, narration, write_video  # noqa: E402
+from egovlpv2.data.tokenizer import build_bpe_tokenizer  # noqa: E402
+from egovlpv2.data.transcode import EncodeOptions  # noqa: E402
+from egovlpv2.data.transforms import train_transform  # noqa: E402
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its live children (the DataLoader workers), from /proc."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    total, me, tick = own.ru_utime + own.ru_stime, os.getpid(), os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # ppid; utime and stime follow at fields 11 and 12
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def source_frames(seconds: float, fps: float, width: int, height: int, seed: int = 0):
+    """Scrolling texture with moving blocks: content the codec has to work for."""
+    rng = np.random.default_rng(seed)
+    texture = cv2.resize(rng.integers(0, 255, (height // 8, width // 4, 3), dtype=np.uint8), (width * 2, height),
+                         interpolation=cv2.INTER_CUBIC)
+    for n in range(int(seconds * fps)):
+        shift = (n * 3) % width
+        frame = np.ascontiguousarray(texture[:, shift:shift + width])
+        x, y = int(width / 2 + width / 3 * np.sin(n / 40)), int(height / 2 + height / 3 * np.cos(n / 55))
+        cv2.rectangle(frame, (x - 20, y - 20), (x + 20, y + 20), (int(n * 7) % 255, 80, 200), -1)
+        yield frame
+
+
+def prepare(work: Path, chunk_s: float, clips: int, workers: int, rebuild: bool) -> dict:
+    video_dir, uid = work / "videos", "bench-video"
+    chunk = video_dir / uid / "0.mp4"
+    if not chunk.is_file():
+        chunk.parent.mkdir(parents=True, exist_ok=True)
+        print(f"encoding a {chunk_s:.0f} s 456x256 30 fps source chunk ...", flush=True)
+        # ffmpeg's default GOP (250), as in the commonly shared 256 px Ego4D chunks.
+        write_video(chunk, source_frames(chunk_s, 30.0, 456, 256), 30.0, gop=250, crf=23)
+    rng = random.Random(0)
+    rows = []
+    for i in range(clips):
+        start = round(rng.uniform(0, chunk_s - 1.5), 3)
+        verb, noun = rng.randrange(len(VERBS)), rng.randrange(len(NOUNS))
+        rows.append({"clip_idx": i, "video_uid": uid, "video_dur": chunk_s, "narration_source": "narration_pass_1",
+                     "narration_ind": i, "narration_time": start + 0.5, "clip_start": start,
+                     "clip_end": round(start + rng.uniform(0.8, 1.2), 3), "clip_text": narration(verb, noun),
+                     "tag_verb": f"[{verb}]", "tag_noun": f"[{noun}]"})
+    write_egoclip(work / "bench.csv", rows)
+    if not (work / "tokenizer").is_dir():
+        build_bpe_tokenizer([r["clip_text"] for r in rows], work / "tokenizer", 512)
+    results = {"chunk": str(chunk), "rows": rows}
+    for fmt in ("mp4", "jpgs"):
+        out = work / f"shards_{fmt}"
+        if (out / "manifest.json").is_file() and not rebuild:
+            manifest = json.loads((out / "manifest.json").read_text())
+            results[fmt] = {"shards": str(out), "wall_s": float("nan"), "bytes": manifest["total_bytes"],
+                            "source_s_per_cpu_s": manifest["source_s_per_cpu_s"], "samples": manifest["total_samples"]}
+            continue
+        for old in out.glob("*.json"):
+            old.unlink()  # sidecars too: every shard is rewritten, so the throughput is measured
+        began = time.time()
+        manifest, ok = make_shards(ShardRun(task="egoclip", csv=str(work / "bench.csv"), videos=str(video_dir),
+                                            out=str(out), workers=workers, samples_per_shard=100, progress=False,
+                                            encode=EncodeOptions(frame_format=fmt, jpeg_frames=8)))
+        assert ok, manifest["failures"][:5]
+        results[fmt] = {"shards": str(out), "wall_s": time.time() - began, "bytes": manifest["total_bytes"],
+                        "source_s_per_cpu_s": manifest["source_s_per_cpu_s"], "samples": manifest["total_samples"]}
+    return results
+
+
+def bench_baseline(chunk: str, rows: list, frames: int, img_size: int, limit: int) -> dict:
+    """The original recipe: open the chunk, seek with OpenCV to each sampled frame, read it."""
+    rng = random.Random(1)
+    began_cpu, began = cpu_seconds(), time.time()
+    for row in rows[:limit]:
+        cap = cv2.VideoCapture(chunk, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        first, last = int(row["clip_start"] * fps), int(row["clip_end"] * fps)
+        images = []
+        for i in segment_indices(last - first, frames, True, rng):
+            cap.set(cv2.CAP_PROP_POS_FRAMES, first + i)
+            ok, bgr = cap.read()
+            if not ok:
+                raise RuntimeError(f"baseline failed to read frame {first + i}")
+            images.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        cap.release()
+        train_transform(np.stack(images), img_size, (0.5, 1.0), True, rng)
+    cpu, wall = cpu_seconds() - began_cpu, time.time() - began
+    return {"clips": limit, "cpu_s": cpu, "wall_s": wall, "clips_per_cpu_s": limit / cpu, "clips_per_s": limit / wall}
+
+
+def bench_loader(shards: str, tokenizer: str, frames: int, img_size: int, batch: int, workers: int,
+                 backend: str, warmup: int = 3) -> dict:
+    """Steady state: CPU time of the main process and the live workers between batch ``warmup`` and the last."""
+    cfg = DataConfig(shards=shards, tokenizer=tokenizer, num_frames=frames, img_size=img_size, batch_size=batch,
+                     num_workers=workers, shuffle_buffer=64, decode_backend=backend)
+    loader = build_pretrain_loader(cfg, 0, 1, 0)
+    if len(loader) <= warmup:
+        raise ValueError(f"{len(loader)} batches: too few to measure after {warmup} warm-up batches")
+    clips, began = 0, time.time()
+    for i, b in enumerate(loader):
+        if i == warmup:
+            began_cpu, began_wall, clips = cpu_seconds(), time.time(), 0
+        clips += b["video"].shape[0]  # anchors and partners: each is a decoded clip
+        if i == len(loader) - 1:
+            cpu, wall = cpu_seconds() - began_cpu, time.time() - began_wall
+    return {"clips": clips, "cpu_s": cpu, "wall_s": wall, "clips_per_cpu_s": clips / cpu, "clips_per_s": clips / wall,
+            "startup_s": None, "workers": workers, "backend": backend, "total_wall_s": time.time() - began}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", default="runs/bench_loader", help="cache for the source video and shards")
+    p.add_argument("--chunk-seconds", type=float, default=600.0)
+    p.add_argument("--clips", type=int, default=400)
+    p.add_argument("--baseline-clips", type=int, default=40)
+    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=16, help="anchors per batch (the batch holds twice as many clips)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rebuild", action="store_true", help="rewrite cached shards (measures make_shards again)")
+    a = p.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    prep = prepare(work, a.chunk_seconds, a.clips, a.workers, a.rebuild)
+    for fmt in ("mp4", "jpgs"):
+        print(f"make_shards ({fmt}): {prep[fmt]['samples']} clips, {prep[fmt]['bytes'] / 1e6:.1f} MB, "
+              f"{prep[fmt]['source_s_per_cpu_s']:.1f} source s per CPU s, {prep[fmt]['wall_s']:.1f} s wall")
+    base = bench_baseline(prep["chunk"], prep["rows"], a.frames, a.img_size, a.baseline_clips)
+    print(f"baseline (OpenCV seek into a {a.chunk_seconds:.0f} s chunk): {base['clips_per_cpu_s']:.2f} clips per CPU s "
+          f"({base['clips_per_s']:.2f} clips/s wall, {base['clips']} clips)")
+    results = {"args": vars(a), "make_shards": {f: prep[f] for f in ("mp4", "jpgs")}, "baseline": base}
+    for fmt, backend in (("mp4", "decord"), ("mp4", "pyav"), ("jpgs", "auto")):
+        res = bench_loader(prep[fmt]["shards"], str(work / "tokenizer"), a.frames, a.img_size, a.batch, a.workers,
+                           backend)
+        res["vs_baseline"] = res["clips_per_cpu_s"] / base["clips_per_cpu_s"]
+        results[f"loader_{fmt}_{backend}"] = res
+        print(f"loader ({fmt}, {backend}, {a.workers} workers): {res['clips_per_cpu_s']:.1f} clips per CPU s, "
+              f"{res['clips_per_s']:.1f} clips/s wall, {res['vs_baseline']:.1f}x baseline ({res['clips']} clips)")
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Time pre-training steps: our DeepSpeed ZeRO-2 step, a plain PyTorch AMP step, and the original's
+recomputing schedule, on the same model, batch and objective, in one run.
+
+    python benchmarks/bench_step.py                 # CPU: egovlpv2-tiny, fp32, 16+16 pairs
+    python benchmarks/bench_step.py --gpu           # GPU: egovlpv2-base, 4 frames, 32+32 pairs, bf16, checkpointing
+
+Modes:
+- deepspeed: `deepspeed.initialize` with ds_configs/zero2.json (client AdamW, fp32 gradient accumulation,
+  clipping) around our PretrainObjective; the fused MLM/VTM passes reuse the dual pass's lower layers.
+- plain: the same objective, torch AdamW, torch.autocast (bf16 on GPU), clip_grad_norm_; no DeepSpeed.
+- recompute: like plain, but the fused MLM and VTM passes recompute the lower (unfused) layers from the
+  input, as the original implementation does (the video tower runs three times per step).
+
+Reports median step time, clips/s (anchors + partners), peak memory and, on a GPU with a known peak,
+MFU = analytic model FLOPs of the step (forward + backward, recomputation not counted) / time / peak.
+Batches are random tensors already on the device: this measures the step, not the loader.
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import egovlpv2  # noqa: E402
+from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
+from egovlpv2.losses import LossConfig, PretrainObjective, TokenizerInfo  # noqa: E402
+from egovlpv2.losses.vtm import vtm_inputs  # noqa: E402
+from egovlpv2.model.config import resolve_model_config  # noqa: E402
+from egovlpv2.train.config import OptimConfig  # noqa: E402
+from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config  # noqa: E402
+from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib  # noqa: E402
+from egovlpv2.train.optim import build_optimizer  # noqa: E402
+from egovlpv2.train.pretrain import pretrain_step_flops  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RecomputingObjective(PretrainObjective):
+    """The original schedule: MLM and VTM each run the unfused lower layers again from the input."""
+
+    def __call__(self, batch, step=None):
+        step = self.step if step is None else step
+        self.step = step + 1
+        ids, mask, video = batch["input_ids"], batch["attention_mask"], batch["video"]
+        enc = self.encode(video, ids, mask)
+        ego = self.contrastive(enc.video_embed, enc.text_embed, batch["verb"], batch["noun"])
+        mlm_video = self.model.video_lower(self.prepare_video(video))  # recomputed for MLM
+        vtm_video, vtm_text = self.model.video_lower(self.prepare_video(video)), self.model.text_lower(ids, mask)
+        plan = self.plan(ego, step)
+        states = vtm_inputs(vtm_video, vtm_text, plan, ego.sizes, self.cfg.vtm_negative_pool)
+        mlm, vtm = self.fusion(mlm_video, ids, mask, ego.offset, step, states, plan.labels, ego.sizes)
+        return self.combine(ego, mlm, vtm)
+
+
+def random_batch(cfg, pairs: int, text_len: int, vocab: int, device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    n, v = 2 * pairs, cfg.video
+    ids = torch.randint(5, vocab, (n, text_len), generator=g)
+    ids[:, 0], ids[:, -1] = 0, 2
+    verb = torch.zeros(n, 118)
+    noun = torch.zeros(n, 582)
+    verb[torch.arange(n), torch.randint(0, 10, (n,), generator=g)] = 1
+    noun[torch.arange(n), torch.randint(0, 20, (n,), generator=g)] = 1
+    batch = {"video": torch.randint(0, 256, (n, v.num_frames, 3, v.img_size, v.img_size), dtype=torch.uint8,
+                                    generator=g),
+             "input_ids": ids, "attention_mask": torch.ones_like(ids), "verb": verb, "noun": noun}
+    return {k: t.to(device) for k, t in batch.items()}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_memory(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def make_model(args, device, dtype=None):
+    torch.manual_seed(0)
+    model = egovlpv2.create_model(args.model, num_frames=args.frames)
+    model.set_grad_checkpointing(args.grad_checkpointing)
+    return model.to(device, dtype) if dtype else model.to(device)
+
+
+def tokenizer_info(cfg) -> TokenizerInfo:
+    return TokenizerInfo(cfg.text.vocab_size, 4, 1, (0, 1, 2, 3, 4))
+
+
+def deepspeed_step_fn(args, cfg, device):
+    ds = reconcile_ds_config(load_ds_config(REPO / "ds_configs" / "zero2.json"), args.pairs, 1, 1, args.precision)
+    model = make_model(args, device)
+    objective = PretrainObjective(model, LossConfig(), tokenizer_info(cfg))
+    engine = build_engine(model, objective, ds, OptimConfig(), total_steps=10**6)
+
+    def step(batch, i):
+        loss, _ = engine(batch, step=i)
+        engine.backward(loss)
+        engine.step()
+        return loss
+    return step, engine
+
+
+def plain_step_fn(args, cfg, device, objective_cls):
+    model = make_model(args, device)
+    objective = objective_cls(model, LossConfig(), tokenizer_info(cfg))
+    optimizer = build_optimizer(model, OptimConfig())
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+
+    def step(batch, i):
+        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            loss, _ = objective(batch, i)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return loss
+    return step, model
+
+
+def profile_steps(name, step, batch, first, device, top: int) -> None:
+    """Two more steps under torch.profiler; print the operators that took the most device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(first, first + 2):
+            step(batch, i).item()
+            sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\n[{name}] top {top} operators by {key} over 2 steps")
+    print(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60))
+
+
+def measure(name, build, args, cfg, device, flops):
+    reset_memory(device)
+    step, owner = build()
+    batch = random_batch(cfg, args.pairs, args.text_len, cfg.text.vocab_size, device)
+    times = []
+    for i in range(args.warmup + args.steps):
+        sync(device)
+        start = time.perf_counter()
+        loss = step(batch, i)
+        loss.item()
+        sync(device)
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    if args.profile:
+        profile_steps(name, step, batch, args.warmup + args.steps, device, args.profile)
+    median = statistics.median(times)
+    peak = device_peak_flops(device)
+    row = {"mode": name, "step_s": median, "clips_per_s": 2 * args.pairs / median,
+           "peak_memory_gib": peak_memory_gib(device), "mfu": flops / median / peak if peak else None}
+    del step, owner
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gpu", action="store_true", help="the base config: egovlpv2-base, 4 frames, 32+32, bf16")
+    parser.add_argument("--model", help="model recipe (default: egovlpv2-tiny, or egovlpv2-base with --gpu)")
+    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--pairs", type=int, help="anchors per step (partners double them); default 16, 32 with --gpu")
+    parser.add_argument("--text-len", type=int, default=15)
+    parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
+    parser.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--modes", default="deepspeed,plain,recompute")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile 2 more steps per mode and print the top N operators")
+    args = parser.parse_args()
+    args.model = args.model or ("egovlpv2-base" if args.gpu else "egovlpv2-tiny")
+    args.pairs = args.pairs or (32 if args.gpu else 16)
+
+    env = init_distributed()  # DeepSpeed needs a process group, even of one
+    device = select_device(env)
+    if args.gpu and device.type != "cuda":
+        raise SystemExit("--gpu needs a visible CUDA device")
+    args.precision = args.precision or ("bf16" if device.type == "cuda" else "fp32")
+    cfg = resolve_model_config(args.model)
+    cfg.video.num_frames = args.frames
+    flops = pretrain_step_flops(cfg, 2 * args.pairs, args.text_len)
+    builders = {
+        "deepspeed": lambda: deepspeed_step_fn(args, cfg, device),
+        "plain": lambda: plain_step_fn(args, cfg, device, PretrainObjective),
+        "recompute": lambda: plain_step_fn(args, cfg, device, RecomputingObjective),
+    }
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{args.model}, {args.frames} frames, {args.pairs}+{args.pairs} pairs, {args.precision}, "
+          f"grad checkpointing {'on' if args.grad_checkpointing else 'off'}, {name}, torch {torch.__version__}; "
+          f"model FLOPs/step {flops / 1e12:.3f} TFLOP; median of {args.steps} steps after {args.warmup}")
+    rows = [measure(m, builders[m], args, cfg, device, flops) for m in args.modes.split(",")]
+    print(f"| mode | step (s) | clips/s | peak memory (GiB) | MFU |\n| --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        print(f"| {r['mode']} | {r['step_s']:.3f} | {r['clips_per_s']:.1f} | {r['peak_memory_gib']:.2f} | {mfu} |")
+    by = {r["mode"]: r for r in rows}
+    if "deepspeed" in by and "plain" in by:
+        print(f"DeepSpeed overhead over plain: {100 * (by['deepspeed']['step_s'] / by['plain']['step_s'] - 1):+.1f}%")
+    if "recompute" in by:
+        for mode in ("deepspeed", "plain"):
+            if mode in by:
+                print(f"{mode} / recompute clips/s: {by[mode]['clips_per_s'] / by['recompute']['clips_per_s']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The callable that submitit runs on every task of a job: distributed environment, entry point, requeue.
+
+Time limits and preemption (SLURM sends ``--signal=USR2@<delay>`` to every task of the job):
+
+1. submitit installs a USR2 handler on every task that checkpoints and requeues on rank 0 at once. That
+   must not happen mid-step: a DeepSpeed save is collective. So before the entry point runs, USR2 is
+   routed to the training's ``request_stop`` on every rank: it only sets a flag.
+2. At the next step boundary all ranks agree on the flag (an all-reduce), save together, and the entry
+   point returns a result with ``stopped`` set.
+3. Then rank 0 alone hands over to submitit's own handler, which calls :meth:`LaunchedJob.checkpoint`
+   (it only resubmits this same callable), requeues the job and exits; submitit counts time-outs there
+   (``max_num_timeout``). The other ranks exit without a result: the job is not over.
+4. The requeued job runs the same pickled callable on the same code snapshot; the entry point resumes
+   from ``latest`` in its run directory, and a finished run directory returns at once.
+
+A stop for another reason (SIGTERM from ``scancel`` or a SLURM-side requeue, a user's SIGUSR1) is not
+requeued here: SLURM is already ending or requeueing the job, or the user asked it to stop.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the run's code snapshot in a job
+
+
+def _log_to_stderr() -> None:
+    """Launch messages go to the task's stderr log next to submitit's, whatever the entry configures."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def resolve_entry(entry: str) -> Callable[[list[str]], Any]:
+    """``"package.module:function"`` or ``"launch/script.py:function"`` (relative to the code root) -> function."""
+    target, sep, attr = entry.partition(":")
+    if not sep or not target or not attr:
+        raise ValueError(f"entry point {entry!r} is not of the form 'package.module:function' or 'path.py:function'")
+    if target.endswith(".py"):
+        path = CODE_ROOT / target
+        spec = importlib.util.spec_from_file_location(f"egovlpv2_entry_{path.stem}", path)
+        if spec is None or not path.is_file():
+            raise FileNotFoundError(f"entry point script {path} not found")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(target)
+    return getattr(module, attr)
+
+
+@dataclass
+class LaunchedJob:
+    """Runs ``entry(argv)`` on one submitit task.
+
+    The function takes the same arguments as its launch script. ``workdir`` is where the job was
+    submitted from: relative paths in ``argv`` mean what they meant there, while the code is imported
+    from the run's snapshot (the job starts in the snapshot directory).
+    """
+
+    entry: str
+    argv: list[str] = field(default_factory=list)
+    workdir: str | None = None
+
+    def __call__(self) -> Any:
+        import submitit
+
+        from egovlpv2.dist.env import detect, export
+        from egovlpv2.train.checkpoint import request_stop
+
+        _log_to_stderr()
+        job_env = submitit.JobEnvironment()
+        env = detect()  # submitit's JobEnvironment -> RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
+        export(env)  # every entry point's env:// rendezvous (and evaluation's LOCAL_RANK) reads the same
+        log.info("%s -> rank %d/%d, master %s:%d", job_env, env.rank, env.world_size, env.master_addr, env.master_port)
+        if self.workdir:
+            os.chdir(self.workdir)
+
+        usr_sig = job_env._usr_sig()
+        submitit_handler = signal.getsignal(usr_sig)
+        received: list[int] = []
+
+        def stop_at_next_step(signum: int, frame: Any) -> None:
+            received.append(signum)
+            request_stop(signum, frame)
+
+        signal.signal(usr_sig, stop_at_next_step)
+        result = resolve_entry(self.entry)(list(self.argv))
+        if getattr(result, "stopped", False) and received:
+            self._hand_over_to_submitit(env.rank, usr_sig, submitit_handler)
+        return result
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        """Called by submitit on rank 0 alone: only resubmit this callable; the entry point saved already.
+
+        Saving here would deadlock or corrupt the checkpoint: a DeepSpeed save needs every rank.
+        """
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+    @staticmethod
+    def _hand_over_to_submitit(rank: int, usr_sig: int, submitit_handler: Any) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # every rank's share of the checkpoint is on disk before the job is requeued
+            dist.destroy_process_group()
+        if rank != 0:
+            log.info("stopped for the time limit or preemption; rank 0 requeues the job")
+            sys.exit(0)  # no result file: the job is not over
+        if not callable(submitit_handler):  # debug executor: nothing to requeue into
+            log.warning("stopped outside a requeueable job; submit again to resume from the checkpoint")
+            return
+        log.info("stopped for the time limit or preemption, checkpoint saved: requeueing")
+        submitit_handler(usr_sig, None)  # checkpoint() -> scontrol requeue -> SystemExit

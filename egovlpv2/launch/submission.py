@@ -1,0 +1,212 @@
+"""Put a launch entry point on a cluster with submitit: sbatch parameters, code snapshot, submission.
+
+Layout of a run directory ``<output_dir>``:
+- ``code/<stamp>/``: the code of one submission (``egovlpv2/``, ``launch/``, ``configs/``, ``ds_configs/``);
+  its jobs, requeued ones included, import from there, so editing the checkout does not change them.
+- ``slurm/``: submitit's folder: ``<jobid>_submission.sh``, ``<jobid>_<task>_log.out|err``, pickles.
+- everything the entry point writes (checkpoints, ``latest``, TensorBoard logs, resolved config).
+"""
+from __future__ import annotations
+
+import math
+import re
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import egovlpv2
+from egovlpv2.launch.job import LaunchedJob
+
+REPO_ROOT = Path(egovlpv2.__file__).resolve().parents[1]
+SNAPSHOT_DIRS = ("egovlpv2", "launch", "configs", "ds_configs")
+
+
+@dataclass
+class ClusterSpec:
+    nodes: int = 1
+    gpus_per_node: int = 8
+    tasks_per_node: int | None = None  # default: one task per GPU, or one task on a CPU node
+    cpus_per_task: int | None = None
+    mem: str | None = None  # SLURM syntax: "400G", "64000M", "0" (all of the node's memory)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time: str = "24:00:00"
+    job_name: str = "egovlpv2"
+    signal_delay_s: int = 120  # SIGUSR2 this long before the time limit: one step + a checkpoint must fit
+    max_timeouts: int = 20  # requeues after hitting the time limit (preemptions are not counted)
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1:
+            raise ValueError(f"--nodes must be at least 1, got {self.nodes}")
+        if self.gpus_per_node < 0:
+            raise ValueError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
+        if self.tasks_per_node is None:
+            self.tasks_per_node = max(self.gpus_per_node, 1)
+        if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
+            raise ValueError(
+                f"{self.tasks_per_node} tasks for {self.gpus_per_node} GPUs per node: training runs one task per GPU"
+            )
+        if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
+            raise ValueError(f"--mem {self.mem!r}: use SLURM's syntax, e.g. 400G, 64000M or 0 (whole node)")
+        self.time_minutes = time_to_minutes(self.time)
+        if self.signal_delay_s >= self.time_minutes * 60:
+            raise ValueError(f"--signal-delay-s {self.signal_delay_s} is not shorter than --time {self.time}")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+
+def time_to_minutes(text: str) -> int:
+    """SLURM time syntax ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS") -> whole minutes."""
+    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
+    if not match:
+        raise ValueError(f"--time {text!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+    days, a, b, c = match.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        seconds = int(a) * 3600 + int(b) * 60 + int(c)
+    elif b is not None:  # MM:SS
+        seconds = int(a) * 60 + int(b)
+    else:  # MM
+        seconds = int(a) * 60
+    if seconds <= 0:
+        raise ValueError(f"--time {text!r} must be positive")
+    return math.ceil(seconds / 60)
+
+
+def submitit_folder(output_dir: Path) -> Path:
+    """submitit's folder for the jobs of a run: one sub-folder per job id."""
+    return Path(output_dir).absolute() / "slurm" / "%j"
+
+
+def slurm_parameters(spec: ClusterSpec, code_dir: Path) -> dict:
+    """submitit ``SlurmExecutor.update_parameters`` arguments for ``spec``, jobs starting in ``code_dir``."""
+    code = shlex.quote(str(code_dir))
+    params: dict = {
+        "job_name": spec.job_name,
+        "nodes": spec.nodes,
+        "ntasks_per_node": spec.tasks_per_node,
+        "time": spec.time_minutes,
+        "signal_delay_s": spec.signal_delay_s,
+        # the snapshot comes first on sys.path (python -m puts the working directory there)
+        "setup": [f"cd {code}", f'export PYTHONPATH={code}"${{PYTHONPATH:+:$PYTHONPATH}}"'],
+        # requeueing must be allowed even where the cluster's default (JobRequeue) forbids it
+        "additional_parameters": {"requeue": True},
+    }
+    if spec.gpus_per_node:
+        params["gpus_per_node"] = spec.gpus_per_node
+    if spec.mem is not None:
+        params["additional_parameters"]["mem"] = spec.mem
+    for name in ("cpus_per_task", "partition", "account", "qos", "constraint"):
+        value = getattr(spec, name)
+        if value is not None:
+            params[name] = value
+    return params
+
+
+def sbatch_script(spec: ClusterSpec, output_dir: Path, code_dir: Path | None = None) -> str:
+    """The sbatch script a submission of ``spec`` would write (no SLURM needed)."""
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    output_dir = Path(output_dir).absolute()
+    code_dir = code_dir or output_dir / "code" / "<stamp>"
+    folder = submitit_folder(output_dir)
+    command = f"{shlex.quote(sys.executable)} -u -m submitit.core._submit {shlex.quote(str(folder))}"
+    return _make_sbatch_string(command=command, folder=folder, **slurm_parameters(spec, code_dir))
+
+
+def snapshot_code(output_dir: Path) -> Path:
+    """Copy the code of this checkout into ``<output_dir>/code/<stamp>`` and return that directory."""
+    code_dir = Path(output_dir).absolute() / "code" / time.strftime("%Y%m%d-%H%M%S")
+    while code_dir.exists():  # two submissions within a second
+        code_dir = code_dir.with_name(code_dir.name + "-1")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in SNAPSHOT_DIRS:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, code_dir / name, ignore=ignore)
+    return code_dir
+
+
+def in_snapshot(arg: str, code_dir: Path) -> str:
+    """An absolute path into the checkout's snapshotted folders, redirected to the snapshot's copy."""
+    path = Path(arg)
+    if not path.is_absolute():
+        return arg
+    try:
+        rel = path.relative_to(REPO_ROOT)
+    except ValueError:
+        return arg
+    copy = code_dir / rel
+    return str(copy) if rel.parts and rel.parts[0] in SNAPSHOT_DIRS and copy.exists() else arg
+
+
+def make_executor(cluster: str, spec: ClusterSpec, output_dir: Path, code_dir: Path):
+    """A submitit executor: ``slurm``, ``local`` (tasks as subprocesses of this machine, one node) or
+    ``debug`` (in this process, for a debugger; no snapshot)."""
+    import submitit
+
+    folder = submitit_folder(output_dir)
+    if cluster == "slurm":
+        if shutil.which("sbatch") is None:
+            raise RuntimeError("sbatch not found: this machine is not a SLURM login node (use --cluster local)")
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=spec.max_timeouts)
+        executor.update_parameters(**slurm_parameters(spec, code_dir))
+        return executor
+    if spec.nodes != 1:
+        raise ValueError(f"--cluster {cluster} runs on this machine only: use --nodes 1, not {spec.nodes}")
+    if cluster == "local":
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=spec.max_timeouts)
+        executor.update_parameters(
+            timeout_min=spec.time_minutes,
+            tasks_per_node=spec.tasks_per_node,
+            gpus_per_node=spec.gpus_per_node,
+            signal_delay_s=spec.signal_delay_s,
+            setup=slurm_parameters(spec, code_dir)["setup"],
+        )
+        return executor
+    if cluster == "debug":
+        if spec.tasks_per_node != 1:
+            raise ValueError("--cluster debug runs one task in this process: use --gpus-per-node 0 or 1")
+        return submitit.DebugExecutor(folder=folder)
+    raise ValueError(f"unknown cluster {cluster!r}: slurm, local or debug")
+
+
+@dataclass
+class Submitted:
+    job: object
+    output_dir: Path
+    code_dir: Path | None
+
+    def describe(self) -> str:
+        job = self.job
+        lines = [f"job {job.job_id} submitted; run directory {self.output_dir}"]
+        if self.code_dir is not None:
+            lines.append(f"  code snapshot: {self.code_dir}")
+        paths = getattr(job, "paths", None)
+        if paths is not None:
+            lines.append(f"  logs (rank 0): {paths.stdout}  {paths.stderr}")
+        if type(job).__name__ == "SlurmJob":
+            lines.append(f"  status: sacct -j {job.job_id} -X -o JobID,JobName%20,State,Elapsed,NodeList  (squeue -j {job.job_id})")
+        elif paths is not None:
+            lines.append(f"  status: tail -f {paths.stdout}")
+        return "\n".join(lines)
+
+
+def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, cluster: str = "slurm") -> Submitted:
+    """Snapshot the code and submit ``entry(argv)`` on ``spec``; returns the submitit job."""
+    output_dir = Path(output_dir).absolute()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    code_dir = snapshot_code(output_dir) if cluster != "debug" else None
+    executor = make_executor(cluster, spec, output_dir, code_dir or REPO_ROOT)
+    if code_dir is not None:  # recipes and DeepSpeed configs of the checkout: the snapshot's copies
+        argv = [in_snapshot(arg, code_dir) for arg in argv]
+    job = executor.submit(LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
+    return Submitted(job=job, output_dir=output_dir, code_dir=code_dir)

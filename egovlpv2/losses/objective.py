@@ -1,0 +1,175 @@
+"""The whole pre-training loss of one step: EgoNCE + MLM + 2 * VTM (weights configurable)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+import torch
+
+from egovlpv2.config import ConfigError
+from egovlpv2.losses import batch_ops
+from egovlpv2.losses.egonce import EgoNCEOutput, PositiveRule, egonce
+from egovlpv2.losses.mlm import IGNORE, MLMOutput, TokenizerInfo, mask_tokens, mlm_loss
+from egovlpv2.losses.vtm import NegativePool, VTMOutput, VTMPlan, plan_vtm, vtm_inputs, vtm_loss
+
+
+@dataclass
+class LossConfig:
+    egonce_weight: float = 1.0
+    mlm_weight: float = 1.0
+    vtm_weight: float = 2.0
+    temperature: float = 0.05
+    positives: PositiveRule = "action"
+    mlm_probability: float = 0.15
+    mlm_mask_fraction: float = 0.8
+    mlm_random_fraction: float = 0.1
+    vtm_negative_pool: NegativePool = "global"
+    vtm_negative_temperature: float = 0.05
+    # Seeds the MLM masks and VTM draws, which are keyed by (seed, step, global sample index).
+    seed: int = 0
+    # With gradient accumulation: one EgoNCE over the whole step (gradient caching) or one per micro-batch.
+    contrastive_batch: Literal["global", "micro"] = "global"
+
+    def __post_init__(self) -> None:
+        for name in ("egonce_weight", "mlm_weight", "vtm_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"loss.{name} must be >= 0")
+        if self.temperature <= 0 or self.vtm_negative_temperature <= 0:
+            raise ConfigError("loss temperatures must be > 0")
+        if not 0 < self.mlm_probability < 1:
+            raise ConfigError("loss.mlm_probability must lie in (0, 1)")
+        if self.mlm_mask_fraction < 0 or self.mlm_random_fraction < 0 \
+                or self.mlm_mask_fraction + self.mlm_random_fraction > 1:
+            raise ConfigError("loss.mlm_mask_fraction + loss.mlm_random_fraction must lie in [0, 1]")
+
+
+@dataclass
+class Encoded:
+    """The dual pass of a batch: lower-layer states (reused by the fused passes) and the embeddings."""
+
+    video_states: Any
+    text_states: Any
+    video_embed: torch.Tensor
+    text_embed: torch.Tensor
+
+
+class PretrainObjective:
+    """``objective(batch, step) -> (loss, parts)`` for a pre-training batch already on the device.
+
+    ``loss`` is this rank's share of the global loss: averaging over ranks (what data-parallel gradient
+    reduction does) gives the loss and the gradient of the whole global batch. ``parts`` holds detached
+    scalars: ``egonce``, ``mlm``, ``vtm`` (the same shares) and ``egonce_acc``, ``mlm_acc``, ``vtm_acc``.
+
+    Compute reuse, and what it changes against the original EgoVLPv2: the original runs both towers from
+    the input three times per step (dual for EgoNCE, fused for MLM, fused for VTM). Here the lower layers
+    (0..M-1) of the dual pass are reused by both fused passes, so the video tower's lower half runs once
+    instead of three times and the text's twice (the masked MLM text must be re-encoded). What changes:
+    the lower layers' dropout noise is shared by EgoNCE and VTM (and by the MLM video) instead of drawn
+    independently per pass, and their gradients meet in one graph. The expected loss is the same; the
+    noise of its estimate is correlated across the objectives. A second difference comes from the model
+    (``video_lower(cls="both")``): in the reused lower layers the video patches attend to the dual CLS,
+    whereas the original's fused passes run their own CLS from layer 0; the fused CLS still rides along
+    as an extra query. With dropout off, everything else is the original's computation. MLM and VTM run in one fused call over ``[MLM pairs; VTM slots]`` (every layer
+    treats samples independently, so this only batches the work).
+
+    ``step`` keys the MLM masks and VTM negatives, with the global sample index, so that any split of the
+    global batch over ranks (or micro-batches) draws the same ones; pass the optimizer step for exact
+    resumption (an internal counter is used otherwise).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: LossConfig, tokenizer_info: TokenizerInfo):
+        self.model, self.cfg, self.tok = model, cfg, tokenizer_info
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------------ pieces
+    def prepare_video(self, video: torch.Tensor) -> torch.Tensor:
+        if video.dtype == torch.uint8:
+            from egovlpv2.data.transforms import normalize_video
+
+            video = normalize_video(video)
+        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+        return video.to(dtype)
+
+    def encode(self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Encoded:
+        vs = self.model.video_lower(self.prepare_video(video))
+        ts = self.model.text_lower(input_ids, attention_mask)
+        v, t = self.model.dual_from_lower(vs, ts)
+        return Encoded(vs, ts, v, t)
+
+    def contrastive(self, enc_video: torch.Tensor, enc_text: torch.Tensor, verb: torch.Tensor, noun: torch.Tensor,
+                    sizes: Optional[list[int]] = None) -> EgoNCEOutput:
+        return egonce(enc_video, enc_text, verb, noun, self.cfg.temperature, self.cfg.positives, sizes)
+
+    def plan(self, ego: EgoNCEOutput, step: int, rows: slice | None = None, first_row: int | None = None) -> VTMPlan:
+        """VTM slots for ``rows`` of ``ego``'s local rows (all by default)."""
+        rows = rows or slice(None)
+        return plan_vtm(ego.sim_v2t[rows], ego.sim_t2v[rows], ego.positives[rows], ego.sizes, self.cfg.seed, step,
+                        self.cfg.vtm_negative_pool, self.cfg.vtm_negative_temperature, first_row)
+
+    def fusion(self, video_states: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, first_row: int,
+               step: int, vtm_states: Optional[tuple[Any, Any]], vtm_labels: Optional[torch.Tensor],
+               vtm_slots: int, mlm_count: Optional[int] = None) -> tuple[Optional[MLMOutput], Optional[VTMOutput]]:
+        """The fused MLM pass (masked text re-encoded, video states reused) and the VTM pass on the given
+        slot states, in one call to the fused layers. Rows are ``first_row..`` of the global batch, which
+        holds ``vtm_slots`` VTM slots and ``mlm_count`` masked tokens (counted here when not given)."""
+        n = input_ids.shape[0]
+        videos, texts, labels = [], [], None
+        if self.cfg.mlm_weight > 0:
+            masked, labels = self.mask(input_ids, attention_mask, first_row, step)
+            videos.append(video_states)
+            texts.append(self.model.text_lower(masked, attention_mask))
+        if vtm_states is not None:
+            videos.append(vtm_states[0])
+            texts.append(vtm_states[1])
+        if not videos:
+            return None, None
+        fused = self.model.fused_from_lower(batch_ops.cat_rows(videos), batch_ops.cat_rows(texts))
+        mlm = vtm = None
+        if labels is not None:
+            selected = labels != IGNORE  # only selected tokens reach the vocabulary-size decoder
+            logits = self.model.mlm_logits(batch_ops.slice_rows(fused, 0, n), positions=selected)
+            mlm = mlm_loss(logits, labels[selected], mlm_count)
+        if vtm_states is not None:
+            start = n if labels is not None else 0
+            vtm = vtm_loss(self.model.vtm_logits(batch_ops.slice_rows(fused, start, start + vtm_labels.numel())),
+                           vtm_labels, vtm_slots)
+        return mlm, vtm
+
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, first_row: int,
+             step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """MLM ``(masked_ids, labels)`` of global rows ``first_row..``."""
+        return mask_tokens(input_ids, attention_mask, self.tok, range(first_row, first_row + input_ids.shape[0]),
+                           self.cfg.seed, step, self.cfg.mlm_probability, self.cfg.mlm_mask_fraction,
+                           self.cfg.mlm_random_fraction)
+
+    def weighted(self, mlm: Optional[MLMOutput], vtm: Optional[VTMOutput]) -> torch.Tensor | float:
+        """The fusion terms of the loss, weighted."""
+        return sum(w * out.loss for out, w in ((mlm, self.cfg.mlm_weight), (vtm, self.cfg.vtm_weight))
+                   if out is not None)
+
+    def combine(self, ego: Optional[EgoNCEOutput], mlm: Optional[MLMOutput],
+                vtm: Optional[VTMOutput]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        loss, parts = 0.0, {}
+        for name, out, weight in (("egonce", ego, self.cfg.egonce_weight), ("mlm", mlm, self.cfg.mlm_weight),
+                                  ("vtm", vtm, self.cfg.vtm_weight)):
+            if out is None:
+                continue
+            loss = loss + weight * out.loss
+            parts[name] = out.loss.detach()
+            parts[f"{name}_acc"] = out.accuracy
+        return loss, parts
+
+    # -------------------------------------------------------------------------------------------------- step
+    def __call__(self, batch: dict, step: Optional[int] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        step = self.step if step is None else step
+        self.step = step + 1
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        enc = self.encode(batch["video"], ids, mask)
+        ego = self.contrastive(enc.video_embed, enc.text_embed, batch["verb"], batch["noun"])
+        vtm_states = labels = None
+        if self.cfg.vtm_weight > 0:
+            plan = self.plan(ego, step)
+            vtm_states = vtm_inputs(enc.video_states, enc.text_states, plan, ego.sizes, self.cfg.vtm_negative_pool)
+            labels = plan.labels
+        mlm, vtm = self.fusion(enc.video_states, ids, mask, ego.offset, step, vtm_states, labels, sum(ego.sizes))
+        return self.combine(ego, mlm, vtm)

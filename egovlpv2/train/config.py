@@ -1,0 +1,186 @@
+"""The pre-training recipe: one typed config for the model, data, objective and the training run.
+
+A recipe is a YAML file (``configs/pretrain/*.yaml``) plus ``section.key=value`` overrides. ``model`` may
+be a model recipe name (``egovlpv2-tiny``), a full mapping, or a mapping with ``base: <recipe name>`` whose
+other keys override that recipe. The resolved config is written to ``<output_dir>/config.yaml``, so a run
+directory always says exactly what it ran.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Literal, Optional
+
+from egovlpv2.config import ConfigError, apply_overrides, from_dict, load_yaml, save_config
+from egovlpv2.data.config import DataConfig
+from egovlpv2.losses.objective import LossConfig
+from egovlpv2.model.config import RECIPE_DIR, ModelConfig
+
+PRETRAIN_RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a warm-up + cosine schedule stepped every optimizer step (DESIGN §4)."""
+
+    lr: float = 3e-5
+    # Multiplier on `lr` for the cross-modal modules (cross-attention, gates, fused CLS/norm) and the heads.
+    cross_modal_lr_mult: float = 4.0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_fraction: float = 0.1
+    # The cosine ends at lr * min_lr_ratio.
+    min_lr_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.cross_modal_lr_mult <= 0:
+            raise ConfigError("optim.lr and optim.cross_modal_lr_mult must be positive")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"optim.warmup_fraction={self.warmup_fraction} must lie in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/pretrain"
+    # The micro-batch is data.batch_size (anchors per rank; the partners double it on the device).
+    grad_accum_steps: int = 1
+    # Length of the run: epochs over the shards (an epoch = every sample once as an anchor), or max_steps
+    # optimizer steps when set (it wins).
+    epochs: float = 20.0
+    max_steps: Optional[int] = None
+    seed: int = 0
+    grad_checkpointing: bool = True
+    # None: the DeepSpeed JSON's precision. Set it to run one JSON at another precision (e.g. fp32 on a CPU
+    # without bf16 units, where bf16 runs about 2x slower).
+    precision: Optional[Literal["bf16", "fp16", "fp32"]] = None
+    # Stop after this many steps of this process (for tests and trials); the schedule still spans max_steps.
+    stop_after_steps: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if self.grad_accum_steps < 1 or (self.max_steps is not None and self.max_steps < 1) or self.epochs <= 0:
+            raise ConfigError("train.grad_accum_steps and train.max_steps must be >= 1, train.epochs > 0")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 1000
+    keep_last: int = 3
+    # Resume from <output_dir>/checkpoints/latest when it exists.
+    auto_resume: bool = True
+    # Also save at the end of the run.
+    at_end: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1 or self.keep_last < 1:
+            raise ConfigError("checkpoint.every_steps and checkpoint.keep_last must be >= 1")
+
+
+@dataclass
+class LoggingConfig:
+    # One-line summary and TensorBoard scalars every N steps.
+    every_steps: int = 20
+    tensorboard: bool = True
+    progress_bar: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """EgoMCQ during pre-training: every N steps and at the end, when `egomcq_shards` is set."""
+
+    egomcq_shards: Optional[str] = None
+    every_steps: int = 5000
+    at_end: bool = True
+    num_frames: Optional[int] = None  # defaults to the model's frame count
+    batch_size: int = 8
+    # Questions scored per evaluation (None: all); bounds the cost of evaluation during training.
+    max_questions: Optional[int] = None
+
+
+@dataclass
+class PretrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        # The loader must produce what the model expects; say which keys to change rather than fail in a matmul.
+        pairs = [("data.num_frames", self.data.num_frames, "model.video.num_frames", self.model.video.num_frames),
+                 ("data.img_size", self.data.img_size, "model.video.img_size", self.model.video.img_size)]
+        for left, a, right, b in pairs:
+            if a != b:
+                raise ConfigError(f"{left}={a} but {right}={b}: they must agree")
+        if self.eval.num_frames is not None and self.eval.num_frames > self.model.video.num_frames:
+            raise ConfigError(f"eval.num_frames={self.eval.num_frames} exceeds model.video.num_frames="
+                              f"{self.model.video.num_frames}; evaluate more frames on an export with launch/evaluate.py")
+        if self.data.text_max_len > self.model.text.max_positions - 2:
+            raise ConfigError(f"data.text_max_len={self.data.text_max_len} exceeds the model's "
+                              f"{self.model.text.max_positions - 2} text positions")
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _expand_model(data: dict, where: str) -> dict:
+    """Replace a model recipe name (or ``base:`` reference) by the recipe's mapping."""
+    model = data.get("model")
+    if isinstance(model, str):
+        model = {"base": model}
+    if isinstance(model, dict) and "base" in model:
+        rest = {k: v for k, v in model.items() if k != "base"}
+        path = Path(model["base"])
+        if not path.suffix:
+            path = RECIPE_DIR / f"{model['base']}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"{where}: model recipe {model['base']!r} not found (looked for {path})")
+        data = dict(data, model=_merge(load_yaml(path), rest))
+    return data
+
+
+def pretrain_config_from_dict(data: dict, where: str = "PretrainConfig") -> PretrainConfig:
+    return from_dict(PretrainConfig, _expand_model(data, where), where)
+
+
+def resolve_recipe_path(recipe: str | Path) -> Path:
+    """A path, or the name of a shipped recipe in ``configs/pretrain``."""
+    path = Path(recipe)
+    if path.suffix:
+        return path
+    shipped = PRETRAIN_RECIPE_DIR / f"{recipe}.yaml"
+    if not shipped.is_file():
+        names = sorted(p.stem for p in PRETRAIN_RECIPE_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown pre-training recipe {recipe!r}; shipped: {names}")
+    return shipped
+
+
+def load_pretrain_config(recipe: str | Path, overrides: Iterable[str] = ()) -> PretrainConfig:
+    """Load a recipe and apply ``key=value`` overrides; every error is a ConfigError naming the key."""
+    path = resolve_recipe_path(recipe)
+    cfg = pretrain_config_from_dict(load_yaml(path), str(path))
+    return apply_overrides(cfg, list(overrides))
+
+
+def save_resolved(cfg: PretrainConfig, output_dir: str | Path) -> Path:
+    path = Path(output_dir) / "config.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, path)
+    return path
+
+
+__all__ = [
+    "CheckpointConfig", "EvalConfig", "LoggingConfig", "OptimConfig", "PretrainConfig", "TrainConfig",
+    "load_pretrain_config", "pretrain_config_from_dict", "save_resolved",
+]

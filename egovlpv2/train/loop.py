@@ -1,0 +1,201 @@
+"""The step loop, shared by pre-training and fine-tuning.
+
+A :class:`Task` says what to train: an objective, a loader factory, an optional evaluation. The loop owns
+everything else: gradient accumulation, checkpoints and exact resume, preemption, progress and logging.
+
+Steps are optimizer steps; each consumes ``grad_accum_steps`` micro-batches. ``Task.step_fn`` decides how
+a step's micro-batches become gradients (default: DeepSpeed's own accumulation, one forward/backward per
+micro-batch); an alternative such as gradient caching plugs in there without touching the loop.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+
+import torch
+
+from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed
+from egovlpv2.train.monitor import Monitor
+
+log = logging.getLogger(__name__)
+
+
+class DataSource(Protocol):
+    """What a loader factory returns: batches, plus a resumable position and skip counts.
+
+    ``state_dict()`` is the position just after the last batch the loop received; a factory given that
+    state continues from there. Iteration ending means an epoch ended; the loop iterates again.
+    """
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def skip_counts(self) -> dict[str, int]: ...
+
+
+StepFn = Callable[[Any, list, int], "dict[str, torch.Tensor]"]
+
+
+def accumulate_step(engine, micro_batches: list, step: int) -> dict[str, torch.Tensor]:
+    """One optimizer step with DeepSpeed's accumulation: forward, backward, engine.step per micro-batch.
+
+    Micro-batch ``i`` of optimizer step ``step`` calls the objective with the key ``step * len(micro_batches)
+    + i``, so each micro-batch draws its own masks and negatives, reproducibly. Returns the mean over
+    micro-batches of the loss and its parts (detached, not yet synchronised).
+    """
+    sums: dict[str, torch.Tensor] = {}
+    for i, batch in enumerate(micro_batches):
+        loss, parts = engine(batch, step=step * len(micro_batches) + i)
+        engine.backward(loss)
+        engine.step()  # DeepSpeed only steps the optimizer (and scheduler) at the accumulation boundary
+        for key, value in {"loss": loss, **parts}.items():
+            value = torch.as_tensor(value).detach().float()
+            sums[key] = sums[key] + value if key in sums else value
+    return {k: v / len(micro_batches) for k, v in sums.items()}
+
+
+@dataclass
+class Task:
+    """What to train: ``objective(batch, step) -> (loss, parts)`` (``step`` keys its random draws);
+    ``prepare`` moves a raw batch to the device; ``count_clips`` sizes it."""
+
+    objective: Callable[[Any], tuple]
+    make_loader: Callable[[Optional[dict]], DataSource]
+    prepare: Callable[[Any, torch.device], Any]
+    count_clips: Callable[[Any], int]
+    # evaluate(run) -> {metric: value}; run(fn, batch) calls fn(model, batch) under the engine's hooks.
+    evaluate: Optional[Callable[[Callable], dict[str, float]]] = None
+    step_fn: StepFn = accumulate_step
+    name: str = "train"
+
+
+@dataclass
+class LoopSettings:
+    output_dir: str
+    total_steps: int
+    grad_accum_steps: int = 1
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    checkpoint_at_end: bool = True
+    auto_resume: bool = True
+    log_every: int = 20
+    eval_every: Optional[int] = None
+    eval_at_end: bool = True
+    stop_after_steps: Optional[int] = None
+    tensorboard: bool = True
+    progress_bar: bool = True
+    flops_per_step: Optional[float] = None
+
+
+@dataclass
+class RunResult:
+    step: int
+    finished: bool
+    stopped: bool  # a stop was requested (preemption) and the run saved and left early
+    last_scalars: dict = field(default_factory=dict)
+    evaluations: dict = field(default_factory=dict)  # step -> metrics
+    history: list = field(default_factory=list)  # per step: {"step", "loss", parts...} as floats, this rank
+
+
+def _run_eval(engine, task: Task) -> dict[str, float]:
+    def run(fn, batch):
+        return engine(batch, call=fn)
+
+    engine.eval()
+    try:
+        with torch.no_grad():
+            return task.evaluate(run)
+    finally:
+        engine.train()
+
+
+def _record_eval(path: Path, step: int, metrics: dict[str, float]) -> None:
+    """Rank 0 keeps every evaluation of the run in one JSON file ({step: metrics}), across resumptions."""
+    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+        return
+    history = json.loads(path.read_text()) if path.is_file() else {}
+    history[str(step)] = metrics
+    path.write_text(json.dumps(history, indent=1))
+
+
+class _Batches:
+    """Endless batches from a DataSource, recreated per epoch; times how long the caller waits."""
+
+    def __init__(self, task: Task, state: Optional[dict], device: torch.device):
+        self.task, self.device = task, device
+        self.source = task.make_loader(state)
+        self.iterator: Optional[Iterator] = None
+
+    def next(self) -> Any:
+        for attempt in range(2):
+            if self.iterator is None:
+                self.iterator = iter(self.source)
+            try:
+                return self.task.prepare(next(self.iterator), self.device)
+            except StopIteration:
+                self.iterator = None
+        raise RuntimeError("the loader yields no batches (an epoch ended immediately after starting)")
+
+
+def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
+    """Train until ``total_steps`` (resuming from ``latest``), a stop request or ``stop_after_steps``."""
+    ckpt = CheckpointManager(Path(settings.output_dir) / "checkpoints", engine, settings.keep_last)
+    step, loader_state = 0, None
+    resumed = ckpt.load_latest() if settings.auto_resume else None
+    if resumed is not None:
+        trainer_state, rank_state = resumed
+        step, loader_state = trainer_state["step"], rank_state.get("loader")
+    result = RunResult(step=step, finished=step >= settings.total_steps, stopped=False)
+    if result.finished:
+        log.info("%s already reached step %d of %d; nothing to do", settings.output_dir, step, settings.total_steps)
+        return result
+
+    batches = _Batches(task, loader_state, device)
+    monitor = Monitor(settings.output_dir, device, settings.total_steps, step, settings.log_every,
+                      settings.tensorboard, settings.progress_bar, settings.flops_per_step)
+    steps_this_run = 0
+    try:
+        engine.train()
+        while step < settings.total_steps:
+            wait_start = time.perf_counter()
+            micro = [batches.next() for _ in range(settings.grad_accum_steps)]
+            wait_s = time.perf_counter() - wait_start
+            parts = task.step_fn(engine, micro, step)
+            parts["grad_norm"] = torch.as_tensor(engine.get_global_grad_norm() or 0.0).float()
+            step += 1
+            steps_this_run += 1
+            result.history.append({"step": step, **{k: float(v) for k, v in parts.items()}})
+            monitor.record_step(parts, sum(task.count_clips(b) for b in micro), wait_s)
+
+            last = step == settings.total_steps
+            if step % settings.log_every == 0 or last:
+                lr = engine.get_lr()[0] if engine.get_lr() else 0.0
+                result.last_scalars = monitor.publish(step, lr, batches.source.skip_counts()) or {}
+            if task.evaluate is not None and (
+                (settings.eval_every and step % settings.eval_every == 0) or (last and settings.eval_at_end)
+            ):
+                metrics = _run_eval(engine, task)
+                result.evaluations[step] = metrics
+                _record_eval(Path(settings.output_dir) / f"eval_{task.name}.json", step, metrics)
+                monitor.write_scalars(step, metrics, f"eval/{task.name}")
+                log.info("step %d eval: %s", step, " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+
+            stop = stop_agreed(device)
+            early = settings.stop_after_steps is not None and steps_this_run >= settings.stop_after_steps
+            if step % settings.checkpoint_every == 0 or (last and settings.checkpoint_at_end) or stop or early:
+                ckpt.save(step, {"total_steps": settings.total_steps}, {"loader": batches.source.state_dict()})
+            if stop or early:
+                result.stopped = stop
+                if stop:
+                    log.warning("stop requested: saved step %d and leaving; rerun the same command to resume", step)
+                break
+    finally:
+        monitor.close()
+    result.step = step
+    result.finished = step >= settings.total_steps
+    return result

@@ -1,0 +1,194 @@
+"""``run_pretraining(cfg, ds_config)``: the whole pre-training job, for any launcher.
+
+Everything that can be wrong with the inputs (recipe, shard directory, tokenizer, weights, DeepSpeed
+config) is checked before the first collective, on every rank, so a mistake is a clear error on every rank
+instead of a hang at the first all-reduce.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from egovlpv2.config import ConfigError
+from egovlpv2.data import batches_per_epoch, build_pretrain_loader
+from egovlpv2.data.tokenizer import load_tokenizer
+from egovlpv2.dist.env import init_distributed, select_device
+from egovlpv2.model.config import ModelConfig
+from egovlpv2.model.flops import forward_flops, mlm_head_flops
+from egovlpv2.train.config import PretrainConfig, save_resolved
+from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
+from egovlpv2.train.loop import LoopSettings, RunResult, Task, accumulate_step, run_loop
+
+log = logging.getLogger(__name__)
+
+
+class EpochSource:
+    """The loop's DataSource over per-epoch pre-training loaders; the state is (epoch, loader position)."""
+
+    def __init__(self, cfg, rank: int, world_size: int, state: Optional[dict]):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        state = state or {"epoch": 0, "loader": None, "past_skips": {}}
+        self.epoch = state["epoch"]
+        self.past_skips = Counter(state["past_skips"])
+        self.loader = build_pretrain_loader(cfg, rank, world_size, self.epoch, state["loader"])
+
+    def _next_epoch(self) -> None:
+        self.past_skips.update(self.loader.skip_counts())
+        self.epoch += 1
+        self.loader = build_pretrain_loader(self.cfg, self.rank, self.world_size, self.epoch)
+
+    def __iter__(self):
+        if self.loader.batches_done >= len(self.loader):
+            self._next_epoch()
+        yield from self.loader
+        self._next_epoch()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "loader": self.loader.state_dict(), "past_skips": dict(self.past_skips)}
+
+    def skip_counts(self) -> dict[str, int]:
+        total = Counter(self.past_skips)
+        total.update(self.loader.skip_counts())
+        return dict(total)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors to ``device`` (video stays uint8: the objective normalises it there)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def pretrain_step_flops(cfg: ModelConfig, pairs: int, text_len: int, mlm_probability: float = 0.15) -> float:
+    """Model FLOPs of one training step (forward + backward = 3x forward) on ``pairs`` clip-text pairs.
+
+    Per pair: the dual pass (both towers, projectors), the MLM pass (masked text's lower layers again, then
+    the fused upper layers over the reused video states) and the VTM pass (fused upper layers), plus the
+    MLM head on the selected tokens. Activation recomputation is not counted (this is MFU, not HFU).
+    """
+    dual = forward_flops(cfg, mode="dual", text_len=text_len)
+    fused = forward_flops(cfg, mode="fusion", text_len=text_len)
+    upper = cfg.fusion_layers / cfg.video.depth
+    fused_upper = upper * fused.video + (cfg.fusion_layers / cfg.text.layers) * fused.text + fused.fusion
+    text_lower = (1 - cfg.fusion_layers / cfg.text.layers) * fused.text
+    per_pair = dual.total + (text_lower + fused_upper) + (fused_upper + fused.heads)
+    per_pair += mlm_head_flops(cfg, max(1, round(mlm_probability * text_len)))
+    return 3.0 * pairs * per_pair
+
+
+def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> dict:
+    """Fail fast, before any collective, on inputs that would otherwise fail later or hang."""
+    ds = load_ds_config(ds_config_path) if not isinstance(ds_config_path, dict) else ds_config_path
+    shards = Path(cfg.data.shards) if cfg.data.shards else None
+    if shards is None:
+        raise ConfigError("data.shards is not set: point it at a shard directory (shard_tools/make_shards.py)")
+    if not (shards / "manifest.json").is_file():
+        raise FileNotFoundError(f"data.shards={shards}: no manifest.json there; write shards with "
+                                "shard_tools/make_shards.py --task egoclip")
+    if not cfg.data.tokenizer or not Path(cfg.data.tokenizer).is_dir():
+        raise FileNotFoundError(f"data.tokenizer={cfg.data.tokenizer!r} is not a directory (a local Hugging Face "
+                                "tokenizer: roberta-base's, or one from egovlpv2.data.tokenizer.build_bpe_tokenizer)")
+    for key in ("vision_init", "text_init", "checkpoint"):
+        path = getattr(cfg.model, key)
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"model.{key}={path} does not exist")
+    if cfg.eval.egomcq_shards and not (Path(cfg.eval.egomcq_shards) / "manifest.json").is_file():
+        raise FileNotFoundError(f"eval.egomcq_shards={cfg.eval.egomcq_shards}: no manifest.json there")
+    if cfg.train.grad_accum_steps > 1 and cfg.loss.contrastive_batch == "global":
+        raise ConfigError("loss.contrastive_batch=global with train.grad_accum_steps>1 needs gradient caching, "
+                          "which this build lacks; set loss.contrastive_batch=micro (EgoNCE per micro-batch)")
+    return ds
+
+
+def setup_logging(output_dir: Path, rank: int) -> None:
+    """INFO on rank 0 (stderr and <output_dir>/train.log), warnings only elsewhere."""
+    root = logging.getLogger()
+    if getattr(root, "_egovlpv2_configured", False):
+        return
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    fmt = logging.Formatter(f"%(asctime)s [rank{rank}] %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    handlers = [logging.StreamHandler(sys.stderr)]
+    if rank == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(output_dir / "train.log"))
+    for handler in handlers:
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    root._egovlpv2_configured = True  # type: ignore[attr-defined]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunResult:
+    """Pre-train per ``cfg`` with DeepSpeed; resumes from ``<train.output_dir>/checkpoints/latest``.
+
+    Works inside an already-initialised process group (submitit, tests) or initialises one from the
+    launcher's variables. Returns when the run finished, a stop was requested (saved) or
+    ``train.stop_after_steps`` steps ran.
+    """
+    import egovlpv2
+    from egovlpv2.losses import PretrainObjective, TokenizerInfo
+
+    ds_raw = check_inputs(cfg, ds_config)
+    tokenizer = load_tokenizer(cfg.data.tokenizer)
+    if len(tokenizer) > cfg.model.text.vocab_size:
+        raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but model.text.vocab_size="
+                          f"{cfg.model.text.vocab_size}")
+    env = init_distributed()
+    device = select_device(env)
+    out = Path(cfg.train.output_dir)
+    setup_logging(out, env.rank)
+    ds = reconcile_ds_config(ds_raw, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size,
+                             cfg.train.precision)
+    per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
+    if per_epoch < 1:
+        raise ConfigError(f"an epoch holds fewer than {cfg.train.grad_accum_steps} batches per rank")
+    total = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)
+    if env.rank == 0:
+        save_resolved(cfg, out)
+    log.info("world size %d (%s), device %s, %d steps (%d per epoch), global batch %d anchors",
+             env.world_size, env.source, device, total, per_epoch,
+             cfg.data.batch_size * cfg.train.grad_accum_steps * env.world_size)
+
+    seed_everything(cfg.train.seed)  # identical initial weights on every rank
+    model = egovlpv2.create_model(cfg.model)
+    model.set_grad_checkpointing(cfg.train.grad_checkpointing)
+    objective = PretrainObjective(model, cfg.loss, TokenizerInfo.from_tokenizer(tokenizer))
+    engine = build_engine(model, objective, ds, cfg.optim, total)
+    seed_everything(cfg.train.seed + 1 + env.rank)  # dropout differs per rank (restored on resume)
+
+    evaluate = None
+    if cfg.eval.egomcq_shards:
+        from egovlpv2.train.egomcq_hook import EgoMCQHook
+
+        evaluate = EgoMCQHook(cfg, tokenizer, device, ds)
+    task = Task(
+        objective=objective,
+        make_loader=lambda state: EpochSource(cfg.data, env.rank, env.world_size, state),
+        prepare=to_device,
+        count_clips=lambda batch: int(batch["video"].shape[0]),
+        evaluate=evaluate,
+        step_fn=accumulate_step,
+        name="egomcq",
+    )
+    flops = pretrain_step_flops(cfg.model, 2 * cfg.data.batch_size * cfg.train.grad_accum_steps,
+                                cfg.data.text_max_len, cfg.loss.mlm_probability)
+    settings = LoopSettings(
+        output_dir=str(out), total_steps=total, grad_accum_steps=cfg.train.grad_accum_steps,
+        checkpoint_every=cfg.checkpoint.every_steps, keep_last=cfg.checkpoint.keep_last,
+        checkpoint_at_end=cfg.checkpoint.at_end, auto_resume=cfg.checkpoint.auto_resume,
+        log_every=cfg.logging.every_steps, eval_every=cfg.eval.every_steps, eval_at_end=cfg.eval.at_end,
+        stop_after_steps=cfg.train.stop_after_steps, tensorboard=cfg.logging.tensorboard,
+        progress_bar=cfg.logging.progress_bar, flops_per_step=flops,
+    )
+    return run_loop(engine, task, settings, device)

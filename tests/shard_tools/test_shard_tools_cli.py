@@ -1,0 +1,76 @@
+"""The command lines: synthetic data -> shards (parallel workers) -> inspection that finds a broken sample."""
+import csv
+import importlib.util
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _cli(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "shard_tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.slow
+def test_synthetic_to_shards_to_inspection(tmp_path, capsys):
+    data = tmp_path / "syn"
+    assert _cli("make_synthetic")(["--out", str(data), "--videos", "3", "--mcq-videos", "5", "--clips-per-video", "6",
+                                   "--clip-spacing-s", "3", "--size", "32", "--fps", "10", "--chunk-s", "5",
+                                   "--mcq-questions", "4", "--no-progress"]) == 0
+    with open(data / "egoclip.csv", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert len(rows) == 18 and rows[0]["clip_text"].startswith("#C C ")
+    assert len({r["video_uid"] for r in rows}) == 3
+    assert (data / "videos_chunked" / rows[0]["video_uid"] / "3.mp4").is_file()  # 18 s in 5 s chunks
+    mcq = json.loads((data / "egomcq.json").read_text())
+    assert {q["types"] for q in mcq.values()} == {1, 2}
+    assert (data / "tokenizer" / "tokenizer.json").is_file()
+
+    # The chunked layout through the real script, two worker processes.
+    shards = tmp_path / "shards"
+    proc = subprocess.run([sys.executable, str(ROOT / "shard_tools" / "make_shards.py"), "--task", "egoclip",
+                           "--csv", str(data / "egoclip.csv"), "--videos", str(data / "videos_chunked"),
+                           "--out", str(shards), "--workers", "2", "--samples-per-shard", "4", "--chunk-seconds", "5",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["total_samples"] == 18 and not manifest["failures"]
+
+    inspect = _cli("inspect_shards")
+    assert inspect([str(shards), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "18 samples" in out and "bad samples: 0" in out
+
+    first = shards / manifest["shards"][0]["name"]
+    with tarfile.open(first) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    broken = next(name for name, _ in members if name.endswith(".mp4"))
+    with tarfile.open(first, "w") as tar:
+        for name, blob in members:
+            blob = blob[:200] if name == broken else blob
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    assert inspect([str(shards), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "bad samples: 1" in out and broken.split(".")[0] in out
+
+
+def test_make_shards_fails_when_too_many_rows_fail(tmp_path):
+    (tmp_path / "videos").mkdir()
+    header = "clip_idx\tvideo_uid\tvideo_dur\tnarration_source\tnarration_ind\tnarration_time\tclip_start\tclip_end\tclip_text\ttag_verb\ttag_noun\n"
+    (tmp_path / "e.csv").write_text(header + "0\tnowhere\t10\tnarration_pass_1\t0\t1\t0.5\t1.5\t#C C walks\t[0]\t[0]\n")
+    rc = _cli("make_shards")(["--csv", str(tmp_path / "e.csv"), "--videos", str(tmp_path / "videos"),
+                              "--out", str(tmp_path / "s"), "--workers", "1", "--no-progress"])
+    assert rc == 1
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["failures"][0]["id"] == "nowhere_0" and "missing video" in manifest["failures"][0]["reason"]
