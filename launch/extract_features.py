@@ -16,7 +16,8 @@ import torch  # noqa: E402
 
 from egovlpv2.eval.checkpoints import load_eval_model  # noqa: E402
 from egovlpv2.eval.features import DEFAULT_FRAMES, TASKS, extract, plan_jobs  # noqa: E402
-from egovlpv2.eval.runtime import current_context, init_distributed_from_env  # noqa: E402
+from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
+from egovlpv2.eval.runtime import current_context  # noqa: E402
 from egovlpv2.model.config import resolve_model_config  # noqa: E402
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -41,8 +42,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    init_distributed_from_env()
-    ctx = current_context(amp_dtype=PRECISIONS[args.precision])
+    env = init_distributed()
+    ctx = current_context(select_device(env), PRECISIONS[args.precision])
     frames = args.frames_per_window or DEFAULT_FRAMES[args.task]
     model, recipe = load_eval_model(args.checkpoint, args.model, frames, ctx.device)
     tokenizer = None

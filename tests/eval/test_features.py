@@ -52,7 +52,7 @@ def setup(tmp_path_factory):
 def test_egomq_features_have_documented_shapes(setup, tmp_path):
     from launch.extract_features import main
 
-    main(["--task", "egomq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]),
+    synth.run_isolated(main, ["--task", "egomq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]),
           "--out", str(tmp_path), "--model", "egovlpv2-tiny", "--batch-size", "4"])
     for clip, seconds in (("clipA", 3.0), ("fullvid", 6.0)):
         feats = torch.load(tmp_path / f"{clip}.pt")
@@ -73,7 +73,7 @@ def test_egonlq_features_have_documented_shapes_and_depend_on_the_query(setup, t
         {"clip_uid": "clipB", "video_start_sec": 2.0, "video_end_sec": 4.0,  # no clip file: a range of fullvid
          "annotations": [{"language_queries": [{"query": "shake"}]}]}]}]}
     (tmp_path / "nlq.json").write_text(json.dumps(ann))
-    main(["--task", "egonlq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]),
+    synth.run_isolated(main, ["--task", "egonlq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]),
           "--annotations", str(tmp_path / "nlq.json"), "--tokenizer", str(setup["tokenizer"]),
           "--out", str(tmp_path / "out"), "--model", "egovlpv2-tiny", "--batch-size", "4"])
     a = torch.load(tmp_path / "out" / "clipA.pt")
