@@ -22,8 +22,7 @@ from typing import Mapping, Optional
 import torch
 import torch.distributed as dist
 
-# Port range for ports derived from a SLURM job id; clear of the ephemeral range most kernels use.
-_PORT_BASE, _PORT_SPAN = 15000, 15000
+from egovlpv2.dist.slurm import cuda_device_index, master_port, task_env
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,6 @@ def expand_hostlist(hostlist: str) -> list[str]:
     return hosts
 
 
-def port_for_job(job_id: str) -> int:
-    """A MASTER_PORT every task of a job derives identically, and that differs between concurrent jobs."""
-    digits = re.sub(r"\D", "", str(job_id)) or "0"
-    return _PORT_BASE + int(digits) % _PORT_SPAN
-
-
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,7 +91,7 @@ def _from_slurm(env: Mapping[str, str]) -> DistEnv:
         local_rank=int(env.get("SLURM_LOCALID", 0)),
         local_world_size=max(1, world // max(1, nodes)),
         master_addr=env.get("MASTER_ADDR") or expand_hostlist(nodelist)[0],
-        master_port=int(env.get("MASTER_PORT") or port_for_job(env.get("SLURM_JOB_ID", "0"))),
+        master_port=int(env.get("MASTER_PORT") or master_port(env.get("SLURM_JOB_ID", "0"))),
         source="slurm",
     )
 
@@ -106,16 +99,9 @@ def _from_slurm(env: Mapping[str, str]) -> DistEnv:
 def _from_submitit(env: Mapping[str, str]) -> DistEnv:
     import submitit
 
-    job = submitit.JobEnvironment()
-    return DistEnv(
-        rank=job.global_rank,
-        world_size=job.num_tasks,
-        local_rank=job.local_rank,
-        local_world_size=max(1, job.num_tasks // max(1, job.num_nodes)),
-        master_addr=env.get("MASTER_ADDR") or job.hostnames[0],
-        master_port=int(env.get("MASTER_PORT") or port_for_job(job.job_id)),
-        source="submitit",
-    )
+    task = task_env(submitit.JobEnvironment())
+    return DistEnv(task.rank, task.world_size, task.local_rank, task.local_world_size, task.master_addr,
+                   task.master_port, "submitit")
 
 
 def detect(environ: Optional[Mapping[str, str]] = None) -> DistEnv:
@@ -146,11 +132,9 @@ def export(env: DistEnv) -> None:
 def select_device(env: DistEnv) -> torch.device:
     """``cuda:<local_rank>`` when CUDA is usable (and made current), else the CPU."""
     if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR", "cuda") != "cpu":
-        count = torch.cuda.device_count()
-        if env.local_rank >= count:
-            raise RuntimeError(f"local rank {env.local_rank} but only {count} visible CUDA devices")
-        torch.cuda.set_device(env.local_rank)
-        return torch.device("cuda", env.local_rank)
+        index = cuda_device_index(env.local_rank, env.local_world_size, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device("cpu")
 
 

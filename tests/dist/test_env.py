@@ -1,7 +1,8 @@
 """The distributed environment derived from each launcher's variables."""
 import pytest
 
-from egovlpv2.dist.env import detect, expand_hostlist, port_for_job
+from egovlpv2.dist.env import detect, expand_hostlist
+from egovlpv2.dist.slurm import master_port as port_for_job
 
 
 def test_expand_hostlist_handles_ranges_padding_and_lists():
@@ -52,4 +53,4 @@ def test_submitit_job_environment(monkeypatch):
         monkeypatch.delenv(key, raising=False)
     env = detect()
     assert (env.rank, env.world_size, env.local_rank, env.source) == (3, 4, 1, "submitit")
-    assert env.master_addr == "cn3" and env.master_port == port_for_job("4242")
+    assert env.master_addr == "cn3" and env.master_port == port_for_job("4242")  # two nodes: the first host

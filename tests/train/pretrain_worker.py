@@ -55,8 +55,14 @@ def main():
     engine.eval()
     with torch.no_grad():  # through the engine: under ZeRO-3 every rank takes part in the gathers
         outputs = engine((video.to(dtype), ids, mask), call=reference_outputs)
+    model = engine.module.model
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters())):  # a no-op below ZeRO-3
+        params = {name: p.detach().clone() for name, p in model.named_parameters()}
     if rank == 0:
-        torch.save({"inputs": (video, ids, mask), "outputs": outputs, "dtype": str(dtype)}, out / "reference.pt")
+        torch.save({"inputs": (video, ids, mask), "outputs": outputs, "params": params,
+                    "zero_stage": engine.zero_optimization_stage()}, out / "reference.pt")
 
 
 if __name__ == "__main__":

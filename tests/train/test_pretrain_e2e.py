@@ -55,8 +55,13 @@ def check_export_matches(out: Path, tmp_path: Path):
         got = {"video": model.encode_video(video.to(torch.bfloat16)).float(),
                "text": model.encode_text(ids, mask).float(),
                "vtm": model.match_score(video.to(torch.bfloat16), ids, mask).float()}
+    for name, param in model.named_parameters():  # the training weights, exactly (bf16 copies of the fp32 master)
+        assert torch.equal(param, ref["params"][name]), name
+    # ZeRO-2 runs the model's own ops: identical outputs. ZeRO-3 swaps in its own linear autograd function
+    # (matmul + add instead of a fused addmm), which rounds differently in bf16: within one bf16 step.
+    tolerance = 0 if ref["zero_stage"] < 3 else 2 ** -8
     for key, value in ref["outputs"].items():
-        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(got[key], value, rtol=tolerance, atol=tolerance, msg=key)
     released = export(out / "checkpoints", tmp_path / "released.pth", cfg.model, layout="released")
     assert "module.video_model.blocks.0.timeattn.qkv.weight" in torch.load(released, weights_only=True)["state_dict"]
     again = egovlpv2.create_model(cfg.model, checkpoint=str(released))
