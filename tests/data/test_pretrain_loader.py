@@ -133,3 +133,19 @@ def test_bad_samples_are_skipped_and_counted(data_cfg, egoclip_shards, tmp_path)
     assert counts.get("shard_read_error", 0) >= 1
     assert broken not in anchors and bad_tag not in anchors
     assert loader.state_dict()["skips"] == counts
+
+
+def test_jpeg_shards_give_the_same_batch_contract(data_cfg, synthetic_dir, tmp_path):
+    from egovlpv2.data.shard_tasks import ShardRun, make_shards
+    from egovlpv2.data.transcode import EncodeOptions
+
+    manifest, ok = make_shards(ShardRun(task="egoclip", csv=str(synthetic_dir / "egoclip.csv"),
+                                        videos=str(synthetic_dir / "videos"), out=str(tmp_path / "jpgs"), workers=1,
+                                        samples_per_shard=10, progress=False,
+                                        encode=EncodeOptions(frame_format="jpgs", jpeg_frames=6)))
+    assert ok and manifest["total_samples"] == 48
+    loader = build_pretrain_loader(dataclasses.replace(data_cfg, shards=str(tmp_path / "jpgs")), 0, 1, epoch=0)
+    batch = next(iter(loader))
+    assert batch["video"].shape == (8, 4, 3, 32, 32) and batch["video"].dtype == torch.uint8
+    assert batch["video"].float().std() > 10  # real picture content, not blank frames
+    assert loader.skip_counts() == {} or set(loader.skip_counts()) == {"partner_is_self"}
