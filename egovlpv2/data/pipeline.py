@@ -34,7 +34,8 @@ from egovlpv2.data.video_io import FrameDecoder, SampleError
 MAX_CONSECUTIVE_SKIPS = 1000
 
 
-def _shard_names(cfg: DataConfig) -> tuple[list[str], int]:
+def shard_names(cfg: DataConfig) -> tuple[list[str], int]:
+    """(non-empty pre-training shard names, total samples) from the manifest of ``cfg.shards``."""
     manifest = read_manifest(cfg.shards)
     if manifest["task"] != "egoclip":
         raise ValueError(f"{cfg.shards} holds {manifest['task']} shards, not pre-training (egoclip) shards")
@@ -44,7 +45,7 @@ def _shard_names(cfg: DataConfig) -> tuple[list[str], int]:
 
 def batches_per_epoch(cfg: DataConfig, world_size: int) -> int:
     """Batches every rank yields per epoch: all samples once as anchors, floored to whole global batches."""
-    _, total = _shard_names(cfg)
+    _, total = shard_names(cfg)
     count = total // (world_size * cfg.batch_size)
     if count == 0:
         raise ValueError(f"{total} samples make no full batch of {cfg.batch_size} anchors on each of {world_size} ranks")
@@ -107,6 +108,13 @@ class PretrainStream(IterableDataset):
                 window.append(item)
                 group = item[0].get("group")
 
+    def pair_stream(self, w: int, num_w: int, skips: Counter) -> Iterator:
+        """Shuffled ((meta, sample), (meta, sample)) anchor/partner pairs of logical worker ``w`` of ``num_w``
+        from the epoch start: a function of (seed, epoch, rank, w) and the shards' metadata only."""
+        rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{self.epoch}:{self.rank}:{w}")
+        samples = self._samples(self.rank * num_w + w, self.world_size * num_w, skips)
+        return shuffle_buffer(self._pairs(samples, rng, skips), self.cfg.shuffle_buffer, rng)
+
     def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random) -> torch.Tensor:
         cfg = self.cfg
         if any(not 0 <= v < cfg.num_verbs for v in meta.get("verb", [])) or \
@@ -123,15 +131,12 @@ class PretrainStream(IterableDataset):
         i, num_w = (info.id, info.num_workers) if info else (0, 1)
         w = (i + self.rotation) % num_w
         seed, epoch = self.cfg.seed, self.epoch
-        rng = random.Random(f"egovlpv2-loader:{seed}:{epoch}:{self.rank}:{w}")  # pairing and shuffling only
         decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s)
         tokenizer = load_tokenizer(self.cfg.tokenizer)
         skips: Counter = Counter()
-        samples = self._samples(self.rank * num_w + w, self.world_size * num_w, skips)
         replay = self.consumed.get(w, 0)
         items, run = [], 0
-        pairs = shuffle_buffer(self._pairs(samples, rng, skips), self.cfg.shuffle_buffer, rng)
-        for n, ((meta_a, sample_a), (meta_p, sample_p)) in enumerate(pairs):
+        for n, ((meta_a, sample_a), (meta_p, sample_p)) in enumerate(self.pair_stream(w, num_w, skips)):
             if n < replay:  # consumed before the resume: only its tar reading and metadata are repeated
                 if n == replay - 1:
                     skips.clear()  # counted up to here already (the saved state holds them)
@@ -177,7 +182,7 @@ class PretrainLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
-        self.names, _ = _shard_names(cfg)
+        self.names, _ = shard_names(cfg)
         self.num_batches = batches_per_epoch(cfg, world_size)
         self.num_workers = max(1, cfg.num_workers)
         self.batches_done = 0
