@@ -8,6 +8,7 @@ The main process stops after ``batches_per_epoch`` batches and tracks each worke
 from __future__ import annotations
 
 import random
+import tarfile
 from collections import Counter
 from typing import Iterator
 
@@ -43,11 +44,13 @@ def batches_per_epoch(cfg: DataConfig, world_size: int) -> int:
     return count
 
 
-def frames_member(sample: dict, meta: dict) -> tuple[str, bytes, int]:
+def frames_member(sample: dict, meta: dict, prefix: str = "") -> tuple[str, bytes, int]:
+    """(kind, bytes, recorded frame count) of the clip member ``{prefix.}mp4`` or ``{prefix.}jpgs``."""
     for kind in ("mp4", "jpgs"):
-        if kind in sample:
-            return kind, sample[kind], int(meta.get("clips", {}).get(kind, {}).get("num_frames", 0))
-    raise SampleError("missing_video", "no mp4 or jpgs member")
+        name = f"{prefix}.{kind}" if prefix else kind
+        if name in sample:
+            return kind, sample[name], int(meta.get("clips", {}).get(name, {}).get("num_frames", 0))
+    raise SampleError("missing_video", f"no {prefix + '.' if prefix else ''}mp4 or jpgs member")
 
 
 class PretrainStream(IterableDataset):
@@ -76,10 +79,10 @@ class PretrainStream(IterableDataset):
                         yield parse_meta(sample), sample
                     except ValueError:
                         skips["bad_json"] += 1
-            except (OSError, ValueError, EOFError) as exc:  # truncated or corrupt tar
+            except FileNotFoundError:
+                raise  # a shard listed in the manifest is gone: a setup error, not bad data
+            except (OSError, ValueError, EOFError, tarfile.TarError):  # truncated or corrupt tar
                 skips["shard_read_error"] += 1
-                if isinstance(exc, FileNotFoundError):
-                    raise
             empty_run = 0 if got else empty_run + 1
             if empty_run > len(self.names):
                 raise RuntimeError(f"a full pass over {len(self.names)} shards gave no samples ({dict(skips)})")

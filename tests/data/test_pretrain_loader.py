@@ -124,9 +124,12 @@ def test_bad_samples_are_skipped_and_counted(data_cfg, egoclip_shards, tmp_path)
         return data
 
     _rewrite_shard(first, change)
+    second = sorted(shards.glob("*.tar"))[1]
+    second.write_bytes(second.read_bytes()[:20000])  # a truncated shard: its readable part is still used
     loader = build_pretrain_loader(dataclasses.replace(data_cfg, shards=str(shards)), 0, 1, epoch=0)
     anchors = [sid for batch in loader for sid in batch["sample_id"][:4]]
     counts = loader.skip_counts()
     assert counts.get("decode_error", 0) >= 1 and counts.get("tag_out_of_range", 0) >= 1
+    assert counts.get("shard_read_error", 0) >= 1
     assert broken not in anchors and bad_tag not in anchors
     assert loader.state_dict()["skips"] == counts
