@@ -131,6 +131,20 @@ def plain_step_fn(args, cfg, device, objective_cls):
     return step, model
 
 
+def profile_steps(name, step, batch, first, device, top: int) -> None:
+    """Two more steps under torch.profiler; print the operators that took the most device (or CPU) time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(first, first + 2):
+            step(batch, i).item()
+            sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(f"\n[{name}] top {top} operators by {key} over 2 steps")
+    print(prof.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=60))
+
+
 def measure(name, build, args, cfg, device, flops):
     reset_memory(device)
     step, owner = build()
@@ -144,6 +158,8 @@ def measure(name, build, args, cfg, device, flops):
         sync(device)
         if i >= args.warmup:
             times.append(time.perf_counter() - start)
+    if args.profile:
+        profile_steps(name, step, batch, args.warmup + args.steps, device, args.profile)
     median = statistics.median(times)
     peak = device_peak_flops(device)
     row = {"mode": name, "step_s": median, "clips_per_s": 2 * args.pairs / median,
@@ -165,6 +181,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--modes", default="deepspeed,plain,recompute")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile 2 more steps per mode and print the top N operators")
     args = parser.parse_args()
     args.model = args.model or ("egovlpv2-base" if args.gpu else "egovlpv2-tiny")
     args.pairs = args.pairs or (32 if args.gpu else 16)

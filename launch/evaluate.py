@@ -15,7 +15,8 @@ import torch  # noqa: E402
 
 from egovlpv2.eval.checkpoints import load_eval_model  # noqa: E402
 from egovlpv2.eval.report import write_report  # noqa: E402
-from egovlpv2.eval.runtime import current_context, init_distributed_from_env  # noqa: E402
+from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
+from egovlpv2.eval.runtime import current_context  # noqa: E402
 from egovlpv2.eval.tasks import TASKS, evaluate_task  # noqa: E402
 from egovlpv2.model.config import resolve_model_config  # noqa: E402
 
@@ -45,8 +46,8 @@ def main(argv=None) -> dict:
     from egovlpv2.data import DataConfig
     from egovlpv2.data.tokenizer import load_tokenizer
 
-    init_distributed_from_env()
-    ctx = current_context(amp_dtype=PRECISIONS[args.precision])
+    env = init_distributed()
+    ctx = current_context(select_device(env), PRECISIONS[args.precision])
     model, recipe = load_eval_model(args.checkpoint, args.model, args.num_frames, ctx.device)
     data_cfg = DataConfig(shards=args.data, num_frames=args.num_frames, img_size=resolve_model_config(recipe).video.img_size,
                           tokenizer=args.tokenizer, num_workers=args.num_workers)

@@ -6,7 +6,6 @@ variables. This module derives those five (plus LOCAL_WORLD_SIZE) from ``submiti
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -79,20 +78,3 @@ def cuda_device_index(local_rank: int, local_world_size: int, visible_devices: i
         "per GPU (--ntasks-per-node equal to --gpus-per-node)"
     )
 
-
-def setup_task_environment(job_env=None) -> TaskEnv:
-    """Export this submitit task's torch distributed variables and select its CUDA device.
-
-    Only the environment is prepared; the training entry point initialises the process group once.
-    """
-    if job_env is None:
-        import submitit
-
-        job_env = submitit.JobEnvironment()
-    env = task_env(job_env)
-    os.environ.update(env.as_environ())
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.set_device(cuda_device_index(env.local_rank, env.local_world_size, torch.cuda.device_count()))
-    return env

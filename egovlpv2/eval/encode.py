@@ -81,7 +81,8 @@ def gather_fields(indices: list[int], fields: dict[str, list], ctx: EvalContext)
     """Per-sample Python values from every rank, in global index order."""
     if not fields:
         return {}
-    local = (indices, fields)
+    keep = [k for k, i in enumerate(indices) if i >= 0]
+    local = ([indices[k] for k in keep], {name: [values[k] for k in keep] for name, values in fields.items()})
     if ctx.world_size > 1:
         import torch.distributed as dist
 

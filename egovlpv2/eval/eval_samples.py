@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from egovlpv2.data.shard_writer import read_manifest
-from egovlpv2.eval.runtime import EvalContext
+from egovlpv2.eval.runtime import EvalContext, share_indices
 from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
 
 NUM_CHOICES = 5
@@ -49,7 +49,9 @@ class EvalSamples(Dataset):
         return len(self.refs)
 
     def __getitem__(self, index: int) -> tuple[int, dict]:
-        meta, sample = read_sample(self.refs[index])
+        """`index` < 0 reads sample -1 - index as a padding repeat, returned with index -1."""
+        real = index if index >= 0 else -1 - index
+        meta, sample = read_sample(self.refs[real])
         if self.task == "egomcq":
             text = self.tokenizer(meta["text"], padding="max_length", truncation=True,
                                   max_length=self.cfg.text_max_len, return_tensors="pt")
@@ -64,7 +66,7 @@ class EvalSamples(Dataset):
             label = torch.zeros(self.num_classes)
             label[meta["labels"]] = 1.0
             item = {"video": self.decode(meta, sample), "id": meta["video_id"], "label": label}
-        return index, item
+        return (index if index >= 0 else -1), item
 
 
 def _as_list(items):
@@ -72,7 +74,7 @@ def _as_list(items):
 
 
 def rank_batches(dataset: Dataset, ctx: EvalContext, batch_size: int, num_workers: int) -> DataLoader:
-    """Batches (lists of `(index, sample)`) of this rank's share: indices rank, rank + world_size, ..."""
-    indices = list(range(ctx.rank, len(dataset), ctx.world_size))
+    """Batches (lists of `(index, sample)`) of this rank's share (see `runtime.share_indices`)."""
+    indices = share_indices(len(dataset), ctx)
     return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
                       collate_fn=_as_list, persistent_workers=False, prefetch_factor=4 if num_workers else None)

@@ -20,7 +20,7 @@ from typing import Iterable
 import torch
 
 from egovlpv2.eval.encode import batched, prepare_video, tokenize
-from egovlpv2.eval.runtime import EvalContext, my_share, progress
+from egovlpv2.eval.runtime import EvalContext, my_share, progress, share_indices
 from egovlpv2.eval.video_windows import WindowSpec, count_windows, iter_windows, video_duration
 
 TASKS = ("egomq", "egonlq")
@@ -133,8 +133,8 @@ def extract(task: str, model, jobs: Iterable[ClipJob], out_dir: str | Path, ctx:
     model.eval()
     written = []
     jobs = list(jobs)
-    for _, job in progress(my_share(jobs, ctx), ctx, f"{task} features", len(range(ctx.rank, len(jobs), ctx.world_size))):
-        if (out_dir / f"{job.clip_id}.pt").is_file():
+    for index, job in progress(my_share(jobs, ctx), ctx, f"{task} features", len(share_indices(len(jobs), ctx))):
+        if index < 0 or (out_dir / f"{job.clip_id}.pt").is_file():
             continue
         end = job.end if job.end is not None else video_duration(job.path)
         n = count_windows(spec, job.start, end)

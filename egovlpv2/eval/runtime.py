@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, Iterator, TypeVar
+from typing import Iterable, Iterator, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -24,6 +24,10 @@ class EvalContext:
     world_size: int = 1
     # Autocast dtype on the accelerator (None = full precision).
     amp_dtype: torch.dtype | None = None
+    # Every rank runs the same number of batches (needed when each forward is a collective, as under
+    # ZeRO-3): shares are padded with repeats of a rank's own samples, marked with index -1 and dropped
+    # before gathering, so each sample still counts once.
+    equal_batches: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -45,11 +49,20 @@ def current_context(device: str | torch.device | None = None, amp_dtype: torch.d
     return EvalContext(torch.device(device), rank, world, amp_dtype)
 
 
-def my_share(items: Iterable[T], ctx: EvalContext) -> Iterator[tuple[int, T]]:
-    """(global index, item) for the items this rank scores."""
-    for index, item in enumerate(items):
-        if index % ctx.world_size == ctx.rank:
-            yield index, item
+def share_indices(count: int, ctx: EvalContext) -> list[int]:
+    """This rank's indices rank, rank + world_size, ...; with `equal_batches`, padded to ceil(count / world)
+    with `-1 - i` for a repeat of sample i."""
+    mine = list(range(ctx.rank, count, ctx.world_size))
+    if ctx.equal_batches:
+        target = -(-count // ctx.world_size)
+        mine += [-1 - (mine[0] if mine else 0)] * (target - len(mine))
+    return mine
+
+
+def my_share(items: Sequence[T], ctx: EvalContext) -> Iterator[tuple[int, T]]:
+    """(global index, item) for the items this rank scores (index -1: a padding repeat)."""
+    for index in share_indices(len(items), ctx):
+        yield (index, items[index]) if index >= 0 else (-1, items[-1 - index])
 
 
 def progress(iterable: Iterable[T], ctx: EvalContext, desc: str, total: int | None = None) -> Iterable[T]:
@@ -60,8 +73,11 @@ def progress(iterable: Iterable[T], ctx: EvalContext, desc: str, total: int | No
 def gather_rows(indices: list[int], rows: list[torch.Tensor], ctx: EvalContext, what: str) -> torch.Tensor:
     """Stack per-sample rows from every rank in global index order, on every rank (on the CPU).
 
-    Raises if an index is missing or appears twice: every sample is scored exactly once.
+    Rows with index -1 (padding repeats) are dropped. Raises if an index is missing or appears twice:
+    every sample is scored exactly once.
     """
+    keep = [k for k, i in enumerate(indices) if i >= 0]
+    indices, rows = [indices[k] for k in keep], [rows[k] for k in keep]
     local = (list(indices), torch.stack(rows).cpu() if rows else None)
     if ctx.world_size > 1:
         shards: list = [None] * ctx.world_size
@@ -80,11 +96,3 @@ def gather_rows(indices: list[int], rows: list[torch.Tensor], ctx: EvalContext, 
     order = torch.as_tensor(all_indices).argsort()
     return stacked[order]
 
-
-def init_distributed_from_env() -> None:
-    """Join the process group that torchrun / the deepspeed launcher describe, if there is more than one rank."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)

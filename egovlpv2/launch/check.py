@@ -7,7 +7,6 @@ not visible) instead of as a hang in the first step of pre-training.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import socket
 from pathlib import Path
@@ -20,17 +19,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--timeout-s", type=float, default=300.0, help="give up joining the group after this long")
     args = parser.parse_args(argv)
-    from egovlpv2.dist.slurm import setup_task_environment
+    from egovlpv2.dist.env import current_device, init_distributed
 
-    env = setup_task_environment()
-    use_cuda = torch.cuda.is_available()
-    dist.init_process_group(
-        backend="nccl" if use_cuda else "gloo",
-        init_method="env://",
-        timeout=datetime.timedelta(seconds=args.timeout_s),
-    )
+    env = init_distributed(timeout_s=args.timeout_s)
     try:
-        device = torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu")
+        device = current_device()
         value = torch.tensor([float(env.rank + 1)], device=device)
         dist.all_reduce(value)
         expected = env.world_size * (env.world_size + 1) / 2

@@ -13,8 +13,10 @@ Time limits and preemption (SLURM sends ``--signal=USR2@<delay>`` to every task 
 4. The requeued job runs the same pickled callable on the same code snapshot; the entry point resumes
    from ``latest`` in its run directory, and a finished run directory returns at once.
 
-A stop for another reason (SIGTERM from ``scancel`` or a SLURM-side requeue, a user's SIGUSR1) is not
-requeued here: SLURM is already ending or requeueing the job, or the user asked it to stop.
+A stop for another reason (SIGTERM from ``scancel``, a SLURM-side requeue or preemption; a user's
+SIGUSR1) is not requeued here: SLURM is already ending or requeueing the job, or the user asked it to
+stop. The checkpoint is saved all the same (if the step ends within SLURM's KillWait), and no result is
+written, since the run is not over.
 """
 from __future__ import annotations
 
@@ -27,8 +29,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-
-from egovlpv2.dist.slurm import setup_task_environment
 
 log = logging.getLogger(__name__)
 CODE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the run's code snapshot in a job
@@ -77,11 +77,13 @@ class LaunchedJob:
     def __call__(self) -> Any:
         import submitit
 
+        from egovlpv2.dist.env import detect, export
         from egovlpv2.train.checkpoint import request_stop
 
         _log_to_stderr()
         job_env = submitit.JobEnvironment()
-        env = setup_task_environment(job_env)  # exported: every entry point's env:// rendezvous reads it
+        env = detect()  # submitit's JobEnvironment -> RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
+        export(env)  # every entry point's env:// rendezvous (and evaluation's LOCAL_RANK) reads the same
         log.info("%s -> rank %d/%d, master %s:%d", job_env, env.rank, env.world_size, env.master_addr, env.master_port)
         if self.workdir:
             os.chdir(self.workdir)
@@ -96,8 +98,13 @@ class LaunchedJob:
 
         signal.signal(usr_sig, stop_at_next_step)
         result = resolve_entry(self.entry)(list(self.argv))
-        if getattr(result, "stopped", False) and received:
-            self._hand_over_to_submitit(env.rank, usr_sig, submitit_handler)
+        if getattr(result, "stopped", False):
+            if received:
+                self._hand_over_to_submitit(env.rank, usr_sig, submitit_handler)
+            else:
+                log.warning("stopped by another signal at step %s, checkpoint saved; not requeueing "
+                            "(submit the same run again to resume)", getattr(result, "step", "?"))
+                sys.exit(0)  # no result file: the run is not over
         return result
 
     def checkpoint(self, *args: Any, **kwargs: Any):

@@ -3,7 +3,7 @@
 Layout of a run directory ``<output_dir>``:
 - ``code/<stamp>/``: the code of one submission (``egovlpv2/``, ``launch/``, ``configs/``, ``ds_configs/``);
   its jobs, requeued ones included, import from there, so editing the checkout does not change them.
-- ``slurm/``: submitit's folder: ``<jobid>_submission.sh``, ``<jobid>_<task>_log.out|err``, pickles.
+- ``slurm/<jobid>/``: submitit's files of one job: ``<jobid>_submission.sh``, ``<jobid>_<task>_log.out|err``, pickles.
 - everything the entry point writes (checkpoints, ``latest``, TensorBoard logs, resolved config).
 """
 from __future__ import annotations
@@ -190,7 +190,7 @@ class Submitted:
         lines = [f"job {job.job_id} submitted; run directory {self.output_dir}"]
         if self.code_dir is not None:
             lines.append(f"  code snapshot: {self.code_dir}")
-        paths = getattr(job, "paths", None)
+        paths = getattr(job, "paths", None) if type(job).__name__ != "DebugJob" else None  # debug: this terminal
         if paths is not None:
             lines.append(f"  logs (rank 0): {paths.stdout}  {paths.stderr}")
         if type(job).__name__ == "SlurmJob":
@@ -209,7 +209,4 @@ def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, clu
     if code_dir is not None:  # recipes and DeepSpeed configs of the checkout: the snapshot's copies
         argv = [in_snapshot(arg, code_dir) for arg in argv]
     job = executor.submit(LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
-    placeholder = submitit_folder(output_dir)  # the local executor leaves an empty "%j" folder behind
-    if placeholder.is_dir() and not any(placeholder.iterdir()):
-        placeholder.rmdir()
     return Submitted(job=job, output_dir=output_dir, code_dir=code_dir)

@@ -173,3 +173,20 @@ def released_layout(model) -> dict:
     positions = model.cfg.text.max_positions
     state["module.text_model.embeddings.position_ids"] = torch.arange(positions).unsqueeze(0)
     return {"state_dict": state, "epoch": 10}
+
+
+def run_isolated(main, argv: list[str]):
+    """Run a launch script's `main` in this process, then leave no process group or exported
+    RANK/MASTER_PORT behind for the tests that follow."""
+    import os
+
+    import torch.distributed as dist
+
+    saved = dict(os.environ)
+    try:
+        return main(argv)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(saved)

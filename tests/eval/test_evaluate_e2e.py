@@ -38,7 +38,7 @@ def bench(tmp_path_factory):
 def run_cli(bench, task, shards, checkpoint, out, *extra):
     from launch.evaluate import main
 
-    return main(["--task", task, "--checkpoint", str(checkpoint), "--data", str(shards), "--tokenizer",
+    return synth.run_isolated(main, ["--task", task, "--checkpoint", str(checkpoint), "--data", str(shards), "--tokenizer",
                  str(bench["tokenizer"]), "--model", "egovlpv2-tiny", "--num-frames", str(FRAMES),
                  "--batch-size", "5", "--num-workers", "0", "--out", str(out), *extra])
 

@@ -27,3 +27,9 @@ def test_two_node_all_reduce_runs_from_the_code_snapshot(slurm_cluster, tmp_path
     tasks = ast.literal_eval(re.search(r"tasks (\[.*\]);", line).group(1))
     assert sorted(tasks) == [(0, "ego-n1", "cpu"), (1, "ego-n2", "cpu")], line  # one task on each node
     assert line.endswith(f"code {code_dir}"), "the job must import the snapshot, not the checkout"
+    # accounting runs, so submitit's own view of the job is real, not UNKNOWN
+    import submitit
+
+    job = submitit.SlurmJob(folder=out_dir / "slurm" / "%j", job_id=job_id, tasks=(0, 1))
+    assert job.state == "COMPLETED"
+    assert [r["all_reduce"] for r in job.results()] == [3.0, 3.0]

@@ -2,6 +2,7 @@
 objective, and the benchmark evaluation as the loop's eval hook."""
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Optional
 
@@ -127,7 +128,9 @@ def _evaluation(cfg: FinetuneConfig, tokenizer, device: torch.device):
 
     def evaluate(run):
         def score(model, _):
-            return evaluate_task(cfg.task, model, cfg.data.eval_shards, data_cfg, tokenizer, current_context(device),
+            # Under the engine every rank must run the same number of forwards (ZeRO-3 gathers weights in each).
+            ctx = dataclasses.replace(current_context(device), equal_batches=True)
+            return evaluate_task(cfg.task, model, cfg.data.eval_shards, data_cfg, tokenizer, ctx,
                                  cfg.eval.batch_size, cfg.eval.limit, cfg.data.num_workers, cfg.eval.allow_missing)
 
         results = run(score, None)
