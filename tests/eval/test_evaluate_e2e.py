@@ -72,14 +72,10 @@ def test_epic_mir_end_to_end_matches_direct_computation(bench, tmp_path):
     assert "| mAP/avg |" in table and "26.70" in table
 
 
-def test_released_layout_checkpoint_loads_and_evaluates_the_same(bench, tmp_path):
-    ours = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "a.json")
-    released = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["released"], tmp_path / "b.json")
-    assert released["mAP"] == pytest.approx(ours["mAP"]) and released["nDCG"] == pytest.approx(ours["nDCG"])
-
-
 @torch.no_grad()
-def test_egomcq_end_to_end(bench, tmp_path):
+def test_egomcq_end_to_end_from_the_released_checkpoint_layout(bench, tmp_path):
+    """The checkpoint is in the released key layout ({"state_dict": {"module.video_model...."}}); the
+    reference scores come from the model it was written from."""
     results = run_cli(bench, "egomcq", bench["mcq"]["shards"], bench["released"], tmp_path / "mcq.json")
     model = bench["model"]
     dual, vtm, answers, types = [], [], [], []
