@@ -28,7 +28,7 @@ def _free_port() -> int:
 def _finetune_child(_index: int, cfg: FinetuneConfig, port: int, out: str) -> None:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       DS_ACCELERATOR="cpu")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny tensors: one thread beats oversubscribed cores
     from egovlpv2.eval.finetune.run import run_finetuning
 
     ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
