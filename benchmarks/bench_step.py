@@ -41,7 +41,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class RecomputingObjective(PretrainObjective):
-    """The original schedule: MLM and VTM each run the unfused lower layers again from the input."""
+    """The original schedule: MLM and VTM each run the unfused lower layers again from the input.
+
+    Mirrors ``PretrainObjective.__call__``, except that the fused passes get freshly computed lower states.
+    """
 
     def __call__(self, batch, step=None):
         step = self.step if step is None else step
@@ -53,7 +56,7 @@ class RecomputingObjective(PretrainObjective):
         vtm_video, vtm_text = self.model.video_lower(self.prepare_video(video)), self.model.text_lower(ids, mask)
         plan = self.plan(ego, step)
         states = vtm_inputs(vtm_video, vtm_text, plan, ego.sizes, self.cfg.vtm_negative_pool)
-        mlm, vtm = self.fusion(mlm_video, ids, mask, ego.offset, step, states, plan.labels, ego.sizes)
+        mlm, vtm = self.fusion(mlm_video, ids, mask, ego.offset, step, states, plan.labels, sum(ego.sizes))
         return self.combine(ego, mlm, vtm)
 
 

@@ -32,6 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--gop", type=int, default=8)
     p.add_argument("--crf", type=int, default=23)
     p.add_argument("--preset", default="veryfast")
+    p.add_argument("--x264-params", default=EncodeOptions.x264_params, help="extra x264 options ('' for none)")
     p.add_argument("--frame-format", choices=("mp4", "jpgs"), default="mp4")
     p.add_argument("--jpeg-frames", type=int, default=8)
     p.add_argument("--no-progress", action="store_true")
@@ -41,7 +42,7 @@ def main(argv=None) -> int:
                    chunk_seconds=a.chunk_seconds, limit=a.limit, seed=a.seed, num_verbs=a.num_verbs,
                    num_nouns=a.num_nouns, max_failure_fraction=a.max_failure_fraction, progress=not a.no_progress,
                    encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
-                                        preset=a.preset, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
+                                        preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
     manifest, ok = make_shards(run)
     print(f"{manifest['total_samples']} samples in {len(manifest['shards'])} shards "
           f"({manifest['total_bytes'] / 1e6:.1f} MB), {len(manifest['failures'])} failures of "

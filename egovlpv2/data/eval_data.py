@@ -36,11 +36,8 @@ def _samples(shard_dir: str, task: str, limit: int | None) -> Iterator[tuple[dic
 
 
 def _video(decoder: FrameDecoder, cfg: DataConfig, meta: dict, sample: dict, prefix: str = "") -> torch.Tensor:
-    view = {k[len(prefix) + 1:] if prefix else k: v for k, v in sample.items() if not prefix or k.startswith(prefix + ".")}
-    clips = meta.get("clips", {})
-    meta_view = {"clips": {k[len(prefix) + 1:] if prefix else k: v for k, v in clips.items()}}
-    kind, data, count = frames_member(view, meta_view)
     try:
+        kind, data, count = frames_member(sample, meta, prefix)
         frames = decoder(kind, data, lambda n: segment_indices(n, cfg.num_frames, False), count)
     except SampleError as exc:
         raise SampleError(exc.reason, f"sample {meta.get('id')} {prefix}: {exc}") from exc

@@ -1,6 +1,7 @@
 """Checking written shards: counts against the manifest, a full decode of every sample, size statistics."""
 from __future__ import annotations
 
+import tarfile
 from collections import Counter
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def inspect_shards(shard_dir: str | Path, decode: bool = True, backend: str = "a
                             frames[len(out)] += 1
                 except (ValueError, SampleError) as exc:
                     bad.append({"shard": entry["name"], "id": key, "reason": str(exc)})
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, ValueError, tarfile.TarError) as exc:
             bad.append({"shard": entry["name"], "id": None, "reason": f"unreadable shard: {exc}"})
         shards.append({"name": entry["name"], "samples": count, "manifest": entry["samples"],
                        "ok": count == entry["samples"]})

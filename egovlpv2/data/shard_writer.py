@@ -16,13 +16,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from egovlpv2.data.source_reader import SourceReader
 from egovlpv2.data.transcode import ClipError, EncodeOptions, cut_clip, video_segments
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClipSpec:
     uid: str                       # video id, resolved under the video root
     start: float
@@ -30,7 +31,7 @@ class ClipSpec:
     subdirs: tuple[str, ...] = ("",)
 
 
-@dataclass
+@dataclass(slots=True)
 class SampleSpec:
     key: str                       # sanitised: no dots
     meta: dict                     # stored as the sample's JSON, with the clips' timing added under "clips"
@@ -75,13 +76,14 @@ def write_shard(job: ShardJob) -> dict:
     began = time.process_time()
     failures, count, source_s = [], 0, 0.0
     tmp_path = out / f"{job.name}.tar.tmp"
-    with tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
+    reader = SourceReader()
+    with reader, tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
         for sample in job.samples:
             members, timing = {}, {}
             try:
                 for prefix, clip in sample.clips.items():
                     segments = video_segments(job.video_root, clip.uid, clip.start, clip.end, job.chunk_s, clip.subdirs)
-                    data, info = cut_clip(segments, clip.start, clip.end, job.opts)
+                    data, info = cut_clip(segments, clip.start, clip.end, job.opts, reader)
                     name = _member_name(prefix, job.opts)
                     members[name], timing[name] = data, info
             except ClipError as exc:

@@ -46,7 +46,8 @@ class SyntheticSpec:
     seed: int = 0
 
 
-def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, gop: int = 30, crf: int = 20) -> None:
+def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, gop: int = 30, crf: int = 20,
+                preset: str = "ultrafast", bframes: int = 0) -> None:
     """Encode RGB uint8 frames as H.264 mp4 at ``fps`` (a float such as 29.97 is taken as 30000/1001)."""
     import av
 
@@ -60,7 +61,7 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float, gop:
                 stream.pix_fmt = "yuv420p"
                 stream.codec_context.gop_size = gop
                 stream.codec_context.thread_count = 1
-                stream.options = {"preset": "ultrafast", "crf": str(crf), "x264-params": "bframes=0"}
+                stream.options = {"preset": preset, "crf": str(crf), "x264-params": f"bframes={bframes}"}
             frame = av.VideoFrame.from_ndarray(image, format="rgb24")
             frame.pts = i
             out.mux(stream.encode(frame))

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from egovlpv2.data.source_reader import SourceError, SourceReader
+
 
 class ClipError(Exception):
     """A clip that cannot be cut; the message is the failure reason recorded in the manifest."""
@@ -26,6 +28,8 @@ class EncodeOptions:
     gop: int = 8                   # short GOP: a random frame needs at most gop - 1 extra decodes
     crf: int = 23
     preset: str = "veryfast"
+    # CAVLC instead of CABAC: measured ~20 % bigger clips that decode ~40 % faster in the loader.
+    x264_params: str = "cabac=0"
     frame_format: str = "mp4"      # "mp4" or "jpgs" (jpeg_frames JPEGs packed in one member)
     jpeg_frames: int = 8
     jpeg_quality: int = 90
@@ -69,39 +73,25 @@ def _output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
     return w - w % 2, h - h % 2
 
 
-def decode_range(segments: list[Segment], start: float, end: float) -> tuple[list, Fraction, float]:
+def decode_range(segments: list[Segment], start: float, end: float,
+                 reader: SourceReader | None = None) -> tuple[list, Fraction, float]:
     """Decoded PyAV frames with whole-video time in [start, end), the source rate and the video duration
     covered by the segments. Raises ClipError for unreadable files or a clip outside the video."""
-    import av
-
+    own = reader is None
+    reader = reader or SourceReader()
     frames, rate, covered = [], None, 0.0
-    for seg in segments:
-        try:
-            container = av.open(seg.path)
-        except (av.error.FFmpegError, OSError) as exc:
-            raise ClipError(f"corrupt video {seg.path}: {exc}") from exc
-        with container:
-            if not container.streams.video:
-                raise ClipError(f"no video stream in {seg.path}")
-            stream = container.streams.video[0]
-            rate = rate or stream.average_rate or stream.guessed_rate
-            duration = (float(stream.duration * stream.time_base) if stream.duration
-                        else (container.duration or 0) / 1e6)
+    try:
+        for seg in segments:
+            seg_rate, duration = reader.info(seg.path)
+            rate = rate or seg_rate
             covered = max(covered, seg.offset_s + duration)
-            local_start = max(0.0, start - seg.offset_s)
-            try:
-                if local_start > 1.0:
-                    container.seek(int(local_start / stream.time_base), stream=stream, backward=True)
-                for frame in container.decode(stream):
-                    if frame.time is None:
-                        continue
-                    t = seg.offset_s + frame.time
-                    if t >= end:
-                        break
-                    if t >= start:
-                        frames.append((t, frame))
-            except (av.error.FFmpegError, OSError) as exc:
-                raise ClipError(f"corrupt video {seg.path}: {exc}") from exc
+            local = reader.frames(seg.path, max(0.0, start - seg.offset_s), end - seg.offset_s)
+            frames += [(seg.offset_s + t, f) for t, f in local]
+    except SourceError as exc:
+        raise ClipError(str(exc)) from exc
+    finally:
+        if own:
+            reader.close()
     if not rate:
         raise ClipError(f"unknown frame rate in {segments[0].path}")
     if start >= covered:
@@ -148,7 +138,8 @@ def _encode_mp4(images: list[np.ndarray], rate: Fraction, opts: EncodeOptions) -
         stream.codec_context.thread_count = 1  # x264 is deterministic with one thread
         stream.codec_context.gop_size = opts.gop
         stream.options = {"preset": opts.preset, "crf": str(opts.crf),
-                          "x264-params": f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0:bframes=0"}
+                          "x264-params": ":".join(p for p in (f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0:bframes=0",
+                                                              opts.x264_params) if p)}
         for i, image in enumerate(images):
             frame = _yuv_frame(image)
             frame.pts = i
@@ -174,11 +165,12 @@ def _encode_jpegs(images: list[np.ndarray], opts: EncodeOptions) -> tuple[bytes,
     return pack_jpegs(jpegs), picks
 
 
-def cut_clip(segments: list[Segment], start: float, end: float | None, opts: EncodeOptions) -> tuple[bytes, dict]:
+def cut_clip(segments: list[Segment], start: float, end: float | None, opts: EncodeOptions,
+             reader: SourceReader | None = None) -> tuple[bytes, dict]:
     """Trim [start, end) (``end=None``: to the end of the video) and re-encode; returns the member bytes
     and the clip's timing: ``fps``, ``t0`` (whole-video time of frame 0), ``num_frames``, ``frame_times``
     (JPEG frames only), size, and the source seconds covered."""
-    frames, rate, covered = decode_range(segments, start, math.inf if end is None else end)
+    frames, rate, covered = decode_range(segments, start, math.inf if end is None else end, reader)
     frames, rate = _select_fps(frames, rate, opts.fps_cap)
     first = frames[0][1]
     width, height = _output_size(first.width, first.height, opts.short_side)

@@ -13,8 +13,10 @@ Time limits and preemption (SLURM sends ``--signal=USR2@<delay>`` to every task 
 4. The requeued job runs the same pickled callable on the same code snapshot; the entry point resumes
    from ``latest`` in its run directory, and a finished run directory returns at once.
 
-A stop for another reason (SIGTERM from ``scancel`` or a SLURM-side requeue, a user's SIGUSR1) is not
-requeued here: SLURM is already ending or requeueing the job, or the user asked it to stop.
+A stop for another reason (SIGTERM from ``scancel``, a SLURM-side requeue or preemption; a user's
+SIGUSR1) is not requeued here: SLURM is already ending or requeueing the job, or the user asked it to
+stop. The checkpoint is saved all the same (if the step ends within SLURM's KillWait), and no result is
+written, since the run is not over.
 """
 from __future__ import annotations
 
@@ -96,8 +98,13 @@ class LaunchedJob:
 
         signal.signal(usr_sig, stop_at_next_step)
         result = resolve_entry(self.entry)(list(self.argv))
-        if getattr(result, "stopped", False) and received:
-            self._hand_over_to_submitit(env.rank, usr_sig, submitit_handler)
+        if getattr(result, "stopped", False):
+            if received:
+                self._hand_over_to_submitit(env.rank, usr_sig, submitit_handler)
+            else:
+                log.warning("stopped by another signal at step %s, checkpoint saved; not requeueing "
+                            "(submit the same run again to resume)", getattr(result, "step", "?"))
+                sys.exit(0)  # no result file: the run is not over
         return result
 
     def checkpoint(self, *args: Any, **kwargs: Any):

@@ -3,7 +3,7 @@
 Layout of a run directory ``<output_dir>``:
 - ``code/<stamp>/``: the code of one submission (``egovlpv2/``, ``launch/``, ``configs/``, ``ds_configs/``);
   its jobs, requeued ones included, import from there, so editing the checkout does not change them.
-- ``slurm/``: submitit's folder: ``<jobid>_submission.sh``, ``<jobid>_<task>_log.out|err``, pickles.
+- ``slurm/<jobid>/``: submitit's files of one job: ``<jobid>_submission.sh``, ``<jobid>_<task>_log.out|err``, pickles.
 - everything the entry point writes (checkpoints, ``latest``, TensorBoard logs, resolved config).
 """
 from __future__ import annotations
@@ -190,7 +190,7 @@ class Submitted:
         lines = [f"job {job.job_id} submitted; run directory {self.output_dir}"]
         if self.code_dir is not None:
             lines.append(f"  code snapshot: {self.code_dir}")
-        paths = getattr(job, "paths", None)
+        paths = getattr(job, "paths", None) if type(job).__name__ != "DebugJob" else None  # debug: this terminal
         if paths is not None:
             lines.append(f"  logs (rank 0): {paths.stdout}  {paths.stderr}")
         if type(job).__name__ == "SlurmJob":

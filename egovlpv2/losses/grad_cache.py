@@ -132,7 +132,8 @@ def cached_step(objective: PretrainObjective, micro_batches: list[dict], step: i
             first = layout.first_row + rows.start
             if cfg.vtm_weight > 0:
                 plan = objective.plan(ego, step, rows, first_row=first)
-                vtm_states = _vtm_states(objective, layout, enc, plan, rows, m)
+                vtm_states, zero = _vtm_states(objective, layout, enc, plan, rows, m)
+                loss = loss + zero
                 labels = plan.labels
             mlm, vtm = objective.fusion(enc.video_states, x["input_ids"], x["attention_mask"], first, step,
                                         vtm_states, labels, slots, mlm_count)
@@ -161,8 +162,13 @@ def _embed(objective: PretrainObjective, x: dict) -> tuple[torch.Tensor, torch.T
 
 
 def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: slice, m: int):
-    """Lower-layer states of the slots' videos and texts. Rows of this rank outside the micro-batch that
-    any rank's slots chose get their lower layers recomputed here; the rest is the usual exchange."""
+    """Lower-layer states of the slots' videos and texts, and a zero that must join the loss.
+
+    Rows of this rank outside the micro-batch that any rank's slots chose get their lower layers
+    recomputed here; the rest is the usual exchange. Under ZeRO-3 every module call gathers parameters
+    collectively, so all ranks must make the same calls: when any rank recomputes rows, a rank without
+    any recomputes one of its own rows, whose result enters the loss times zero.
+    """
     me = C.rank()
     pool = objective.cfg.vtm_negative_pool
     if pool == "global":
@@ -173,10 +179,18 @@ def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: sl
         wanted_v, wanted_t = torch.unique(plan.video_source), torch.unique(plan.text_source)
     first = layout.first_row
     micro_rows = torch.arange(rows.start, rows.stop, device=plan.labels.device) + first
-    held, states = [], []
-    for wanted, own, lower in ((wanted_v, enc.video_states, _video_lower), (wanted_t, enc.text_states, _text_lower)):
-        extra = wanted[(wanted < micro_rows[0]) | (wanted > micro_rows[-1])]
+    extras = [w[(w < micro_rows[0]) | (w > micro_rows[-1])] for w in (wanted_v, wanted_t)]
+    anyone = C.all_reduce_sum(torch.tensor([float(e.numel() > 0) for e in extras], device=micro_rows.device))
+    held, states, zero = [], [], 0.0
+    for extra, needed, own, lower in zip(extras, anyone, (enc.video_states, enc.text_states),
+                                         (_video_lower, _text_lower)):
+        if needed == 0:
+            held.append(micro_rows)
+            states.append(own)
+            continue
         if extra.numel() == 0:
+            dummy = lower(objective, layout.batch, micro_rows[:1] - first)
+            zero = zero + 0.0 * _first_tensor(dummy).sum()
             held.append(micro_rows)
             states.append(own)
             continue
@@ -185,7 +199,12 @@ def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: sl
         recomputed = lower(objective, layout.batch, extra - first)
         held.append(together[order])
         states.append(batch_ops.index_rows(batch_ops.cat_rows([own, recomputed]), order))
-    return vtm_inputs(states[0], states[1], plan, layout.sizes, pool, held=(held[0], held[1]), plans=plans)
+    inputs = vtm_inputs(states[0], states[1], plan, layout.sizes, pool, held=(held[0], held[1]), plans=plans)
+    return inputs, zero
+
+
+def _first_tensor(states: Any) -> torch.Tensor:
+    return next(v for v in vars(states).values() if torch.is_tensor(v) and v.is_floating_point())
 
 
 def _video_lower(objective: PretrainObjective, batch: dict, local: torch.Tensor):

@@ -43,9 +43,13 @@ class TokenizerInfo:
         return cls(len(tokenizer), tokenizer.mask_token_id, tokenizer.pad_token_id,
                    tuple(sorted(set(tokenizer.all_special_ids))))
 
+    def special_ids(self, device=None) -> torch.Tensor:
+        return torch.tensor(sorted(set(self.special_token_ids) | {self.mask_token_id, self.pad_token_id}),
+                            device=device)
+
     def ordinary_ids(self, device=None) -> torch.Tensor:
-        special = set(self.special_token_ids) | {self.mask_token_id, self.pad_token_id}
-        return torch.tensor([i for i in range(self.vocab_size) if i not in special], device=device)
+        ids = torch.arange(self.vocab_size, device=device)
+        return ids[~torch.isin(ids, self.special_ids(device))]
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tok: TokenizerInfo,
@@ -59,9 +63,7 @@ def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tok: Toke
     n, length = input_ids.shape
     u = per_sample_uniform(seed, step, MLM_STREAM, global_indices, 3 * length).view(n, 3, length)
     u = u.to(input_ids.device)
-    special = torch.tensor(sorted(set(tok.special_token_ids) | {tok.mask_token_id, tok.pad_token_id}),
-                           device=input_ids.device)
-    maskable = attention_mask.bool() & ~torch.isin(input_ids, special)
+    maskable = attention_mask.bool() & ~torch.isin(input_ids, tok.special_ids(input_ids.device))
     selected = maskable & (u[:, 0] < probability)
     to_mask = selected & (u[:, 1] < mask_fraction)
     to_random = selected & (u[:, 1] >= mask_fraction) & (u[:, 1] < mask_fraction + random_fraction)

@@ -1,7 +1,7 @@
 import pytest
 
 from egovlpv2.data.egoclip import read_egoclip, sanitize_key, write_egoclip
-from data_helpers import egoclip_row
+from tests.data.data_helpers import egoclip_row
 
 
 def _write_lines(path, header, lines: list[bytes]):

@@ -10,7 +10,7 @@ from egovlpv2.data.eval_data import (epic_mir_relevancy_path, iter_charades_ego,
                                      load_charades_classes, load_epic_mir_captions)
 from egovlpv2.data.shard_tasks import ShardRun, make_shards
 from egovlpv2.data.tokenizer import load_tokenizer
-from data_helpers import gray_number, write_gray_video
+from tests.data.data_helpers import gray_number, write_gray_video
 
 
 def test_egomcq_questions_with_five_candidates(synthetic_dir, data_cfg, tmp_path):

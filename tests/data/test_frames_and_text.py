@@ -11,7 +11,7 @@ from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.tokenizer import build_bpe_tokenizer, load_tokenizer
 from egovlpv2.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize_video, train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError, pack_jpegs, unpack_jpegs
-from data_helpers import read_number, write_numbered_video
+from tests.data.data_helpers import read_number, write_numbered_video
 
 
 def test_segment_sampling():

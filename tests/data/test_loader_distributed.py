@@ -44,7 +44,7 @@ def test_two_ranks_yield_equal_batches_on_uneven_shards(data_cfg, egoclip_shards
         shutil.copy(egoclip_shards / s["name"], shards / s["name"])
     total = sum(s["samples"] for s in keep)
     (shards / "manifest.json").write_text(json.dumps({**manifest, "shards": keep, "total_samples": total}))
-    cfg = dataclasses.replace(data_cfg, shards=str(shards), batch_size=2, num_workers=1)
+    cfg = dataclasses.replace(data_cfg, shards=str(shards), batch_size=2, num_workers=0)
     ctx = mp.start_processes(_rank_main, args=(2, _free_port(), cfg, tmp_path), nprocs=2, join=False,
                              start_method="spawn")
     deadline = time.time() + 240

@@ -11,7 +11,7 @@ from egovlpv2.data.shard_tasks import ShardRun, make_shards
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.data.transcode import EncodeOptions
 from egovlpv2.data.video_io import FrameDecoder
-from data_helpers import egoclip_row, read_number, write_numbered_video
+from tests.data.data_helpers import egoclip_row, read_number, write_numbered_video
 
 
 def _shard(tmp_path, rows, chunk_s=600.0, **encode):
@@ -93,3 +93,17 @@ def test_fps_cap_keeps_real_timestamps(tmp_path):
     assert meta["clips"]["mp4"]["fps"] == pytest.approx(10.0) and count == len(numbers) == 20
     times = [n / fps for n in numbers]
     assert all(abs(t - (times[0] + i / 10.0)) < 1 / fps for i, t in enumerate(times))
+
+
+def test_consecutive_and_overlapping_clips_of_one_file(tmp_path):
+    """The shard writer decodes forward across nearby clips and keeps recent frames for overlaps."""
+    fps = 25.0
+    (tmp_path / "v").mkdir()
+    write_numbered_video(tmp_path / "v" / "vid.mp4", 400, fps)
+    spans = [(1.0, 2.0), (1.5, 2.5), (2.3, 2.9), (6.0, 6.6), (15.0, 15.5), (3.0, 3.4)]
+    samples = _shard(tmp_path, [egoclip_row(i, "vid", s, e, dur=16.0) for i, (s, e) in enumerate(spans)])
+    for i, (start, end) in enumerate(spans):
+        meta, sample = samples[f"vid_{i}"]
+        kind, data, count = frames_member(sample, meta)
+        numbers = [read_number(f) for f in FrameDecoder()(kind, data, lambda n: list(range(n)), count)]
+        assert numbers == _expected(fps, start, end), (start, end)

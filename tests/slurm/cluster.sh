@@ -51,7 +51,7 @@ install_packages() {
   [[ $(id -u) == 0 ]] || die "installing ${missing[*]} needs root"
   log "installing ${missing[*]}"
   apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" mariadb-client
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 }
 
 add_hosts() {

@@ -3,6 +3,12 @@
 Two runs are submitted together: an uninterrupted reference, and one that receives SLURM's time-limit
 signal (USR2) after its first checkpoint. The second must save at a step boundary on every rank,
 requeue itself, resume from ``latest`` and end with the reference's step count and losses.
+
+Exact equality needs the data stream to resume exactly. The pre-training stream restores its read
+position but not what sat in its shuffle buffer and scene window (a documented bound, tests/data), except
+at an epoch boundary. Here an epoch is one step (16 samples, 8 anchors on each of 2 ranks), so every
+checkpoint sits on a boundary and what is compared is the launcher's part: the right checkpoint, model,
+optimizer, scheduler, RNG and step restored after the requeue.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from tests.slurm.slurm_helpers import job_id_of, logs_of, run_submit, wait_for_j
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-STEPS = 10
+STEPS = 8
 ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
@@ -26,7 +32,7 @@ def demo_data(tmp_path_factory) -> Path:
     from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic
 
     root = tmp_path_factory.mktemp("slurm-demo-data")
-    make_synthetic(root / "src", SyntheticSpec(videos=4, mcq_videos=0, clips_per_video=8, size=64), progress=False)
+    make_synthetic(root / "src", SyntheticSpec(videos=2, mcq_videos=0, clips_per_video=8, size=64), progress=False)
     _, ok = make_shards(ShardRun(task="egoclip", videos=str(root / "src" / "videos"), csv=str(root / "src" / "egoclip.csv"),
                                  out=str(root / "shards"), workers=1, samples_per_shard=8, progress=False))
     assert ok
@@ -37,7 +43,7 @@ def _recipe_args(data: Path, run_dir: Path) -> list[str]:
     return [
         "--config", "demo", "--deepspeed", "ds_configs/zero2.json",
         f"data.shards={data / 'shards'}", f"data.tokenizer={data / 'src' / 'tokenizer'}",
-        "data.batch_size=4", "data.num_workers=0", f"train.max_steps={STEPS}", f"train.output_dir={run_dir}",
+        "data.batch_size=8", "data.num_workers=0", f"train.max_steps={STEPS}", f"train.output_dir={run_dir}",
         "checkpoint.every_steps=2", "logging.every_steps=1", "logging.progress_bar=false", "eval.egomcq_shards=null",
     ]
 
