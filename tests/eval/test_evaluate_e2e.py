@@ -2,7 +2,6 @@
 import json
 import socket
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
