@@ -16,6 +16,7 @@ EGOCLIP_COLUMNS = ("video_uid", "video_dur", "narration_source", "narration_ind"
 # Scene-aware partners come from the same video and the same window of this many seconds.
 SCENE_WINDOW_S = 60.0
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_INT_LIST = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)?\s*,?\s*\]")
 
 
 def sanitize_key(text: str) -> str:
@@ -32,7 +33,7 @@ class Failure:
         return {"id": self.id, "reason": self.reason}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClipRow:
     key: str
     clip_idx: str
@@ -61,6 +62,12 @@ class ClipRow:
 
 def parse_tags(raw: str, limit: int) -> tuple[int, ...]:
     """A Python-list string of class indices, e.g. "[3, 17]"; raises ValueError when malformed."""
+    match = _INT_LIST.fullmatch(raw.strip())
+    if match:  # the common case, without the cost of literal_eval
+        value = [int(v) for v in match.group(1).split(",")] if match.group(1) else []
+        if any(v >= limit for v in value):
+            raise ValueError(f"index outside [0, {limit}): {raw!r}")
+        return tuple(value)
     try:
         value = ast.literal_eval(raw.strip())
     except (ValueError, SyntaxError) as exc:
@@ -139,7 +146,7 @@ def read_egoclip(path: str | Path, num_verbs: int = 118, num_nouns: int = 582,
         except UnicodeDecodeError:
             failures.append(Failure(line_id, "text is not UTF-8"))
             continue
-        values = next(csv.reader([line], delimiter="\t"))
+        values = line.split("\t") if '"' not in line else next(csv.reader([line], delimiter="\t"))
         if len(values) != len(header):
             failures.append(Failure(line_id, f"malformed row: {len(values)} fields, expected {len(header)}"))
             continue

@@ -3,7 +3,13 @@
 Per DataLoader worker: read the worker's shards (an epoch-seeded order, dealt over ranks then workers,
 continuing into the next epoch's order so no rank runs dry), pair each clip with a scene-aware partner
 from its window (stored contiguously at shard time), shuffle pairs, decode, augment, tokenize, batch.
-The main process stops after ``batches_per_epoch`` batches and tracks each worker's read position.
+The main process stops after ``batches_per_epoch`` batches and tracks how many pairs each worker consumed.
+
+Every worker's stream is a function of (seed, epoch, rank, worker) alone: pairing and shuffling use metadata
+only, and each pair's frame sampling and augmentation draw from their own generator keyed by the pair's
+place in the stream. Resume therefore replays a worker's stream from the epoch start, passing over the
+consumed pairs without decoding them, and rotates the DataLoader's worker ids so that its round-robin
+continues with the worker that the uninterrupted run would have asked next: the batches are identical.
 """
 from __future__ import annotations
 
@@ -18,7 +24,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from egovlpv2.data.config import DataConfig
 from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.shard_writer import read_manifest
-from egovlpv2.data.stream import pair_window, parse_meta, read_tar, shuffle_buffer, worker_shard
+from egovlpv2.data.stream import (EPOCH_END, pair_window, parse_meta, read_tar, shard_epoch, shuffle_buffer,
+                                  worker_shard)
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError
@@ -27,7 +34,8 @@ from egovlpv2.data.video_io import FrameDecoder, SampleError
 MAX_CONSECUTIVE_SKIPS = 1000
 
 
-def _shard_names(cfg: DataConfig) -> tuple[list[str], int]:
+def shard_names(cfg: DataConfig) -> tuple[list[str], int]:
+    """(non-empty pre-training shard names, total samples) from the manifest of ``cfg.shards``."""
     manifest = read_manifest(cfg.shards)
     if manifest["task"] != "egoclip":
         raise ValueError(f"{cfg.shards} holds {manifest['task']} shards, not pre-training (egoclip) shards")
@@ -37,7 +45,7 @@ def _shard_names(cfg: DataConfig) -> tuple[list[str], int]:
 
 def batches_per_epoch(cfg: DataConfig, world_size: int) -> int:
     """Batches every rank yields per epoch: all samples once as anchors, floored to whole global batches."""
-    _, total = _shard_names(cfg)
+    _, total = shard_names(cfg)
     count = total // (world_size * cfg.batch_size)
     if count == 0:
         raise ValueError(f"{total} samples make no full batch of {cfg.batch_size} anchors on each of {world_size} ranks")
@@ -57,23 +65,20 @@ class PretrainStream(IterableDataset):
     """Endless stream of batches for one rank; each DataLoader worker reads its own shards."""
 
     def __init__(self, cfg: DataConfig, names: list[str], rank: int, world_size: int, epoch: int,
-                 positions: dict[int, tuple[int, int]]):
+                 consumed: dict[int, int], rotation: int):
+        """``consumed``: pairs each (logical) worker already used; DataLoader worker i plays logical worker
+        ``(i + rotation) % num_workers``, so the round-robin resumes with the worker due next."""
         self.cfg, self.names, self.rank, self.world_size, self.epoch = cfg, names, rank, world_size, epoch
-        self.positions = positions
+        self.consumed, self.rotation = consumed, rotation
 
-    def _samples(self, worker: int, num_workers: int, cursor: list, skips: Counter) -> Iterator:
-        """(meta, sample) in read order; ``cursor`` = [shard k, samples read in it]; None ends a shard."""
-        start_k, start_n = cursor
+    def _samples(self, worker: int, num_workers: int, skips: Counter) -> Iterator:
+        """(meta, sample) in read order from the epoch start; None ends a shard, ``EPOCH_END`` an epoch's shards."""
         empty_run = 0
-        for k in range(start_k, 1 << 62):
+        for k in range(1 << 62):
             name = worker_shard(self.names, self.cfg.seed, self.epoch, worker, num_workers, k)
-            cursor[:] = [k, 0]
             got = 0
             try:
-                for n, sample in enumerate(read_tar(f"{self.cfg.shards}/{name}")):
-                    cursor[1] = n + 1
-                    if k == start_k and n < start_n:
-                        continue  # resuming: already consumed before the save
+                for sample in read_tar(f"{self.cfg.shards}/{name}"):
                     got += 1
                     try:
                         yield parse_meta(sample), sample
@@ -86,18 +91,29 @@ class PretrainStream(IterableDataset):
             empty_run = 0 if got else empty_run + 1
             if empty_run > len(self.names):
                 raise RuntimeError(f"a full pass over {len(self.names)} shards gave no samples ({dict(skips)})")
-            cursor[:] = [k + 1, 0]
             yield None
+            if shard_epoch(len(self.names), self.epoch, worker, num_workers, k + 1) != \
+                    shard_epoch(len(self.names), self.epoch, worker, num_workers, k):
+                yield EPOCH_END
 
     def _pairs(self, samples: Iterator, rng: random.Random, skips: Counter) -> Iterator:
         window, group = [], None
         for item in samples:
-            if item is None or item[0].get("group") != group:
+            if item is None or item is EPOCH_END or item[0].get("group") != group:
                 yield from pair_window(window, rng, skips) if window else ()
                 window, group = [], None
-            if item is not None:
+            if item is EPOCH_END:
+                yield item
+            elif item is not None:
                 window.append(item)
                 group = item[0].get("group")
+
+    def pair_stream(self, w: int, num_w: int, skips: Counter) -> Iterator:
+        """Shuffled ((meta, sample), (meta, sample)) anchor/partner pairs of logical worker ``w`` of ``num_w``
+        from the epoch start: a function of (seed, epoch, rank, w) and the shards' metadata only."""
+        rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{self.epoch}:{self.rank}:{w}")
+        samples = self._samples(self.rank * num_w + w, self.world_size * num_w, skips)
+        return shuffle_buffer(self._pairs(samples, rng, skips), self.cfg.shuffle_buffer, rng)
 
     def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random) -> torch.Tensor:
         cfg = self.cfg
@@ -112,19 +128,23 @@ class PretrainStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
-        w, num_w = (info.id, info.num_workers) if info else (0, 1)
-        cursor = list(self.positions.get(w, (0, 0)))
-        rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{self.epoch}:{self.rank}:{w}:{cursor}")
+        i, num_w = (info.id, info.num_workers) if info else (0, 1)
+        w = (i + self.rotation) % num_w
+        seed, epoch = self.cfg.seed, self.epoch
         decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s)
         tokenizer = load_tokenizer(self.cfg.tokenizer)
         skips: Counter = Counter()
-        samples = self._samples(self.rank * num_w + w, self.world_size * num_w, cursor, skips)
+        replay = self.consumed.get(w, 0)
         items, run = [], 0
-        for (meta_a, sample_a), (meta_p, sample_p) in shuffle_buffer(self._pairs(samples, rng, skips),
-                                                                      self.cfg.shuffle_buffer, rng):
+        for n, ((meta_a, sample_a), (meta_p, sample_p)) in enumerate(self.pair_stream(w, num_w, skips)):
+            if n < replay:  # consumed before the resume: only its tar reading and metadata are repeated
+                if n == replay - 1:
+                    skips.clear()  # counted up to here already (the saved state holds them)
+                continue
+            clip_rng = random.Random(f"egovlpv2-clip:{seed}:{epoch}:{self.rank}:{w}:{n}")
             try:
-                video_a = self._clip(meta_a, sample_a, decoder, rng)
-                video_p = video_a if sample_p is sample_a else self._clip(meta_p, sample_p, decoder, rng)
+                video_a = self._clip(meta_a, sample_a, decoder, clip_rng)
+                video_p = video_a if sample_p is sample_a else self._clip(meta_p, sample_p, decoder, clip_rng)
             except SampleError as exc:
                 skips[exc.reason] += 1
                 run += 1
@@ -134,7 +154,7 @@ class PretrainStream(IterableDataset):
             run = 0
             items.append(((video_a, video_p), (meta_a, meta_p)))
             if len(items) == self.cfg.batch_size:
-                state = {"worker": w, "position": list(cursor), "skips": dict(skips)}
+                state = {"worker": w, "consumed": n + 1, "skips": dict(skips)}
                 yield self._collate(items, tokenizer, state)
                 items = []
 
@@ -162,11 +182,11 @@ class PretrainLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
-        self.names, _ = _shard_names(cfg)
+        self.names, _ = shard_names(cfg)
         self.num_batches = batches_per_epoch(cfg, world_size)
         self.num_workers = max(1, cfg.num_workers)
         self.batches_done = 0
-        self.positions: dict[int, list[int]] = {}
+        self.consumed: dict[int, int] = {}  # pairs used (decoded or skipped) per worker, from the epoch start
         self._base_skips: Counter = Counter()
         self._worker_skips: dict[int, dict] = {}
         if resume_state is not None:
@@ -178,8 +198,10 @@ class PretrainLoader:
         wrong = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
         if wrong:
             raise ValueError(f"loader resume state does not fit this loader (saved, now): {wrong}")
+        if "consumed" not in state:
+            raise ValueError("loader resume state lacks 'consumed' (saved by an older loader that resumed inexactly)")
         self.batches_done = int(state["batches_done"])
-        self.positions = {int(w): list(p) for w, p in state["positions"].items()}
+        self.consumed = {int(w): int(n) for w, n in state["consumed"].items()}
         self._base_skips = Counter(state.get("skips", {}))
 
     def __len__(self) -> int:
@@ -195,15 +217,16 @@ class PretrainLoader:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "world_size": self.world_size, "num_workers": self.num_workers,
                 "seed": self.cfg.seed, "rank": self.rank, "batches_done": self.batches_done,
-                "positions": {str(w): list(p) for w, p in self.positions.items()}, "skips": self.skip_counts()}
+                "consumed": {str(w): n for w, n in self.consumed.items()}, "skips": self.skip_counts()}
 
     def __iter__(self) -> Iterator[dict]:
         if self.batches_done >= self.num_batches:
             return
         # Skip counts restart per worker in a new pass: fold the finished pass into the base.
         self._base_skips, self._worker_skips = Counter(self.skip_counts()), {}
+        # Batch j of a DataLoader over endless IterableDataset workers comes from worker j % num_workers.
         dataset = PretrainStream(self.cfg, self.names, self.rank, self.world_size, self.epoch,
-                                 {w: tuple(p) for w, p in self.positions.items()})
+                                 dict(self.consumed), self.batches_done % self.num_workers)
         workers = self.cfg.num_workers
         loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                             prefetch_factor=self.cfg.prefetch_factor if workers > 0 else None,
@@ -213,7 +236,7 @@ class PretrainLoader:
             while self.batches_done < self.num_batches:
                 batch = next(iterator)
                 state = batch.pop("_state")
-                self.positions[state["worker"]] = state["position"]
+                self.consumed[state["worker"]] = state["consumed"]
                 self._worker_skips[state["worker"]] = state["skips"]
                 self.batches_done += 1
                 yield batch

@@ -23,7 +23,7 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ClipSpec:
     uid: str                       # video id, resolved under the video root
     start: float
@@ -31,7 +31,7 @@ class ClipSpec:
     subdirs: tuple[str, ...] = ("",)
 
 
-@dataclass
+@dataclass(slots=True)
 class SampleSpec:
     key: str                       # sanitised: no dots
     meta: dict                     # stored as the sample's JSON, with the clips' timing added under "clips"

@@ -22,7 +22,12 @@ def worker_shard(names: list[str], seed: int, epoch: int, worker: int, num_worke
     The epoch orders are concatenated into one endless sequence (epoch, epoch + 1, ...) and dealt out
     round-robin, so every worker always has a next shard, however unevenly the shards divide."""
     index = worker + k * num_workers
-    return epoch_order(names, seed, epoch + index // len(names))[index % len(names)]
+    return epoch_order(names, seed, shard_epoch(len(names), epoch, worker, num_workers, k))[index % len(names)]
+
+
+def shard_epoch(num_shards: int, epoch: int, worker: int, num_workers: int, k: int) -> int:
+    """The epoch whose order the ``k``-th shard of global worker ``worker`` comes from (see ``worker_shard``)."""
+    return epoch + (worker + k * num_workers) // num_shards
 
 
 def read_tar(path: str) -> Iterator[dict]:
@@ -58,10 +63,20 @@ def pair_window(window: list[tuple[dict, dict]], rng: random.Random, skips: Coun
     return pairs
 
 
+# Marks an epoch boundary in a stream: everything before it leaves the shuffle buffer before anything after.
+EPOCH_END = object()
+
+
 def shuffle_buffer(items: Iterator, size: int, rng: random.Random) -> Iterator:
-    """Random order within a sliding buffer of ``size`` items."""
+    """Random order within a sliding buffer of ``size`` items; ``EPOCH_END`` in ``items`` drains the buffer
+    (so one epoch's items are not held back behind the next epoch's)."""
     buf = []
     for item in items:
+        if item is EPOCH_END:
+            rng.shuffle(buf)
+            yield from buf
+            buf = []
+            continue
         buf.append(item)
         if len(buf) >= size:
             i = rng.randrange(len(buf))
