@@ -36,7 +36,6 @@ def inputs(tmp_path):
     (["model.vision_init=/nonexistent/vit.safetensors"], "model.vision_init"),
     (["eval.egomcq_shards=/nonexistent/mcq"], "eval.egomcq_shards"),
     (["optim.lr=-1"], "optim.lr"),
-    (["train.grad_accum_steps=2"], "contrastive_batch"),
 ])
 def test_bad_inputs_fail_before_the_process_group(pretrain, inputs, change, message, capsys):
     assert pretrain.main(["--config", "demo", *inputs, *change]) == 2
