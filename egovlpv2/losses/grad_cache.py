@@ -18,14 +18,14 @@ one big micro-batch would, rather than from the current micro-batch. The global 
 point of this mode, and VTM hard negatives get harder with the pool, so restricting them would give
 away part of the gain and make the two modes differ. The price: a chosen negative from another
 micro-batch has its lower layers recomputed in the current pass 2 (on its owner rank, then exchanged as
-usual); with half the slots negative that is at most half a lower tower pass extra per micro-batch
-(about 12% of the step's video compute with 12 layers, M=6). Those recomputed rows draw fresh dropout noise,
-as the original's separate VTM pass does.
+usual). A quarter of the slots take a negative video and a quarter a negative text, so the lower layers
+(half of each tower) run again for about a quarter of the rows: ~12% of a tower's forward. Those
+recomputed rows draw fresh dropout noise, as the original's separate VTM pass does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -132,7 +132,8 @@ def cached_step(objective: PretrainObjective, micro_batches: list[dict], step: i
             first = layout.first_row + rows.start
             if cfg.vtm_weight > 0:
                 plan = objective.plan(ego, step, rows, first_row=first)
-                vtm_states = _vtm_states(objective, layout, enc, plan, rows, m)
+                vtm_states, zero = _vtm_states(objective, layout, enc, plan, rows, m)
+                loss = loss + zero
                 labels = plan.labels
             mlm, vtm = objective.fusion(enc.video_states, x["input_ids"], x["attention_mask"], first, step,
                                         vtm_states, labels, slots, mlm_count)
@@ -161,8 +162,13 @@ def _embed(objective: PretrainObjective, x: dict) -> tuple[torch.Tensor, torch.T
 
 
 def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: slice, m: int):
-    """Lower-layer states of the slots' videos and texts. Rows of this rank outside the micro-batch that
-    any rank's slots chose get their lower layers recomputed here; the rest is the usual exchange."""
+    """Lower-layer states of the slots' videos and texts, and a zero that must join the loss.
+
+    Rows of this rank outside the micro-batch that any rank's slots chose get their lower layers
+    recomputed here; the rest is the usual exchange. Under ZeRO-3 every module call gathers parameters
+    collectively, so all ranks must make the same calls: when any rank recomputes rows, a rank without
+    any recomputes one of its own rows, whose result enters the loss times zero.
+    """
     me = C.rank()
     pool = objective.cfg.vtm_negative_pool
     if pool == "global":
@@ -173,10 +179,18 @@ def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: sl
         wanted_v, wanted_t = torch.unique(plan.video_source), torch.unique(plan.text_source)
     first = layout.first_row
     micro_rows = torch.arange(rows.start, rows.stop, device=plan.labels.device) + first
-    held, states = [], []
-    for wanted, own, lower in ((wanted_v, enc.video_states, _video_lower), (wanted_t, enc.text_states, _text_lower)):
-        extra = wanted[(wanted < micro_rows[0]) | (wanted > micro_rows[-1])]
+    extras = [w[(w < micro_rows[0]) | (w > micro_rows[-1])] for w in (wanted_v, wanted_t)]
+    anyone = C.all_reduce_sum(torch.tensor([float(e.numel() > 0) for e in extras], device=micro_rows.device))
+    held, states, zero = [], [], 0.0
+    for extra, needed, own, lower in zip(extras, anyone, (enc.video_states, enc.text_states),
+                                         (_video_lower, _text_lower)):
+        if needed == 0:
+            held.append(micro_rows)
+            states.append(own)
+            continue
         if extra.numel() == 0:
+            dummy = lower(objective, layout.batch, micro_rows[:1] - first)
+            zero = zero + sum(0.0 * t.sum() for t in batch_ops.tensors(dummy) if t.is_floating_point())
             held.append(micro_rows)
             states.append(own)
             continue
@@ -185,7 +199,8 @@ def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: sl
         recomputed = lower(objective, layout.batch, extra - first)
         held.append(together[order])
         states.append(batch_ops.index_rows(batch_ops.cat_rows([own, recomputed]), order))
-    return vtm_inputs(states[0], states[1], plan, layout.sizes, pool, held=(held[0], held[1]), plans=plans)
+    inputs = vtm_inputs(states[0], states[1], plan, layout.sizes, pool, held=(held[0], held[1]), plans=plans)
+    return inputs, zero
 
 
 def _video_lower(objective: PretrainObjective, batch: dict, local: torch.Tensor):

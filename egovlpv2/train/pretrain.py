@@ -20,7 +20,8 @@ import torch
 from egovlpv2.config import ConfigError
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
 from egovlpv2.data.tokenizer import load_tokenizer
-from egovlpv2.dist.env import init_distributed, select_device
+from egovlpv2.dist.env import detect, init_distributed, select_device
+from egovlpv2.losses.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.train.config import PretrainConfig, save_resolved
@@ -83,7 +84,8 @@ def pretrain_step_flops(cfg: ModelConfig, pairs: int, text_len: int, mlm_probabi
 
 
 def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> dict:
-    """Fail fast, before any collective, on inputs that would otherwise fail later or hang."""
+    """Fail fast, before any collective, on inputs that would otherwise fail later or hang; returns the
+    DeepSpeed config reconciled with the recipe."""
     ds = load_ds_config(ds_config_path) if not isinstance(ds_config_path, dict) else ds_config_path
     shards = Path(cfg.data.shards) if cfg.data.shards else None
     if shards is None:
@@ -100,10 +102,8 @@ def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> di
             raise FileNotFoundError(f"model.{key}={path} does not exist")
     if cfg.eval.egomcq_shards and not (Path(cfg.eval.egomcq_shards) / "manifest.json").is_file():
         raise FileNotFoundError(f"eval.egomcq_shards={cfg.eval.egomcq_shards}: no manifest.json there")
-    if cfg.train.grad_accum_steps > 1 and cfg.loss.contrastive_batch == "global":
-        raise ConfigError("loss.contrastive_batch=global with train.grad_accum_steps>1 needs gradient caching, "
-                          "which this build lacks; set loss.contrastive_batch=micro (EgoNCE per micro-batch)")
-    return ds
+    world_size = detect().world_size  # read from the launcher's variables; no group needed yet
+    return reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, world_size, cfg.train.precision)
 
 
 def setup_logging(output_dir: Path, rank: int) -> None:
@@ -139,7 +139,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     import egovlpv2
     from egovlpv2.losses import PretrainObjective, TokenizerInfo
 
-    ds_raw = check_inputs(cfg, ds_config)
+    ds = check_inputs(cfg, ds_config)
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     if len(tokenizer) > cfg.model.text.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but model.text.vocab_size="
@@ -148,8 +148,6 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     device = select_device(env)
     out = Path(cfg.train.output_dir)
     setup_logging(out, env.rank)
-    ds = reconcile_ds_config(ds_raw, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size,
-                             cfg.train.precision)
     per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
     if per_epoch < 1:
         raise ConfigError(f"an epoch holds fewer than {cfg.train.grad_accum_steps} batches per rank")
@@ -178,7 +176,9 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
         prepare=to_device,
         count_clips=lambda batch: int(batch["video"].shape[0]),
         evaluate=evaluate,
-        step_fn=accumulate_step,
+        # One EgoNCE over the whole step (gradient caching) or one per micro-batch (DeepSpeed's accumulation).
+        step_fn=deepspeed_grad_cache_step if cfg.loss.contrastive_batch == "global" and cfg.train.grad_accum_steps > 1
+        else accumulate_step,
         name="egomcq",
     )
     flops = pretrain_step_flops(cfg.model, 2 * cfg.data.batch_size * cfg.train.grad_accum_steps,

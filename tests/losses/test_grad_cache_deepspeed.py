@@ -4,11 +4,12 @@ import os
 
 import pytest
 import torch
-from torch import nn
 
 from egovlpv2.dist.local_group import run_on_ranks
 from egovlpv2.losses.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.losses.objective import LossConfig, PretrainObjective
+from egovlpv2.train.engine import ObjectiveModule, register_container_parameters
+from egovlpv2.train.loop import accumulate_step
 from tests.losses.equivalence import global_batch, rows_of, tokenizer_info
 from tests.losses.test_objective_model import make_model
 
@@ -16,23 +17,13 @@ VOCAB = 512
 PER_RANK = 8
 
 
-class Wrapped(nn.Module):
-    """The module an engine wraps: ``forward(batch, step)`` runs the objective, ``call=fn`` runs fn(model, batch)."""
-
-    def __init__(self, model, objective):
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "objective", objective)
-
-    def forward(self, batch, step=None, call=None):
-        return call(self.model, batch) if call is not None else self.objective(batch, step)
-
-
 def _engine(stage, bf16, micro, accum, checkpointing):
+    """The training engine's wrapper and ZeRO-3 registration, with plain SGD: unlike Adam's first step,
+    its update is proportional to the gradient, so equal updates mean equal gradients."""
     import deepspeed
 
     model = make_model(checkpointing).float()
-    wrapper = Wrapped(model, PretrainObjective(model, LossConfig(), tokenizer_info(VOCAB)))
+    wrapper = ObjectiveModule(model, PretrainObjective(model, LossConfig(), tokenizer_info(VOCAB)))
     config = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accum,
               "gradient_clipping": 1.0, "zero_allow_untested_optimizer": True,
               "zero_optimization": {"stage": stage}, "bf16": {"enabled": bf16},
@@ -42,10 +33,7 @@ def _engine(stage, bf16, micro, accum, checkpointing):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     engine, *_ = deepspeed.initialize(model=wrapper, optimizer=optimizer, config=config)
     if stage == 3:
-        # Parameters owned by container modules (CLS tokens, embeddings tables) are used outside forward().
-        for module in model.modules():
-            for p in module.parameters(recurse=False):
-                deepspeed.zero.register_external_parameter(wrapper, p)
+        register_container_parameters(wrapper)
     return engine
 
 
@@ -57,20 +45,23 @@ def _reductions():
             if "reduce" in op}
 
 
-def _one_step(stage, bf16, cached, checkpointing=False):
+def _one_step(stage, bf16, mode, checkpointing=False):
+    """``mode``: "one" (one micro-batch of 8), "cached" (4 x 2, gradient caching) or "micro" (4 x 2,
+    DeepSpeed's plain accumulation: what ``loss.contrastive_batch=micro`` trains with)."""
     import deepspeed.comm as dist
     from deepspeed.utils import safe_get_full_fp32_param
 
     from egovlpv2.dist import collectives as C
 
-    engine = _engine(stage, bf16, 2 if cached else PER_RANK, 4 if cached else 1, checkpointing)
+    split = mode != "one"
+    engine = _engine(stage, bf16, 2 if split else PER_RANK, 4 if split else 1, checkpointing)
     batch = global_batch(2 * PER_RANK, frames=4, size=64, vocab=VOCAB, length=10, dtype=torch.float32)
     local = rows_of(batch, C.rank() * PER_RANK, (C.rank() + 1) * PER_RANK)
     dist.comms_logger.comms_dict.clear()
-    if cached:
+    if split:
         micro = [rows_of(local, i, i + 2) for i in range(0, PER_RANK, 2)]
-        parts = deepspeed_grad_cache_step(engine, micro, step=3)
-        loss = parts["loss"]
+        step_fn = deepspeed_grad_cache_step if mode == "cached" else accumulate_step
+        loss = step_fn(engine, micro, 3)["loss"]
     else:
         loss, _ = engine(local, step=3)
         engine.backward(loss)
@@ -87,8 +78,10 @@ SETTINGS = {"zero2_fp32": (2, False, False), "zero3_fp32": (3, False, False), "z
 
 def _ranks():
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    return {name: (_one_step(stage, bf16, False, ckpt), _one_step(stage, bf16, True, ckpt))
-            for name, (stage, bf16, ckpt) in SETTINGS.items()}
+    out = {name: (_one_step(stage, bf16, "one", ckpt), _one_step(stage, bf16, "cached", ckpt))
+           for name, (stage, bf16, ckpt) in SETTINGS.items()}
+    out["micro"] = _one_step(2, False, "micro")
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +109,14 @@ def test_gradients_reduce_once_per_step(results, setting):
     reference, cached = results[0][setting]
     assert reference["reductions"], "the comms logger must see DeepSpeed's gradient reduction"
     assert cached["reductions"] == reference["reductions"]
+
+
+@pytest.mark.slow
+def test_micro_mode_is_plain_accumulation_and_visibly_differs(results):
+    one, cached = results[0]["zero2_fp32"]
+    micro = results[0]["micro"]
+    assert micro["global_steps"] == 1
+    # Each micro-batch of 2 x 2 ranks sees 3 negatives instead of 15: a clearly smaller EgoNCE, other updates.
+    assert micro["loss"] < one["loss"] - 0.5
+    differs = [not torch.allclose(micro["params"][n], p, rtol=1e-5, atol=1e-6) for n, p in one["params"].items()]
+    assert sum(differs) > len(differs) // 2
