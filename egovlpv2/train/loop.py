@@ -9,13 +9,16 @@ micro-batch); an alternative such as gradient caching plugs in there without tou
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 
+import numpy as np
 import torch
 
 from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed
@@ -136,10 +139,29 @@ class _Batches:
             if self.iterator is None:
                 self.iterator = iter(self.source)
             try:
-                return self.task.prepare(next(self.iterator), self.device)
+                with _rng_untouched():
+                    batch = next(self.iterator)
+                return self.task.prepare(batch, self.device)
             except StopIteration:
                 self.iterator = None
         raise RuntimeError("the loader yields no batches (an epoch ended immediately after starting)")
+
+
+@contextlib.contextmanager
+def _rng_untouched():
+    """Keep the loader from consuming the training's random streams.
+
+    A DataLoader draws its workers' base seed from the global torch generator whenever it starts, and a
+    resumed run starts it at another moment than the uninterrupted run did: without this, dropout after a
+    resume would differ. The loader's own randomness is seeded by its position, not by these streams.
+    """
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
 
 
 def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
