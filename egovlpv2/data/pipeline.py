@@ -228,7 +228,9 @@ class PretrainLoader:
         dataset = PretrainStream(self.cfg, self.names, self.rank, self.world_size, self.epoch,
                                  dict(self.consumed), self.batches_done % self.num_workers)
         workers = self.cfg.num_workers
-        loader = DataLoader(dataset, batch_size=None, num_workers=workers,
+        # Its own generator: starting an iterator draws a base seed, which must not advance the global torch
+        # RNG (a resumed run starts its iterator mid-epoch, so dropout would drift from the uninterrupted run).
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers, generator=torch.Generator().manual_seed(0),
                             prefetch_factor=self.cfg.prefetch_factor if workers > 0 else None,
                             timeout=300 if workers > 0 else 0)
         iterator = iter(loader)

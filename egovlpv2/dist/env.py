@@ -22,7 +22,7 @@ from typing import Mapping, Optional
 import torch
 import torch.distributed as dist
 
-from egovlpv2.dist.slurm import cuda_device_index, master_port, task_env
+from egovlpv2.dist.slurm import cuda_device_index, master_port
 
 
 @dataclass(frozen=True)
@@ -96,12 +96,25 @@ def _from_slurm(env: Mapping[str, str]) -> DistEnv:
     )
 
 
+def from_job_environment(job_env) -> DistEnv:
+    """Map a ``submitit.JobEnvironment`` to this task's environment."""
+    num_tasks, num_nodes = job_env.num_tasks, job_env.num_nodes
+    if num_tasks % num_nodes:
+        raise RuntimeError(
+            f"{num_tasks} tasks on {num_nodes} nodes: the launcher expects the same number of tasks on "
+            "every node (--ntasks-per-node)"
+        )
+    # A one-node job talks over loopback; otherwise every task dials the first host of the allocation,
+    # whose name must resolve on every node.
+    addr = "127.0.0.1" if num_nodes == 1 else job_env.hostnames[0]
+    return DistEnv(job_env.global_rank, num_tasks, job_env.local_rank, num_tasks // num_nodes, addr,
+                   master_port(job_env.job_id), "submitit")
+
+
 def _from_submitit(env: Mapping[str, str]) -> DistEnv:
     import submitit
 
-    task = task_env(submitit.JobEnvironment())
-    return DistEnv(task.rank, task.world_size, task.local_rank, task.local_world_size, task.master_addr,
-                   task.master_port, "submitit")
+    return from_job_environment(submitit.JobEnvironment())
 
 
 def detect(environ: Optional[Mapping[str, str]] = None) -> DistEnv:

@@ -5,7 +5,6 @@ graded relevancy matrix, both directions.
 """
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -30,24 +29,15 @@ def load_relevancy(path: str | Path) -> np.ndarray:
     return matrix
 
 
-def manifest_failures(shard_dir: str | Path) -> list:
-    manifest = Path(shard_dir) / "manifest.json"
-    if not manifest.is_file():
-        return []
-    return json.loads(manifest.read_text()).get("failures", [])
-
-
 def order_by_row(embeddings: torch.Tensor, rows: list[int], num_rows: int, shard_dir: str | Path) -> torch.Tensor:
     """Place clip embeddings at their relevancy rows; every row must be present exactly once."""
     present = set(rows)
     missing = sorted(set(range(num_rows)) - present)
     if missing or len(rows) != len(present) or max(rows) >= num_rows:
-        failures = manifest_failures(shard_dir)
         raise RuntimeError(
-            f"EK-100 MIR: the shards hold {len(rows)} clips ({len(present)} distinct rows) but the relevancy "
-            f"matrix has {num_rows}; missing rows {missing[:10]}{' ...' if len(missing) > 10 else ''}. "
-            f"Every test clip is needed for comparable numbers. Shard failures: {failures[:10]}"
-        )
+            f"EK-100 MIR: {shard_dir} holds {len(rows)} clips ({len(present)} distinct rows) but the relevancy "
+            f"matrix has {num_rows}; missing rows {missing[:10]}{' ...' if len(missing) > 10 else ''}: the shards "
+            f"and the relevancy matrix are not of the same csv")
     out = torch.empty(num_rows, embeddings.shape[1])
     out[torch.as_tensor(rows)] = embeddings
     return out

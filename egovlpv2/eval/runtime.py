@@ -88,10 +88,12 @@ def gather_rows(indices: list[int], rows: list[torch.Tensor], ctx: EvalContext, 
     if not all_indices:
         raise ValueError(f"no {what} was scored: the evaluation data is empty")
     if sorted(all_indices) != list(range(len(all_indices))):
-        seen = set()
+        seen: set[int] = set()
         repeated = sorted({i for i in all_indices if i in seen or seen.add(i)})
-        missing = sorted(set(range(max(all_indices) + 1)) - set(all_indices))
-        raise RuntimeError(f"{what}: indices repeated {repeated[:10]} or missing {missing[:10]} across ranks")
+        missing = sorted(set(range(max(all_indices) + 1)) - seen)
+        problems = ([f"scored twice: {repeated[:10]}"] if repeated else []) + (
+            [f"never scored: {missing[:10]}"] if missing else [])
+        raise RuntimeError(f"{what}: samples {'; '.join(problems)} across ranks")
     stacked = torch.cat([t for _, t in shards if t is not None])
     order = torch.as_tensor(all_indices).argsort()
     return stacked[order]

@@ -40,8 +40,8 @@ def _map(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     return _rebuild(obj, {k: fn(v) if torch.is_tensor(v) else v for k, v in _fields(obj).items()})
 
 
-def batch_size(obj: Any) -> int:
-    return next(v.shape[0] for v in _fields(obj).values() if torch.is_tensor(v))
+def tensors(obj: Any) -> list[torch.Tensor]:
+    return [v for v in _fields(obj).values() if torch.is_tensor(v)]
 
 
 def index_rows(obj: Any, index: torch.Tensor) -> Any:

@@ -18,14 +18,14 @@ one big micro-batch would, rather than from the current micro-batch. The global 
 point of this mode, and VTM hard negatives get harder with the pool, so restricting them would give
 away part of the gain and make the two modes differ. The price: a chosen negative from another
 micro-batch has its lower layers recomputed in the current pass 2 (on its owner rank, then exchanged as
-usual); with half the slots negative that is at most half a lower tower pass extra per micro-batch
-(about 12% of the step's video compute with 12 layers, M=6). Those recomputed rows draw fresh dropout noise,
-as the original's separate VTM pass does.
+usual). A quarter of the slots take a negative video and a quarter a negative text, so the lower layers
+(half of each tower) run again for about a quarter of the rows: ~12% of a tower's forward. Those
+recomputed rows draw fresh dropout noise, as the original's separate VTM pass does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 
@@ -190,7 +190,7 @@ def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: sl
             continue
         if extra.numel() == 0:
             dummy = lower(objective, layout.batch, micro_rows[:1] - first)
-            zero = zero + 0.0 * _first_tensor(dummy).sum()
+            zero = zero + sum(0.0 * t.sum() for t in batch_ops.tensors(dummy) if t.is_floating_point())
             held.append(micro_rows)
             states.append(own)
             continue
@@ -201,10 +201,6 @@ def _vtm_states(objective: PretrainObjective, layout: _Step, enc, plan, rows: sl
         states.append(batch_ops.index_rows(batch_ops.cat_rows([own, recomputed]), order))
     inputs = vtm_inputs(states[0], states[1], plan, layout.sizes, pool, held=(held[0], held[1]), plans=plans)
     return inputs, zero
-
-
-def _first_tensor(states: Any) -> torch.Tensor:
-    return next(v for v in vars(states).values() if torch.is_tensor(v) and v.is_floating_point())
 
 
 def _video_lower(objective: PretrainObjective, batch: dict, local: torch.Tensor):

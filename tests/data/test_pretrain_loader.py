@@ -90,7 +90,10 @@ def _stop_after(loader, k):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_yields_exactly_the_uninterrupted_batches(data_cfg, workers):
     cfg = dataclasses.replace(data_cfg, num_workers=workers)
+    rng_before = torch.get_rng_state()
     straight = list(build_pretrain_loader(cfg, 0, 1, epoch=0))
+    # A resumed run restores the global torch RNG mid-epoch: the loader must not draw from it (dropout would drift).
+    assert torch.equal(torch.get_rng_state(), rng_before)
     # Stop after 5 batches (an odd count: worker 1 is due next), resume, stop again after 3, resume again.
     first, state = _stop_after(build_pretrain_loader(cfg, 0, 1, epoch=0), 5)
     assert state["batches_done"] == 5

@@ -2,7 +2,6 @@
 import json
 import socket
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -17,7 +16,7 @@ from egovlpv2.eval.metrics import charades_map, egomcq_accuracy, mir_map, mir_nd
 from tests.eval import synthetic_benchmarks as synth
 
 pytestmark = pytest.mark.slow
-FRAMES = 4
+FRAMES = 2
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +71,10 @@ def test_epic_mir_end_to_end_matches_direct_computation(bench, tmp_path):
     assert "| mAP/avg |" in table and "26.70" in table
 
 
-def test_released_layout_checkpoint_loads_and_evaluates_the_same(bench, tmp_path):
-    ours = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "a.json")
-    released = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["released"], tmp_path / "b.json")
-    assert released["mAP"] == pytest.approx(ours["mAP"]) and released["nDCG"] == pytest.approx(ours["nDCG"])
-
-
 @torch.no_grad()
-def test_egomcq_end_to_end(bench, tmp_path):
+def test_egomcq_end_to_end_from_the_released_checkpoint_layout(bench, tmp_path):
+    """The checkpoint is in the released key layout ({"state_dict": {"module.video_model...."}}); the
+    reference scores come from the model it was written from."""
     results = run_cli(bench, "egomcq", bench["mcq"]["shards"], bench["released"], tmp_path / "mcq.json")
     model = bench["model"]
     dual, vtm, answers, types = [], [], [], []
@@ -137,17 +132,18 @@ def _rank_main(rank, world, port, bench_paths, out):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    results = run_cli(bench_paths, "epic_mir", bench_paths["epic"]["shards"], bench_paths["ours"], out)
+    # 23 clips: the ranks get 12 and 11, no padding.
+    results = run_cli(bench_paths, "epic_mir", bench_paths["epic"]["shards"], bench_paths["ours"], out, "--limit", "23")
     torch.save(results, f"{out}.rank{rank}")
 
 
 def test_two_ranks_score_each_clip_once_and_agree(bench, tmp_path):
-    single = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "single.json")
+    single = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "single.json", "--limit", "23")
     paths = {k: bench[k] for k in ("ours", "tokenizer")} | {"epic": {"shards": bench["epic"]["shards"]}}
     mp.start_processes(_rank_main, args=(2, _free_port(), paths, str(tmp_path / "multi.json")), nprocs=2,
                        start_method="spawn")
     for rank in range(2):
         multi = torch.load(f"{tmp_path / 'multi.json'}.rank{rank}", weights_only=False)
-        assert multi["num_clips"] == single["num_clips"] == 24
+        assert multi["num_clips"] == single["num_clips"] == 23
         assert multi["mAP"] == pytest.approx(single["mAP"], abs=1e-4)
         assert multi["nDCG"] == pytest.approx(single["nDCG"], abs=1e-4)

@@ -16,7 +16,7 @@ from egovlpv2.eval.runtime import current_context
 from egovlpv2.eval.tasks import evaluate_task
 from tests.eval import synthetic_benchmarks as synth
 
-FRAMES = 4
+FRAMES = 2
 
 
 def _free_port() -> int:
@@ -28,7 +28,7 @@ def _free_port() -> int:
 def _finetune_child(_index: int, cfg: FinetuneConfig, port: int, out: str) -> None:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       DS_ACCELERATOR="cpu")
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # tiny tensors: one thread beats oversubscribed cores
     from egovlpv2.eval.finetune.run import run_finetuning
 
     ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
@@ -52,17 +52,17 @@ def test_short_finetune_improves_epic_map(tmp_path):
                            current_context("cpu"), batch_size=8, num_workers=0)
 
     cfg = load_finetune_config("epic_mir", [
-        "model=egovlpv2-tiny", f"init_checkpoint={init}", "epochs=null", f"data.train_shards={train['shards']}",
+        "model=egovlpv2-tiny", f"init_checkpoint={init}", f"data.train_shards={train['shards']}",
         f"data.eval_shards={test['shards']}", f"data.tokenizer={tokenizer}", f"data.num_frames={FRAMES}",
-        "data.img_size=64", "data.num_workers=0", "optim.lr=1e-3", "train.micro_batch_size=12",
-        "train.max_steps=24", "train.grad_checkpointing=false", f"train.output_dir={tmp_path / 'run'}",
+        "data.img_size=64", "data.num_workers=0", "optim.lr=3e-4", "data.batch_size=12",
+        "train.max_steps=80", "train.grad_checkpointing=false", f"train.output_dir={tmp_path / 'run'}",
         "logging.tensorboard=false", "logging.progress_bar=false", "eval.every_steps=null", "eval.batch_size=8"])
     out = tmp_path / "result.pt"
     mp.start_processes(_finetune_child, args=(cfg, _free_port(), str(out)), nprocs=1, start_method="spawn")
     result = torch.load(out, weights_only=False)
-    after = result["evaluations"][24]
+    after = result["evaluations"][80]
     losses = [h["loss"] for h in result["history"]]
-    assert sum(losses[-6:]) < sum(losses[:6])
+    assert sum(losses[-10:]) < sum(losses[:10])
     assert after["mAP_avg"] > before["mAP"]["avg"] + 5.0, (before["mAP"], after)
     assert (tmp_path / "run" / "config.yaml").is_file()
 

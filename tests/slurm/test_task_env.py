@@ -1,11 +1,12 @@
-"""submitit's JobEnvironment -> the torch distributed variables (egovlpv2/dist/slurm.py)."""
+"""submitit's JobEnvironment -> the torch distributed environment (egovlpv2/dist/env.py, egovlpv2/dist/slurm.py)."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import pytest
 
-from egovlpv2.dist.slurm import PORT_BASE, PORT_SPAN, cuda_device_index, master_port, task_env
+from egovlpv2.dist.env import DistEnv, from_job_environment
+from egovlpv2.dist.slurm import PORT_BASE, PORT_SPAN, cuda_device_index, master_port
 
 
 def _job_env(**kw):
@@ -14,16 +15,14 @@ def _job_env(**kw):
 
 
 def test_task_env_maps_submitit_to_torch_variables():
-    env = task_env(_job_env())
-    assert env.as_environ() == {
-        "RANK": "9", "WORLD_SIZE": "16", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "8",
-        "MASTER_ADDR": "gpu017", "MASTER_PORT": str(master_port("4242")),
-    }
+    env = from_job_environment(_job_env())
+    assert env == DistEnv(rank=9, world_size=16, local_rank=1, local_world_size=8, master_addr="gpu017",
+                          master_port=master_port("4242"), source="submitit")
     # every task of the job derives the same port; a one-node job stays on loopback
-    assert task_env(_job_env(global_rank=0, local_rank=0)).master_port == env.master_port
-    assert task_env(_job_env(num_tasks=8, num_nodes=1)).master_addr == "127.0.0.1"
+    assert from_job_environment(_job_env(global_rank=0, local_rank=0)).master_port == env.master_port
+    assert from_job_environment(_job_env(num_tasks=8, num_nodes=1)).master_addr == "127.0.0.1"
     with pytest.raises(RuntimeError, match="same number of tasks"):
-        task_env(_job_env(num_tasks=15))
+        from_job_environment(_job_env(num_tasks=15))
 
 
 def test_master_port_is_in_range_and_differs_between_jobs():

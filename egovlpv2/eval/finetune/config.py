@@ -18,6 +18,8 @@ class FinetuneDataConfig:
     # Evaluation shards of the same task (test split); empty: no evaluation during fine-tuning.
     eval_shards: str = ""
     tokenizer: str = ""
+    # Clips per rank per micro-step.
+    batch_size: int = 16
     num_frames: int = 16
     img_size: int = 224
     text_max_len: int = 32
@@ -56,11 +58,10 @@ class FinetuneConfig:
     model: str = "egovlpv2-base-smallproj"
     # Weights to start from (released EgoVLPv2*.pth or our export); loaded strictly.
     init_checkpoint: str = ""
-    # When set, train.max_steps = epochs x batches per epoch (computed from the shards and the world size).
-    epochs: Optional[int] = None
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
     loss: FinetuneLossConfig = field(default_factory=FinetuneLossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    # train.epochs counts passes over the training shards; train.max_steps, when set, wins.
     train: TrainConfig = field(default_factory=lambda: TrainConfig(output_dir="runs/finetune"))
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

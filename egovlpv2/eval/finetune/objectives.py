@@ -51,7 +51,7 @@ class EpicMirObjective:
     def __init__(self, model, margin: float = 0.2):
         self.model, self.margin = model, margin
 
-    def __call__(self, batch: dict):
+    def __call__(self, batch: dict, step: int | None = None):
         similarity = _dual_similarity(self.model, batch)
         weight = all_gather_no_grad(batch["relevancy"].to(similarity.dtype))
         loss = adaptive_max_margin_loss(similarity, weight, self.margin)
@@ -64,6 +64,6 @@ class CharadesEgoObjective:
     def __init__(self, model, temperature: float = 0.05):
         self.model, self.temperature = model, temperature
 
-    def __call__(self, batch: dict):
+    def __call__(self, batch: dict, step: int | None = None):
         loss = symmetric_infonce(_dual_similarity(self.model, batch), self.temperature)
         return loss, {"infonce": loss.detach()}

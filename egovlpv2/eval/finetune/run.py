@@ -52,19 +52,19 @@ def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict):
     env = init_distributed()
     device = select_device(env)
     torch.manual_seed(cfg.train.seed)
-    ds = reconcile_ds_config(ds, cfg.train, env.world_size)
+    ds = reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size,
+                             cfg.train.precision)
     train_set = build_train_set(cfg)
-    if cfg.epochs is not None:
-        cfg.train.max_steps = cfg.epochs * epoch_steps(cfg, train_set, env.world_size)
+    total_steps = cfg.train.max_steps or max(1, round(cfg.train.epochs * epoch_steps(cfg, train_set, env.world_size)))
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     model = build_model(cfg)
     task = build_task(cfg, model, tokenizer, env.rank, env.world_size, device, train_set)
-    engine = build_engine(model, task.objective, ds, cfg.optim, cfg.train.max_steps)
+    engine = build_engine(model, task.objective, ds, cfg.optim, total_steps)
     if env.rank == 0:
         Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(cfg, Path(cfg.train.output_dir) / "config.yaml")
     settings = LoopSettings(
-        output_dir=cfg.train.output_dir, total_steps=cfg.train.max_steps, grad_accum_steps=cfg.train.grad_accum_steps,
+        output_dir=cfg.train.output_dir, total_steps=total_steps, grad_accum_steps=cfg.train.grad_accum_steps,
         checkpoint_every=cfg.checkpoint.every_steps, keep_last=cfg.checkpoint.keep_last,
         checkpoint_at_end=cfg.checkpoint.at_end, auto_resume=cfg.checkpoint.auto_resume,
         log_every=cfg.logging.every_steps, eval_every=cfg.eval.every_steps, eval_at_end=cfg.eval.at_end,

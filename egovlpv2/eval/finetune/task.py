@@ -101,7 +101,7 @@ def build_task(cfg: FinetuneConfig, model, tokenizer, rank: int, world_size: int
         objective = CharadesEgoObjective(model, cfg.loss.temperature)
 
     def make_loader(state):
-        return FinetuneLoader(train_set, collate, cfg.train.micro_batch_size, rank, world_size,
+        return FinetuneLoader(train_set, collate, cfg.data.batch_size, rank, world_size,
                               cfg.data.num_workers, cfg.data.seed, state)
 
     def prepare(batch, dev):
@@ -144,5 +144,5 @@ def _evaluation(cfg: FinetuneConfig, tokenizer, device: torch.device):
 
 def epoch_steps(cfg: FinetuneConfig, train_set, world_size: int) -> int:
     """Optimizer steps in one epoch at this world size."""
-    return max(1, len(train_set) // world_size // cfg.train.micro_batch_size // cfg.train.grad_accum_steps)
+    return max(1, len(train_set) // world_size // cfg.data.batch_size // cfg.train.grad_accum_steps)
 
