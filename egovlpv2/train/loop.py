@@ -9,7 +9,6 @@ micro-batch); an alternative such as gradient caching plugs in there without tou
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
@@ -133,35 +132,45 @@ class _Batches:
         self.task, self.device = task, device
         self.source = task.make_loader(state)
         self.iterator: Optional[Iterator] = None
+        self.loader_rng: Optional[tuple] = None
+
+    def _with_loader_rng(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` (start the loader, fetch a batch) on the loader's own copy of the global random streams.
+
+        A DataLoader draws its workers' base seed from the global torch generator whenever it starts, and a
+        resumed run starts it at another moment than the uninterrupted run did: without this separation,
+        dropout after a resume would differ. The loader's stream starts as a copy of the training's and then
+        advances on its own (in-process augmentation still varies from batch to batch).
+        """
+        training = _rng_states()
+        if self.loader_rng is not None:
+            _set_rng_states(self.loader_rng)
+        try:
+            return fn()
+        finally:
+            self.loader_rng = _rng_states()
+            _set_rng_states(training)
 
     def next(self) -> Any:
         for attempt in range(2):
             if self.iterator is None:
-                self.iterator = iter(self.source)
+                self.iterator = self._with_loader_rng(lambda: iter(self.source))
             try:
-                with _rng_untouched():
-                    batch = next(self.iterator)
+                batch = self._with_loader_rng(lambda: next(self.iterator))
                 return self.task.prepare(batch, self.device)
             except StopIteration:
                 self.iterator = None
         raise RuntimeError("the loader yields no batches (an epoch ended immediately after starting)")
 
 
-@contextlib.contextmanager
-def _rng_untouched():
-    """Keep the loader from consuming the training's random streams.
+def _rng_states() -> tuple:
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
 
-    A DataLoader draws its workers' base seed from the global torch generator whenever it starts, and a
-    resumed run starts it at another moment than the uninterrupted run did: without this, dropout after a
-    resume would differ. The loader's own randomness is seeded by its position, not by these streams.
-    """
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
+
+def _set_rng_states(states: tuple) -> None:
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_rng_state(states[2])
 
 
 def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
