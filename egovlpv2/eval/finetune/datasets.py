@@ -4,6 +4,7 @@ resume point see the same samples and frames.
 """
 from __future__ import annotations
 
+import abc
 import random
 from collections import Counter
 from typing import Optional, Sequence
@@ -20,7 +21,7 @@ from egovlpv2.eval.shards import ClipDecoder, SampleRef, read_sample
 MAX_RETRIES = 8
 
 
-class _ShardClipDataset(Dataset):
+class _ShardClipDataset(Dataset, abc.ABC):
     def __init__(self, refs: Sequence[SampleRef], decoder: ClipDecoder, seed: int = 0):
         self.refs, self.decoder, self.seed, self.epoch = list(refs), decoder, seed, 0
 
@@ -30,8 +31,9 @@ class _ShardClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.refs)
 
+    @abc.abstractmethod
     def _pair(self, index: int, meta: dict, rng: random.Random) -> tuple[str, float]:
-        raise NotImplementedError
+        """The (text, weight) paired with sample ``index``."""
 
     def __getitem__(self, index: int) -> dict:
         skipped = []
