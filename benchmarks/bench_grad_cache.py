@@ -25,19 +25,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-
-def make_batch(n: int, cfg, device, text_len: int, seed: int) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    v = cfg.video
-    batch = {
-        "video": torch.randint(0, 256, (n, v.num_frames, 3, v.img_size, v.img_size), dtype=torch.uint8, generator=g),
-        "input_ids": torch.randint(5, cfg.text.vocab_size, (n, text_len), generator=g),
-        "attention_mask": torch.ones(n, text_len, dtype=torch.long),
-        "verb": (torch.rand(n, 118, generator=g) < 0.02).float(),
-        "noun": (torch.rand(n, 582, generator=g) < 0.004).float(),
-    }
-    batch["input_ids"][:, 0], batch["input_ids"][:, -1] = 0, 2
-    return {k: t.to(device) for k, t in batch.items()}
+from synthetic_batch import random_pretrain_batch, token_info  # noqa: E402
 
 
 _MODELS: dict = {}
@@ -46,7 +34,7 @@ _MODELS: dict = {}
 def run_row(args, contrastive: int, micro: int) -> dict:
     """Time ``args.steps`` steps of one contrastive batch split into micro-batches of ``micro``."""
     import egovlpv2
-    from egovlpv2.losses import LossConfig, PretrainObjective, TokenizerInfo
+    from egovlpv2.losses import LossConfig, PretrainObjective
     from egovlpv2.losses.grad_cache import cached_step
 
     device = torch.device(args.device)
@@ -57,13 +45,14 @@ def run_row(args, contrastive: int, micro: int) -> dict:
     model.set_grad_checkpointing(args.checkpointing)
     model.zero_grad(set_to_none=True)
     cfg = model.cfg
-    objective = PretrainObjective(model, LossConfig(), TokenizerInfo(cfg.text.vocab_size, 4, 1, (0, 1, 2, 3, 4)))
+    objective = PretrainObjective(model, LossConfig(), token_info(cfg.text.vocab_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step(k: int):
-        batch = make_batch(contrastive, cfg, device, args.text_len, seed=k)
+        batch = random_pretrain_batch(contrastive, cfg.video.num_frames, cfg.video.img_size, cfg.text.vocab_size,
+                                      args.text_len, seed=k, device=device)
         with autocast:
             if micro == contrastive:
                 loss, _ = objective(batch, step=k)

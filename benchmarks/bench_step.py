@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 import egovlpv2  # noqa: E402
 from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
-from egovlpv2.losses import LossConfig, PretrainObjective, TokenizerInfo  # noqa: E402
+from egovlpv2.losses import LossConfig, PretrainObjective  # noqa: E402
 from egovlpv2.losses.vtm import vtm_inputs  # noqa: E402
 from egovlpv2.model.config import resolve_model_config  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
@@ -36,6 +36,7 @@ from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_con
 from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib  # noqa: E402
 from egovlpv2.train.optim import build_optimizer  # noqa: E402
 from egovlpv2.train.pretrain import pretrain_step_flops  # noqa: E402
+from synthetic_batch import random_pretrain_batch, token_info  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,21 +61,6 @@ class RecomputingObjective(PretrainObjective):
         return self.combine(ego, mlm, vtm)
 
 
-def random_batch(cfg, pairs: int, text_len: int, vocab: int, device, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    n, v = 2 * pairs, cfg.video
-    ids = torch.randint(5, vocab, (n, text_len), generator=g)
-    ids[:, 0], ids[:, -1] = 0, 2
-    verb = torch.zeros(n, 118)
-    noun = torch.zeros(n, 582)
-    verb[torch.arange(n), torch.randint(0, 10, (n,), generator=g)] = 1
-    noun[torch.arange(n), torch.randint(0, 20, (n,), generator=g)] = 1
-    batch = {"video": torch.randint(0, 256, (n, v.num_frames, 3, v.img_size, v.img_size), dtype=torch.uint8,
-                                    generator=g),
-             "input_ids": ids, "attention_mask": torch.ones_like(ids), "verb": verb, "noun": noun}
-    return {k: t.to(device) for k, t in batch.items()}
-
-
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -93,14 +79,10 @@ def make_model(args, device, dtype=None):
     return model.to(device, dtype) if dtype else model.to(device)
 
 
-def tokenizer_info(cfg) -> TokenizerInfo:
-    return TokenizerInfo(cfg.text.vocab_size, 4, 1, (0, 1, 2, 3, 4))
-
-
 def deepspeed_step_fn(args, cfg, device):
     ds = reconcile_ds_config(load_ds_config(REPO / "ds_configs" / "zero2.json"), args.pairs, 1, 1, args.precision)
     model = make_model(args, device)
-    objective = PretrainObjective(model, LossConfig(), tokenizer_info(cfg))
+    objective = PretrainObjective(model, LossConfig(), token_info(cfg.text.vocab_size))
     engine = build_engine(model, objective, ds, OptimConfig(), total_steps=10**6)
 
     def step(batch, i):
@@ -113,7 +95,7 @@ def deepspeed_step_fn(args, cfg, device):
 
 def plain_step_fn(args, cfg, device, objective_cls):
     model = make_model(args, device)
-    objective = objective_cls(model, LossConfig(), tokenizer_info(cfg))
+    objective = objective_cls(model, LossConfig(), token_info(cfg.text.vocab_size))
     optimizer = build_optimizer(model, OptimConfig())
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
@@ -148,7 +130,8 @@ def profile_steps(name, step, batch, first, device, top: int) -> None:
 def measure(name, build, args, cfg, device, flops):
     reset_memory(device)
     step, owner = build()
-    batch = random_batch(cfg, args.pairs, args.text_len, cfg.text.vocab_size, device)
+    batch = random_pretrain_batch(2 * args.pairs, cfg.video.num_frames, cfg.video.img_size, cfg.text.vocab_size,
+                                  args.text_len, device=device)
     times = []
     for i in range(args.warmup + args.steps):
         sync(device)
@@ -205,7 +188,7 @@ def main():
           f"grad checkpointing {'on' if args.grad_checkpointing else 'off'}, {name}, torch {torch.__version__}; "
           f"model FLOPs/step {flops / 1e12:.3f} TFLOP; median of {args.steps} steps after {args.warmup}")
     rows = [measure(m, builders[m], args, cfg, device, flops) for m in args.modes.split(",")]
-    print(f"| mode | step (s) | clips/s | peak memory (GiB) | MFU |\n| --- | ---: | ---: | ---: | ---: |")
+    print("| mode | step (s) | clips/s | peak memory (GiB) | MFU |\n| --- | ---: | ---: | ---: | ---: |")
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         print(f"| {r['mode']} | {r['step_s']:.3f} | {r['clips_per_s']:.1f} | {r['peak_memory_gib']:.2f} | {mfu} |")

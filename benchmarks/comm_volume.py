@@ -105,7 +105,8 @@ def expected_remote(shape: Shape, world: int) -> float:
 def _measure_rank(shape: Shape) -> list[tuple[str, int, int]]:
     import egovlpv2
     from egovlpv2.dist import collectives as C
-    from egovlpv2.losses import LossConfig, PretrainObjective, TokenizerInfo
+    from egovlpv2.losses import LossConfig, PretrainObjective
+    from synthetic_batch import random_pretrain_batch, token_info
 
     torch.manual_seed(0)
     model = egovlpv2.create_model({
@@ -116,17 +117,8 @@ def _measure_rank(shape: Shape) -> list[tuple[str, int, int]]:
                  "max_positions": 32},
         "fusion_layers": 1, "projection": "mlp4096"})
     model.set_grad_checkpointing(True)
-    g = torch.Generator().manual_seed(C.rank())
-    n, length = shape.pairs, shape.text_len
-    batch = {
-        "video": torch.randint(0, 256, (n, shape.frames, 3, shape.img, shape.img), dtype=torch.uint8, generator=g),
-        "input_ids": torch.randint(5, 512, (n, length), generator=g),
-        "attention_mask": torch.ones(n, length, dtype=torch.long),
-        "verb": (torch.rand(n, 118, generator=g) < 0.02).float(),
-        "noun": (torch.rand(n, 582, generator=g) < 0.004).float(),
-    }
-    batch["input_ids"][:, 0], batch["input_ids"][:, -1] = 0, 2
-    objective = PretrainObjective(model, LossConfig(), TokenizerInfo(512, 4, 1, (0, 1, 2, 3, 4)))
+    batch = random_pretrain_batch(shape.pairs, shape.frames, shape.img, 512, shape.text_len, seed=C.rank())
+    objective = PretrainObjective(model, LossConfig(), token_info(512))
     with C.record_traffic() as log:
         loss, _ = objective(batch, step=0)
         loss.backward()

@@ -16,22 +16,17 @@ import torch  # noqa: E402
 
 import egovlpv2  # noqa: E402
 from egovlpv2.data.transforms import normalize_video  # noqa: E402
-from egovlpv2.losses import LossConfig, PretrainObjective, TokenizerInfo  # noqa: E402
+from egovlpv2.losses import LossConfig, PretrainObjective  # noqa: E402
+from synthetic_batch import random_pretrain_batch, token_info  # noqa: E402
 
 
-def batch_for(cfg, n: int, seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
+def batch_for(cfg, n: int) -> dict:
+    """A random batch with one padded text, so the attention masks matter."""
     v = cfg.video
-    ids = torch.randint(5, cfg.text.vocab_size, (n, 12), generator=g)
-    ids[:, 0], ids[:, -1] = 0, 2
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
-    ids[1, 8:] = 1
-    verb, noun = torch.zeros(n, 118), torch.zeros(n, 582)
-    verb[torch.arange(n), torch.randint(0, 4, (n,), generator=g)] = 1
-    noun[torch.arange(n), torch.randint(0, 4, (n,), generator=g)] = 1
-    video = torch.randint(0, 256, (n, v.num_frames, 3, v.img_size, v.img_size), dtype=torch.uint8, generator=g)
-    return {"video": video, "input_ids": ids, "attention_mask": mask, "verb": verb, "noun": noun}
+    batch = random_pretrain_batch(n, v.num_frames, v.img_size, cfg.text.vocab_size, 12)
+    batch["attention_mask"][1, 8:] = 0
+    batch["input_ids"][1, 8:] = 1
+    return batch
 
 
 def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -50,8 +45,7 @@ def run_tiny(device: torch.device) -> dict:
     out = {"encode_video": model.encode_video(video),
            "encode_text": model.encode_text(batch["input_ids"], batch["attention_mask"]),
            "match_score": model.match_score(video, batch["input_ids"], batch["attention_mask"])}
-    objective = PretrainObjective(model, LossConfig(vtm_negative_pool="local"),
-                                  TokenizerInfo(model.cfg.text.vocab_size, 4, 1, (0, 1, 2, 3, 4)))
+    objective = PretrainObjective(model, LossConfig(vtm_negative_pool="local"), token_info(model.cfg.text.vocab_size))
     loss, _ = objective(batch, 0)
     loss.backward()
     out["loss"] = loss
