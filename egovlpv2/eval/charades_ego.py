@@ -8,7 +8,7 @@ import torch
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
 from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import charades_map
-from egovlpv2.eval.runtime import EvalContext, current_context
+from egovlpv2.eval.runtime import EvalContext, current_context, evaluating
 
 
 def class_scores(model, videos_emb: torch.Tensor, class_names: list[str], tokenizer, ctx: EvalContext) -> torch.Tensor:
@@ -27,14 +27,10 @@ def evaluate_charades_ego(model, shard_dir: str | Path, data_cfg, tokenizer, ctx
     missing = check_complete(shard_dir, allow_missing)
     class_names = load_charades_classes(shard_dir)
     dataset = EvalSamples("charades_ego", shard_dir, data_cfg, limit=limit)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         video_emb, kept = encode_video_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx,
                                                "Charades-Ego videos", keep=("label",))
         scores = class_scores(model, video_emb, class_names, tokenizer, ctx)
-    finally:
-        model.train(was_training)
     labels = torch.stack(kept["label"])
     if labels.shape[1] != len(class_names):
         raise ValueError(f"Charades-Ego labels have {labels.shape[1]} classes but the class list has {len(class_names)}")

@@ -13,7 +13,7 @@ import torch
 from egovlpv2.eval.encode import batch_count, prepare_video
 from egovlpv2.eval.eval_samples import NUM_CHOICES, EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import egomcq_accuracy
-from egovlpv2.eval.runtime import EvalContext, current_context, gather_rows, progress
+from egovlpv2.eval.runtime import EvalContext, current_context, evaluating, gather_rows, progress
 
 SCORE_KINDS = ("dual", "vtm", "ensemble")
 
@@ -49,17 +49,13 @@ def evaluate_egomcq_batches(model, batches: Iterable[list], ctx: EvalContext | N
     Returns {"dual"|"vtm"|"ensemble": {"inter", "intra"}, "num_questions": {"inter", "intra"}}.
     """
     ctx = ctx or current_context()
-    was_training = model.training
-    model.eval()
     indices, rows = [], []
-    try:
+    with evaluating(model):
         for chunk in progress(batches, ctx, "EgoMCQ", batch_count(batches)):
             dual, vtm = score_questions(model, [s for _, s in chunk], ctx)
             meta = torch.tensor([[s["answer"], s["type"]] for _, s in chunk], dtype=torch.float32)
             rows += list(torch.cat([dual.cpu(), vtm.cpu(), meta], dim=1))
             indices += [i for i, _ in chunk]
-    finally:
-        model.train(was_training)
     table = gather_rows(indices, rows, ctx, "EgoMCQ questions")
     dual, vtm = table[:, :NUM_CHOICES], table[:, NUM_CHOICES:2 * NUM_CHOICES]
     answers, types = table[:, -2].long(), table[:, -1].long()

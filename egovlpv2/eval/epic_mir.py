@@ -14,7 +14,7 @@ import torch
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
 from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import mir_map, mir_ndcg
-from egovlpv2.eval.runtime import EvalContext, current_context
+from egovlpv2.eval.runtime import EvalContext, current_context, evaluating
 
 
 def load_relevancy(path: str | Path) -> np.ndarray:
@@ -61,14 +61,10 @@ def evaluate_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: Ev
         raise ValueError(f"EK-100 MIR: {len(captions)} unique captions but the relevancy matrix has "
                          f"{relevancy.shape[1]} columns")
     dataset = EvalSamples("epic_mir", shard_dir, data_cfg, limit=limit)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         video_emb, kept = encode_video_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx,
                                                "EK-100 clips", keep=("row",))
         text_emb = encode_texts(model, tokenizer, captions, ctx, desc="EK-100 captions")
-    finally:
-        model.train(was_training)
     if missing or limit is not None:
         # Only the clips present: their rows of the matrix (figures not comparable to the paper's).
         relevancy = relevancy[kept["row"]]

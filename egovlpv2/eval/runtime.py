@@ -6,6 +6,7 @@ missing or repeated index is an error rather than a silently skewed metric.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence, TypeVar
@@ -36,6 +37,17 @@ class EvalContext:
     def autocast(self):
         enabled = self.amp_dtype is not None
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=enabled)
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """The model in eval mode (no dropout) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def current_context(device: str | torch.device | None = None, amp_dtype: torch.dtype | None = None) -> EvalContext:
