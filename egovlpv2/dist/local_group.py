@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import pickle
 import queue
-import socket
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -12,11 +11,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from egovlpv2.dist.env import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(fn: Callable, rank: int, world_size: int, port: int, args: Sequence, threads: int, results) -> None:

@@ -2,7 +2,6 @@
 import dataclasses
 import json
 import shutil
-import socket
 import time
 
 import pytest
@@ -11,12 +10,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from egovlpv2.data import build_pretrain_loader
+from egovlpv2.dist.env import free_port
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank_main(rank, world, port, cfg, out_dir):
@@ -45,7 +40,7 @@ def test_two_ranks_yield_equal_batches_on_uneven_shards(data_cfg, egoclip_shards
     total = sum(s["samples"] for s in keep)
     (shards / "manifest.json").write_text(json.dumps({**manifest, "shards": keep, "total_samples": total}))
     cfg = dataclasses.replace(data_cfg, shards=str(shards), batch_size=2, num_workers=0)
-    ctx = mp.start_processes(_rank_main, args=(2, _free_port(), cfg, tmp_path), nprocs=2, join=False,
+    ctx = mp.start_processes(_rank_main, args=(2, free_port(), cfg, tmp_path), nprocs=2, join=False,
                              start_method="spawn")
     deadline = time.time() + 240
     while not ctx.join(timeout=5):

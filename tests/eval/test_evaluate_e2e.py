@@ -1,6 +1,5 @@
 """Shards -> evaluate for the three benchmarks on tiny inputs, from our and the released checkpoint layouts."""
 import json
-import socket
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from egovlpv2.data import DataConfig
 from egovlpv2.data.eval_data import iter_charades_ego, iter_egomcq, iter_epic_mir_clips
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import normalize_video
+from egovlpv2.dist.env import free_port
 from egovlpv2.eval.eval_samples import MissingSamplesError
 from egovlpv2.eval.metrics import charades_map, egomcq_accuracy, mir_map, mir_ndcg
 from tests.eval import synthetic_benchmarks as synth
@@ -120,11 +120,6 @@ def test_missing_video_is_an_error_naming_it(bench, tmp_path):
     assert results["missing"] == 1 and results["num_videos"] == 12
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _rank_main(rank, world, port, bench_paths, out):
     import os
@@ -140,7 +135,7 @@ def _rank_main(rank, world, port, bench_paths, out):
 def test_two_ranks_score_each_clip_once_and_agree(bench, tmp_path):
     single = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "single.json", "--limit", "23")
     paths = {k: bench[k] for k in ("ours", "tokenizer")} | {"epic": {"shards": bench["epic"]["shards"]}}
-    mp.start_processes(_rank_main, args=(2, _free_port(), paths, str(tmp_path / "multi.json")), nprocs=2,
+    mp.start_processes(_rank_main, args=(2, free_port(), paths, str(tmp_path / "multi.json")), nprocs=2,
                        start_method="spawn")
     for rank in range(2):
         multi = torch.load(f"{tmp_path / 'multi.json'}.rank{rank}", weights_only=False)

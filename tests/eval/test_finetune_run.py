@@ -1,7 +1,6 @@
 """A short CPU fine-tune (DeepSpeed, real process) improves EK-100-style mAP on a tiny synthetic retrieval set;
 the fine-tuning loader deals equal, disjoint, resumable batches."""
 import os
-import socket
 
 import pytest
 import torch
@@ -10,6 +9,7 @@ import torch.multiprocessing as mp
 import egovlpv2
 from egovlpv2.data import DataConfig
 from egovlpv2.data.tokenizer import load_tokenizer
+from egovlpv2.dist.env import free_port
 from egovlpv2.eval.finetune.config import FinetuneConfig, load_finetune_config
 from egovlpv2.eval.finetune.task import FinetuneLoader
 from egovlpv2.eval.runtime import current_context
@@ -18,11 +18,6 @@ from tests.eval import synthetic_benchmarks as synth
 
 FRAMES = 2
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _finetune_child(_index: int, cfg: FinetuneConfig, port: int, out: str) -> None:
@@ -58,7 +53,7 @@ def test_short_finetune_improves_epic_map(tmp_path):
         "train.max_steps=80", "train.grad_checkpointing=false", f"train.output_dir={tmp_path / 'run'}",
         "logging.tensorboard=false", "logging.progress_bar=false", "eval.every_steps=null", "eval.batch_size=8"])
     out = tmp_path / "result.pt"
-    mp.start_processes(_finetune_child, args=(cfg, _free_port(), str(out)), nprocs=1, start_method="spawn")
+    mp.start_processes(_finetune_child, args=(cfg, free_port(), str(out)), nprocs=1, start_method="spawn")
     result = torch.load(out, weights_only=False)
     after = result["evaluations"][80]
     losses = [h["loss"] for h in result["history"]]
