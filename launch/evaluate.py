@@ -11,16 +11,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-import torch  # noqa: E402
-
 from egovlpv2.eval.checkpoints import load_eval_model  # noqa: E402
 from egovlpv2.eval.report import write_report  # noqa: E402
 from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
-from egovlpv2.eval.runtime import current_context  # noqa: E402
+from egovlpv2.eval.runtime import AMP_DTYPES, current_context  # noqa: E402
 from egovlpv2.eval.tasks import TASKS, evaluate_task  # noqa: E402
 from egovlpv2.model.config import resolve_model_config  # noqa: E402
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_args(argv=None):
@@ -32,7 +28,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="auto", help="model recipe or YAML; 'auto' infers base/smallproj from the checkpoint")
     p.add_argument("--num-frames", type=int, default=16)
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
-    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    p.add_argument("--precision", choices=sorted(AMP_DTYPES), default="fp32")
     p.add_argument("--limit", type=int, default=None, help="first N samples only (a trial; not comparable)")
     p.add_argument("--num-workers", type=int, default=4, help="decoding processes per rank")
     p.add_argument("--allow-missing", action="store_true",
@@ -47,7 +43,7 @@ def main(argv=None) -> dict:
     from egovlpv2.data.tokenizer import load_tokenizer
 
     env = init_distributed()
-    ctx = current_context(select_device(env), PRECISIONS[args.precision])
+    ctx = current_context(select_device(env), AMP_DTYPES[args.precision])
     model, recipe = load_eval_model(args.checkpoint, args.model, args.num_frames, ctx.device)
     data_cfg = DataConfig(shards=args.data, num_frames=args.num_frames, img_size=resolve_model_config(recipe).video.img_size,
                           tokenizer=args.tokenizer, num_workers=args.num_workers)

@@ -12,15 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-import torch  # noqa: E402
-
 from egovlpv2.eval.checkpoints import load_eval_model  # noqa: E402
 from egovlpv2.eval.features import DEFAULT_FRAMES, TASKS, extract, plan_jobs  # noqa: E402
 from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
-from egovlpv2.eval.runtime import current_context  # noqa: E402
+from egovlpv2.eval.runtime import AMP_DTYPES, current_context  # noqa: E402
 from egovlpv2.model.config import resolve_model_config  # noqa: E402
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def parse_args(argv=None):
@@ -36,14 +32,14 @@ def parse_args(argv=None):
     p.add_argument("--windows-per-second", type=float, default=1.875)
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     p.add_argument("--text-max-len", type=int, default=32)
-    p.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32")
+    p.add_argument("--precision", choices=sorted(AMP_DTYPES), default="fp32")
     return p.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     env = init_distributed()
-    ctx = current_context(select_device(env), PRECISIONS[args.precision])
+    ctx = current_context(select_device(env), AMP_DTYPES[args.precision])
     frames = args.frames_per_window or DEFAULT_FRAMES[args.task]
     model, recipe = load_eval_model(args.checkpoint, args.model, frames, ctx.device)
     tokenizer = None

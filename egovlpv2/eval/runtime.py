@@ -39,6 +39,10 @@ class EvalContext:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=enabled)
 
 
+# --precision choices of the evaluation commands -> autocast dtype (None: fp32, no autocast).
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module):
     """The model in eval mode (no dropout) for the block, then back in the mode it was in."""
