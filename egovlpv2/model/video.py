@@ -6,80 +6,13 @@ CLS ride along the lower layers without changing any patch state.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
 from egovlpv2.model.config import VideoConfig
+from egovlpv2.model.divided import DividedAttention
 from egovlpv2.model.fusion import VideoCrossAttention
-from egovlpv2.model.layers import Mlp, attention, merge_heads, run_block, short_attention
-
-Axis = Literal["time", "space"]
-
-
-class DividedAttention(nn.Module):
-    """Self-attention along one axis of the patch grid, plus CLS tokens.
-
-    A patch query attends to its group (``time``: the same location in every frame; ``space``: its own
-    frame) and to the key/value of CLS 0. The query of each CLS ``c`` attends to CLS ``c`` itself and all
-    patches. With one CLS this is exactly the Frozen-in-Time attention; with two, CLS 1 reads the patches
-    but no patch reads it.
-    """
-
-    def __init__(self, dim: int, heads: int, axis: Axis):
-        super().__init__()
-        self.heads = heads
-        self.axis = axis
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def _group(self, t: torch.Tensor, frames: int) -> torch.Tensor:
-        """``[B, H, T*P, d] -> [B*G, H, n, d]`` with groups along the attended axis."""
-        b, h, tp, d = t.shape
-        t = t.view(b, h, frames, tp // frames, d)
-        if self.axis == "time":  # groups: locations, sequence: frames
-            t = t.permute(0, 3, 1, 2, 4)
-        else:  # groups: frames, sequence: locations
-            t = t.permute(0, 2, 1, 3, 4)
-        return t.reshape(-1, h, t.shape[-2], d)
-
-    def _ungroup(self, t: torch.Tensor, batch: int, frames: int) -> torch.Tensor:
-        """Inverse of :meth:`_group`."""
-        _, h, n, d = t.shape
-        if self.axis == "time":
-            t = t.view(batch, -1, h, frames, d).permute(0, 2, 3, 1, 4)
-        else:
-            t = t.view(batch, frames, h, n, d).permute(0, 2, 1, 3, 4)
-        return t.reshape(batch, h, -1, d)
-
-    def forward(self, x: torch.Tensor, frames: int, num_cls: int) -> torch.Tensor:
-        b, s, c = x.shape
-        h = self.heads
-        q, k, v = self.qkv(x).view(b, s, 3, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
-        pk, pv = k[:, :, num_cls:], v[:, :, num_cls:]
-
-        cls_out = []
-        for i in range(num_cls):
-            if num_cls == 1:
-                ki, vi = k, v
-            else:
-                ki = torch.cat([k[:, :, i : i + 1], pk], dim=2)
-                vi = torch.cat([v[:, :, i : i + 1], pv], dim=2)
-            cls_out.append(attention(q[:, :, i : i + 1], ki, vi))
-
-        qg, kg, vg = (self._group(t, frames) for t in (q[:, :, num_cls:], pk, pv))
-        groups = qg.shape[0] // b
-
-        def with_cls(full: torch.Tensor, grouped: torch.Tensor) -> torch.Tensor:
-            """Prepend CLS 0's key or value to every group."""
-            cls0 = full[:, None, :, :1].expand(-1, groups, -1, -1, -1).reshape(b * groups, h, 1, -1)
-            return torch.cat([cls0, grouped], dim=2)
-
-        attend = short_attention if self.axis == "time" else attention
-        patch_out = attend(qg, with_cls(k, kg), with_cls(v, vg))
-        out = torch.cat(cls_out + [self._ungroup(patch_out, b, frames)], dim=2)
-        return self.proj(merge_heads(out))
+from egovlpv2.model.layers import Mlp, run_block
 
 
 class SpaceTimeBlock(nn.Module):
