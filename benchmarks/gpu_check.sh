@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session: install carried wheels (.whl/, for packages the GPU image lacks), check the CUDA path
 # against the CPU, then time the training step (DeepSpeed ZeRO-2 vs plain AMP vs recomputing schedule,
-# with a profile of each) and gradient caching on the base config. Figures go to $OUT (default /tmp/gpu_check).
+# with a profile of each; then plain AMP without activation checkpointing, the ceiling without
+# recomputation) and gradient caching on the base config. Figures go to $OUT (default /tmp/gpu_check).
+# Budget: about 8 minutes on an H100 after the machine starts. Compare with benchmarks/RESULTS.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_check}
@@ -19,7 +21,10 @@ timeout 120 python3 benchmarks/gpu_parity.py 2>&1 | grep -v Warning | tee "$OUT/
 echo "== training step"
 timeout 240 python3 benchmarks/bench_step.py --gpu --steps 5 --warmup 2 --profile 12 --json "$OUT/bench_step.json" \
   2>&1 | grep -v -i "warn" | tee "$OUT/bench_step.txt"
+echo "== training step without activation checkpointing (plain AMP)"
+timeout 120 python3 benchmarks/bench_step.py --gpu --no-grad-checkpointing --modes plain --steps 5 --warmup 2 \
+  2>&1 | grep -v -i "warn" | tee "$OUT/bench_step_no_ckpt.txt"
 echo "== gradient caching"
 timeout 200 python3 benchmarks/bench_grad_cache.py --model egovlpv2-base --device cuda --bf16 --checkpointing \
-  --contrastive-batch 64 --micro 64 32 --max-plain 512 --cached-micro 64 --cached-steps 2 4 8 --steps 2 \
+  --contrastive-batch 64 --micro 64 32 --max-plain 512 --cached-micro 64 --cached-steps 2 8 --steps 2 \
   2>&1 | grep -v -i "warn" | tee "$OUT/grad_cache.txt"
