@@ -36,8 +36,9 @@ class GroupTokens(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, num_cls: int, frames: int, time: bool, heads: int):
         b, s, c3 = qkv.shape
-        ctx.num_cls, ctx.frames, ctx.time = num_cls, frames, time
         tokens = qkv.view(b, s, 3, heads, -1)
+        ctx.tokens_shape, ctx.num_cls, ctx.frames, ctx.time = tokens.shape, num_cls, frames, time
+        ctx.dtype, ctx.device = qkv.dtype, qkv.device
         grid = _grid(tokens[:, num_cls:], frames, time)  # [B, G, L, 3, H, d]
         buf = qkv.new_empty(b, grid.shape[1], heads, 3, 1 + grid.shape[2], tokens.shape[-1])
         buf[..., 1:, :] = grid.permute(0, 1, 4, 3, 2, 5)
@@ -50,9 +51,7 @@ class GroupTokens(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gq, gk, gv, g_all_k, g_all_v, g_cls_q):
         n = ctx.num_cls
-        b, groups, heads, slots, d = next(g for g in (gq, gk, gv) if g is not None).shape
-        s = n + groups * (slots - 1)
-        grad = next(g for g in (gq, gk, gv) if g is not None).new_empty(b, s, 3, heads, d)
+        grad = torch.empty(ctx.tokens_shape, dtype=ctx.dtype, device=ctx.device)  # [B, S, 3, H, d]
         grad[:, 1:n] = 0
         grid = _grid(grad[:, n:], ctx.frames, ctx.time)  # [B, G, L, 3, H, d]
         for i, g in enumerate((gq, gk, gv)):
