@@ -72,10 +72,16 @@ def reset_memory(device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def checkpointing_label(args) -> str:
+    if not args.grad_checkpointing:
+        return "off"
+    return "on" if args.checkpoint_blocks is None else f"on for the lowest {args.checkpoint_blocks} blocks per tower"
+
+
 def make_model(args, device, dtype=None):
     torch.manual_seed(0)
     model = egovlpv2.create_model(args.model, num_frames=args.frames)
-    model.set_grad_checkpointing(args.grad_checkpointing)
+    model.set_grad_checkpointing(args.grad_checkpointing, args.checkpoint_blocks)
     return model.to(device, dtype) if dtype else model.to(device)
 
 
@@ -160,6 +166,8 @@ def main():
     parser.add_argument("--text-len", type=int, default=15)
     parser.add_argument("--precision", choices=["bf16", "fp16", "fp32"], help="default bf16 on GPU, fp32 on CPU")
     parser.add_argument("--no-grad-checkpointing", dest="grad_checkpointing", action="store_false")
+    parser.add_argument("--checkpoint-blocks", type=int, metavar="N",
+                        help="checkpoint only the lowest N blocks of each tower (default: all)")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--modes", default="deepspeed,plain,recompute")
@@ -185,10 +193,18 @@ def main():
     }
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{args.model}, {args.frames} frames, {args.pairs}+{args.pairs} pairs, {args.precision}, "
-          f"grad checkpointing {'on' if args.grad_checkpointing else 'off'}, {name}, torch {torch.__version__}; "
+          f"grad checkpointing {checkpointing_label(args)}, {name}, torch {torch.__version__}; "
           f"model FLOPs/step {flops / 1e12:.3f} TFLOP; median of {args.steps} steps after {args.warmup}")
-    rows = [measure(m, builders[m], args, cfg, device, flops) for m in args.modes.split(",")]
+    rows, out_of_memory = [], []
+    for mode in args.modes.split(","):
+        try:
+            rows.append(measure(mode, builders[mode], args, cfg, device, flops))
+        except torch.OutOfMemoryError:
+            out_of_memory.append(mode)
+            reset_memory(device)
     print("| mode | step (s) | clips/s | peak memory (GiB) | MFU |\n| --- | ---: | ---: | ---: | ---: |")
+    for mode in out_of_memory:
+        print(f"| {mode} | out of memory | | | |")
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         print(f"| {r['mode']} | {r['step_s']:.3f} | {r['clips_per_s']:.1f} | {r['peak_memory_gib']:.2f} | {mfu} |")

@@ -99,7 +99,7 @@ def nlq_features(model, tokenizer, job: ClipJob, spec: WindowSpec, ctx: EvalCont
     with ctx.autocast():
         text_states = model.text_lower(ids, mask)
         # Dual-mode token features: the upper text layers without cross-attention.
-        tokens = model.text.run(text_states.hidden, mask, model.text_split, model.cfg.text.layers, False)
+        tokens = model.text.run(text_states.hidden, mask, model.text_split, model.cfg.text.layers)
     per_query: list[list[torch.Tensor]] = [[] for _ in job.queries]
     for chunk in batched(iter_windows(job.path, spec, job.start, job.end), batch_size):
         with ctx.autocast():

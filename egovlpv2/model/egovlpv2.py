@@ -52,7 +52,6 @@ class EgoVLPv2(nn.Module):
         self.fused_video_transform = nn.Linear(dim, dim)
         self.vtm_head = VTMHead(dim)
         self.mlm_head = MLMHead(dim, cfg.text.vocab_size)
-        self.grad_checkpointing = False
         self.video_split = cfg.video.depth - cfg.fusion_layers
         self.text_split = cfg.text.layers - cfg.fusion_layers
         init_weights(self)
@@ -67,9 +66,15 @@ class EgoVLPv2(nn.Module):
         """Width of the dual-mode embeddings."""
         return self.video_proj[-1].out_features
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Checkpoint every video block and text layer (``torch.utils.checkpoint``, non-reentrant)."""
-        self.grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool = True, blocks: Optional[int] = None) -> None:
+        """Activation checkpointing (``torch.utils.checkpoint``, non-reentrant) of every video block and text
+        layer, or with ``blocks`` only of the lowest ``blocks`` of each tower: the others keep their
+        activations and are not recomputed, trading memory for up to a third of the step's compute."""
+        if blocks is not None and blocks < 0:
+            raise ValueError(f"blocks must be >= 0, got {blocks}")
+        for tower in (self.video.blocks, self.text.encoder.layer):
+            for i, block in enumerate(tower):
+                block.grad_checkpointing = enable and (blocks is None or i < blocks)
 
     # ---------------------------------------------------------------- lower layers (shared)
     def video_lower(self, video: torch.Tensor, cls: Literal["both", "dual", "fused"] = "both") -> VideoStates:
@@ -84,7 +89,7 @@ class EgoVLPv2(nn.Module):
         tokens = {"dual": self.video.cls_token, "fused": self.fused_cls_token}
         frames = video.shape[1]
         x = self.video.embed(video, [tokens[k] for k in layout])
-        x = self.video.run(x, frames, 0, self.video_split, len(layout), self.grad_checkpointing)
+        x = self.video.run(x, frames, 0, self.video_split, len(layout))
         return VideoStates(x, frames, layout)
 
     def text_lower(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextStates:
@@ -92,20 +97,18 @@ class EgoVLPv2(nn.Module):
         if input_ids.shape != attention_mask.shape:
             raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ")
         h = self.text.embeddings(input_ids)
-        h = self.text.run(h, attention_mask, 0, self.text_split, self.grad_checkpointing)
+        h = self.text.run(h, attention_mask, 0, self.text_split)
         return TextStates(h, attention_mask)
 
     # ---------------------------------------------------------------- dual mode
     def video_embed_from_lower(self, states: VideoStates) -> torch.Tensor:
         """Dual-mode video embedding ``[B, D]`` (not normalised)."""
-        x = self.video.run(states.with_cls("dual"), states.frames, self.video_split, self.cfg.video.depth, 1,
-                           self.grad_checkpointing)
+        x = self.video.run(states.with_cls("dual"), states.frames, self.video_split, self.cfg.video.depth, 1)
         return self.video_proj(self.video.norm(x[:, 0]))
 
     def text_embed_from_lower(self, states: TextStates) -> torch.Tensor:
         """Dual-mode text embedding ``[B, D]`` (not normalised)."""
-        h = self.text.run(states.hidden, states.attention_mask, self.text_split, self.cfg.text.layers,
-                          self.grad_checkpointing)
+        h = self.text.run(states.hidden, states.attention_mask, self.text_split, self.cfg.text.layers)
         return self.text_proj(h[:, 0])
 
     def dual_from_lower(self, video_states: VideoStates, text_states: TextStates):
@@ -136,8 +139,8 @@ class EgoVLPv2(nn.Module):
         blocks = self.video.blocks[self.video_split:]
         layers = self.text.encoder.layer[self.text_split:]
         for block, layer in zip(blocks, layers):
-            v_next = run_block(block, self.grad_checkpointing, v, video_states.frames, 1, t, mask)
-            t = run_block(layer, self.grad_checkpointing, t, self_mask, v)
+            v_next = run_block(block, v, video_states.frames, 1, t, mask)
+            t = run_block(layer, t, self_mask, v)
             v = v_next
         return FusedOutput(video_cls=self.fused_norm(v[:, 0]), text_hidden=t, video_tokens=v)
 

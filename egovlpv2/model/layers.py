@@ -1,8 +1,6 @@
 """Small building blocks shared by both towers: the MLP, SDPA head reshaping, block checkpointing."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,9 +55,10 @@ def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool()[:, None, None, :]
 
 
-def run_block(block: Callable, enabled: bool, *args, **kwargs):
-    """Call ``block``, under non-reentrant activation checkpointing when enabled and grads are on."""
-    if enabled and torch.is_grad_enabled():
+def run_block(block: nn.Module, *args, **kwargs):
+    """Call ``block``, under non-reentrant activation checkpointing when its ``grad_checkpointing`` attribute
+    is set (``EgoVLPv2.set_grad_checkpointing``) and grads are on."""
+    if getattr(block, "grad_checkpointing", False) and torch.is_grad_enabled():
         return checkpoint(block, *args, use_reentrant=False, **kwargs)
     return block(*args, **kwargs)
 

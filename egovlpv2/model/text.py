@@ -125,10 +125,9 @@ class RobertaText(nn.Module):
         self.embeddings = RobertaEmbeddings(cfg)
         self.encoder = RobertaEncoder(cfg, fusion_layers)
 
-    def run(self, h: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int,
-            checkpointed: bool = False) -> torch.Tensor:
+    def run(self, h: torch.Tensor, attention_mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Layers ``start..stop-1`` without fusion; ``attention_mask`` is ``[B, L]`` with 1 = token."""
         mask = key_padding_mask(attention_mask)
         for layer in self.encoder.layer[start:stop]:
-            h = run_block(layer, checkpointed, h, mask)
+            h = run_block(layer, h, mask)
         return h

@@ -93,8 +93,8 @@ class TimeSformer(nn.Module):
         cls = [(tok + self.pos_embed[:, :1]).expand(b, -1, -1) for tok in cls_tokens]
         return torch.cat(cls + [patches + pos], dim=1)
 
-    def run(self, x, frames: int, start: int, stop: int, num_cls: int = 1, checkpointed: bool = False):
+    def run(self, x, frames: int, start: int, stop: int, num_cls: int = 1):
         """Blocks ``start..stop-1`` without fusion."""
         for block in self.blocks[start:stop]:
-            x = run_block(block, checkpointed, x, frames, num_cls)
+            x = run_block(block, x, frames, num_cls)
         return x

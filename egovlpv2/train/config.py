@@ -52,6 +52,9 @@ class TrainConfig:
     max_steps: Optional[int] = None
     seed: int = 0
     grad_checkpointing: bool = True
+    # With grad_checkpointing: checkpoint only the lowest N blocks of each tower (None: all of them). The
+    # others keep their activations instead of recomputing them, for GPUs with memory to spare.
+    checkpoint_blocks: Optional[int] = None
     # None: the DeepSpeed JSON's precision. Set it to run one JSON at another precision (e.g. fp32 on a CPU
     # without bf16 units, where bf16 runs about 2x slower).
     precision: Optional[Literal["bf16", "fp16", "fp32"]] = None
@@ -61,6 +64,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.grad_accum_steps < 1 or (self.max_steps is not None and self.max_steps < 1) or self.epochs <= 0:
             raise ConfigError("train.grad_accum_steps and train.max_steps must be >= 1, train.epochs > 0")
+        if self.checkpoint_blocks is not None and self.checkpoint_blocks < 0:
+            raise ConfigError(f"train.checkpoint_blocks={self.checkpoint_blocks} must be >= 0 (or null: every block)")
 
 
 @dataclass

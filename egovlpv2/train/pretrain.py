@@ -160,7 +160,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
 
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     model = egovlpv2.create_model(cfg.model)
-    model.set_grad_checkpointing(cfg.train.grad_checkpointing)
+    model.set_grad_checkpointing(cfg.train.grad_checkpointing, cfg.train.checkpoint_blocks)
     objective = PretrainObjective(model, cfg.loss, TokenizerInfo.from_tokenizer(tokenizer))
     engine = build_engine(model, objective, ds, cfg.optim, total)
     seed_everything(cfg.train.seed + 1 + env.rank)  # dropout differs per rank (restored on resume)

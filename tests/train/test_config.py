@@ -43,6 +43,7 @@ def test_overrides_reach_nested_sections():
     ("train.precision=fp8", "fp8"),
     ("optim.warmup_fraction=1.5", "warmup_fraction"),
     ("eval.num_frames=16", "eval.num_frames=16 exceeds"),
+    ("train.checkpoint_blocks=-1", "checkpoint_blocks=-1 must be >= 0"),
 ])
 def test_bad_overrides_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message):

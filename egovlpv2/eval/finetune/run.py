@@ -36,7 +36,7 @@ def build_model(cfg: FinetuneConfig):
     model = egovlpv2.create_model(cfg.model, num_frames=cfg.data.num_frames, checkpoint=cfg.init_checkpoint or None)
     if not cfg.init_checkpoint:
         log.warning("no init_checkpoint: fine-tuning from random weights")
-    model.set_grad_checkpointing(cfg.train.grad_checkpointing)
+    model.set_grad_checkpointing(cfg.train.grad_checkpointing, cfg.train.checkpoint_blocks)
     return model
 
 
