@@ -40,16 +40,6 @@ def attention(q, k, v, mask=None, dropout: float = 0.0) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
 
 
-def short_attention(q, k, v) -> torch.Tensor:
-    """Attention over a handful of keys (the temporal groups: T+1 keys), as explicit matmuls.
-
-    Flash kernels tile queries by 64-128, so tens of thousands of 5-token sequences waste most of the work;
-    on an H100 this path made the 4-frame video forward ~13% faster. Scores and softmax run in float32.
-    """
-    scores = (q.float() * q.shape[-1] ** -0.5) @ k.float().transpose(-1, -2)
-    return scores.softmax(dim=-1).to(v.dtype) @ v
-
-
 def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """``[B, L]`` (1 = token) -> boolean ``[B, 1, 1, L]`` for :func:`attention`."""
     return attention_mask.bool()[:, None, None, :]
