@@ -34,7 +34,6 @@ class WrittenBytes(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.bytes = collections.Counter()
-        self.calls = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -46,7 +45,6 @@ class WrittenBytes(TorchDispatchMode):
         for t in tree_leaves(out):
             if torch.is_tensor(t) and (in_place or t.untyped_storage().data_ptr() not in inputs):
                 self.bytes[name] += t.numel() * t.element_size()
-                self.calls[name] += 1
         return out
 
 
@@ -54,15 +52,16 @@ def is_work(name: str) -> bool:
     return name in WORK or "scaled_dot_product" in name
 
 
-def measure(block: SpaceTimeBlock, tokens: int, num_cls: int, frames: int, dtype: torch.dtype) -> WrittenBytes:
-    """One forward + backward of ``block`` on one clip of ``num_cls`` CLS and ``tokens`` patch tokens."""
+def measure(block: SpaceTimeBlock, tokens: int, num_cls: int, frames: int,
+            dtype: torch.dtype) -> tuple[collections.Counter, int]:
+    """Bytes written per op in one forward + backward of ``block`` on one clip of ``num_cls`` CLS and
+    ``tokens`` patch tokens, and the bytes of that clip's token tensor."""
     block.zero_grad(set_to_none=True)  # accumulating into earlier gradients would count as traffic
     x = torch.randn(1, num_cls + tokens, block.norm1.normalized_shape[0], dtype=dtype, requires_grad=True)
     with WrittenBytes() as counter:
         y = block(x, frames, num_cls)
         y.backward(torch.ones_like(y))
-    counter.unit = x.numel() * x.element_size()
-    return counter
+    return counter.bytes, x.numel() * x.element_size()
 
 
 def main():
@@ -82,9 +81,9 @@ def main():
           "in one forward + backward, in token tensors")
     print("| CLS tokens | glue | GEMM + attention | largest glue ops |\n| ---: | ---: | ---: | --- |")
     for num_cls, layout in ((1, "1 (dual or fused path)"), (2, "2 (training: fused CLS carried)")):
-        c = measure(block, tokens, num_cls, args.frames, dtype)
-        glue = {k: v / c.unit for k, v in c.bytes.items() if not is_work(k)}
-        work = sum(v for k, v in c.bytes.items() if is_work(k)) / c.unit
+        written, unit = measure(block, tokens, num_cls, args.frames, dtype)
+        glue = {k: v / unit for k, v in written.items() if not is_work(k)}
+        work = sum(v for k, v in written.items() if is_work(k)) / unit
         top = ", ".join(f"{k} {v:.1f}" for k, v in sorted(glue.items(), key=lambda kv: -kv[1])[: args.top])
         print(f"| {layout} | {sum(glue.values()):.1f} | {work:.1f} | {top} |")
 
