@@ -39,10 +39,6 @@ def request_stop(signum: Optional[int] = None, frame: Any = None) -> None:
     _STOP.set()
 
 
-def clear_stop() -> None:
-    _STOP.clear()
-
-
 def stop_requested() -> bool:
     """This process's own flag (not yet agreed with the other ranks)."""
     return _STOP.is_set()
