@@ -8,7 +8,7 @@ import torch
 from egovlpv2.dist.local_group import run_on_ranks
 from egovlpv2.losses.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.losses.objective import LossConfig, PretrainObjective
-from egovlpv2.train.engine import ObjectiveModule, register_container_parameters
+from egovlpv2.train.engine import ObjectiveModule, register_container_parameters, unwrap_model
 from egovlpv2.train.loop import accumulate_step
 from tests.losses.equivalence import global_batch, rows_of, tokenizer_info
 from tests.losses.test_objective_model import make_model
@@ -67,7 +67,7 @@ def _one_step(stage, bf16, mode, checkpointing=False):
         engine.backward(loss)
         engine.step()
     reductions = _reductions()
-    params = {n: safe_get_full_fp32_param(p).clone() for n, p in engine.module.model.named_parameters()}
+    params = {n: safe_get_full_fp32_param(p).clone() for n, p in unwrap_model(engine).named_parameters()}
     return {"loss": float(C.all_reduce_sum(loss.detach().float().reshape(1)) / C.world_size()),
             "grad_norm": float(engine.get_global_grad_norm()), "params": params, "reductions": reductions,
             "global_steps": engine.global_steps}

@@ -15,6 +15,7 @@ import torch  # noqa: E402
 
 from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import load_pretrain_config  # noqa: E402
+from egovlpv2.train.engine import unwrap_model  # noqa: E402
 from egovlpv2.train.pretrain import run_pretraining  # noqa: E402
 
 
@@ -55,7 +56,7 @@ def main():
     engine.eval()
     with torch.no_grad():  # through the engine: under ZeRO-3 every rank takes part in the gathers
         outputs = engine((video.to(dtype), ids, mask), call=reference_outputs)
-    model = engine.module.model
+    model = unwrap_model(engine)
     import deepspeed
 
     with deepspeed.zero.GatheredParameters(list(model.parameters())):  # a no-op below ZeRO-3
