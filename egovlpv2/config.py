@@ -13,10 +13,12 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 
+from egovlpv2.errors import UserError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A recipe or override that does not fit the typed config."""
 
 

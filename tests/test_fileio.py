@@ -1,0 +1,28 @@
+import json
+import os
+
+import pytest
+
+from egovlpv2.fileio import atomic_write_json, atomic_write_text
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "manifest.json"
+    atomic_write_json(target, {"a": 1})
+    atomic_write_json(target, {"a": 2, "b": [1, 2]})
+    assert json.loads(target.read_text()) == {"a": 2, "b": [1, 2]}
+    assert os.listdir(tmp_path) == ["manifest.json"]
+
+
+def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "state.json"
+    atomic_write_text(target, "old")
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        atomic_write_text(target, "new and longer")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["state.json"]
