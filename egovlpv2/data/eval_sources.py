@@ -17,6 +17,7 @@ from pathlib import Path
 
 from egovlpv2.data.egoclip import sanitize_key
 from egovlpv2.data.shard_writer import ClipSpec, SampleSpec
+from egovlpv2.safe_pickle import load_pickled_array
 
 CAPTIONS_FILE = "captions.json"
 CLASSES_FILE = "classes.json"
@@ -93,6 +94,8 @@ def plan_epic_mir(path: str, sentence_csv: str, relevancy: str, out: str) -> tup
     Path(out, CAPTIONS_FILE).write_text(json.dumps(captions, indent=0))
     if relevancy and not Path(relevancy).is_file():
         raise FileNotFoundError(f"relevancy pickle not found: {relevancy}")
+    if relevancy:
+        load_pickled_array(relevancy, ndim=2)  # refuse a bad or hostile file now, not at evaluation time
     extra = {"captions_file": CAPTIONS_FILE, "relevancy": str(Path(relevancy).resolve()) if relevancy else "",
              "num_rows": i + 1 if samples or failures else 0}
     return samples, failures, extra

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from egovlpv2.data.source_reader import SourceReader
 from egovlpv2.data.transcode import ClipError, EncodeOptions, cut_clip, video_segments
+from egovlpv2.paths import path_inside
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -155,4 +156,8 @@ def read_manifest(shard_dir: str | Path) -> dict:
     manifest = json.loads(path.read_text())
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: shard format {manifest.get('format_version')} is not {FORMAT_VERSION}")
+    # Readers join these names to the shard directory: none may lead out of it.
+    for name in [s["name"] for s in manifest["shards"]] + [manifest[k] for k in ("captions_file", "classes_file")
+                                                             if k in manifest]:
+        path_inside(shard_dir, name)
     return manifest

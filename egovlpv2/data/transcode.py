@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from egovlpv2.data.source_reader import SourceError, SourceReader
+from egovlpv2.paths import UnsafePathError, path_inside
 
 
 class ClipError(Exception):
@@ -46,13 +47,16 @@ def video_segments(root: str | Path, uid: str, start: float, end: float | None, 
     """The files holding [start, end) of video ``uid``: ``root/{subdir}/{uid}.mp4`` (whole video) or the
     chunks ``root/{uid}/{k}.mp4`` (``end=None``: to the end of the video, whole files only)."""
     root = Path(root)
-    for sub in subdirs:
-        for name in (f"{uid}.mp4", f"{uid}.MP4"):
-            if (root / sub / name).is_file():
-                return [Segment(str(root / sub / name), 0.0)]
+    try:
+        candidates = [path_inside(root, sub, f"{uid}{ext}") for sub in subdirs for ext in (".mp4", ".MP4")]
+        chunk_dir = path_inside(root, uid)
+    except UnsafePathError as exc:
+        raise ClipError(str(exc)) from exc
+    for path in candidates:
+        if path.is_file():
+            return [Segment(str(path), 0.0)]
     if end is None:
         raise ClipError(f"missing video: {root / (uid + '.mp4')}")
-    chunk_dir = root / uid
     if not chunk_dir.is_dir():
         raise ClipError(f"missing video: neither {root / (uid + '.mp4')} nor {chunk_dir}/")
     first, last = int(start // chunk_s), int(max(start, math.nextafter(end, -math.inf)) // chunk_s)

@@ -5,7 +5,6 @@ graded relevancy matrix, both directions.
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,18 +14,15 @@ from egovlpv2.eval.encode import encode_texts, encode_video_batches
 from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import mir_map, mir_ndcg
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating
+from egovlpv2.safe_pickle import load_pickled_array
 
 
 def load_relevancy(path: str | Path) -> np.ndarray:
-    """The pickled relevancy matrix [clips, captions] of the EK-100 retrieval annotations."""
+    """The pickled relevancy matrix [clips, captions] of the EK-100 retrieval annotations (array data only)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"EK-100 relevancy matrix not found: {path}")
-    with open(path, "rb") as f:
-        matrix = np.asarray(pickle.load(f), dtype=np.float64)
-    if matrix.ndim != 2:
-        raise ValueError(f"{path}: expected a 2-d relevancy matrix, got shape {matrix.shape}")
-    return matrix
+    return load_pickled_array(path, ndim=2).astype(np.float64)
 
 
 def order_by_row(embeddings: torch.Tensor, rows: list[int], num_rows: int, shard_dir: str | Path) -> torch.Tensor:

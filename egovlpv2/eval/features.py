@@ -12,6 +12,7 @@ Existing outputs are kept, so an interrupted run continues where it stopped.
 """
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ import torch
 from egovlpv2.eval.encode import batched, prepare_video, tokenize
 from egovlpv2.eval.runtime import EvalContext, my_share, progress, share_indices
 from egovlpv2.eval.video_windows import WindowSpec, count_windows, iter_windows, video_duration
+from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
+from egovlpv2.paths import path_inside
 
 TASKS = ("egomq", "egonlq")
 DEFAULT_FRAMES = {"egomq": 16, "egonlq": 4}
@@ -37,12 +40,18 @@ class ClipJob:
 
 
 def _resolve_video(video_dir: Path, clip_uid: str, video_uid: str | None, start: float, end: float) -> tuple:
-    clip_file = video_dir / f"{clip_uid}.mp4"
+    clip_file = path_inside(video_dir, f"{clip_uid}.mp4")
     if clip_file.is_file():
         return clip_file, 0.0, None
-    if video_uid and (video_dir / f"{video_uid}.mp4").is_file():
-        return video_dir / f"{video_uid}.mp4", start, end
+    video_file = path_inside(video_dir, f"{video_uid}.mp4") if video_uid else None
+    if video_file is not None and video_file.is_file():
+        return video_file, start, end
     raise FileNotFoundError(f"clip {clip_uid}: neither {clip_file} nor {video_dir / f'{video_uid}.mp4'} exists")
+
+
+def _outputs(out_dir: Path, clip_id: str) -> tuple[Path, Path]:
+    """The clip's feature file and its json, inside ``out_dir`` whatever the annotation's clip id says."""
+    return path_inside(out_dir, f"{clip_id}.pt"), path_inside(out_dir, f"{clip_id}.json")
 
 
 def plan_jobs(task: str, video_dir: str | Path, annotations: str | Path | None = None) -> list[ClipJob]:
@@ -113,10 +122,11 @@ def nlq_features(model, tokenizer, job: ClipJob, spec: WindowSpec, ctx: EvalCont
 
 
 def _save(out_dir: Path, job: ClipJob, features, meta: dict) -> None:
-    tmp = out_dir / f"{job.clip_id}.pt.tmp"
-    torch.save(features, tmp)
-    (out_dir / f"{job.clip_id}.json").write_text(json.dumps(meta, indent=1))
-    tmp.replace(out_dir / f"{job.clip_id}.pt")  # the .pt appears last: its presence means the clip is done
+    pt_path, json_path = _outputs(out_dir, job.clip_id)
+    buffer = io.BytesIO()
+    torch.save(features, buffer)
+    atomic_write_json(json_path, meta, indent=1)
+    atomic_write_bytes(pt_path, buffer.getvalue())  # the .pt appears last: its presence means the clip is done
 
 
 def extract(task: str, model, jobs: Iterable[ClipJob], out_dir: str | Path, ctx: EvalContext, *,
@@ -134,7 +144,7 @@ def extract(task: str, model, jobs: Iterable[ClipJob], out_dir: str | Path, ctx:
     written = []
     jobs = list(jobs)
     for index, job in progress(my_share(jobs, ctx), ctx, f"{task} features", len(share_indices(len(jobs), ctx))):
-        if index < 0 or (out_dir / f"{job.clip_id}.pt").is_file():
+        if index < 0 or _outputs(out_dir, job.clip_id)[0].is_file():
             continue
         end = job.end if job.end is not None else video_duration(job.path)
         n = count_windows(spec, job.start, end)
@@ -149,5 +159,5 @@ def extract(task: str, model, jobs: Iterable[ClipJob], out_dir: str | Path, ctx:
                 "num_windows": n, "window_starts_s": [k / spec.windows_per_second for k in range(n)],
                 "shapes": shapes}
         _save(out_dir, job, features, meta)
-        written.append(out_dir / f"{job.clip_id}.pt")
+        written.append(_outputs(out_dir, job.clip_id)[0])
     return written
