@@ -14,6 +14,7 @@ from typing import Any, Iterable, TypeVar
 import yaml
 
 from egovlpv2.errors import UserError
+from egovlpv2.fileio import atomic_write_text
 
 T = TypeVar("T")
 
@@ -140,4 +141,4 @@ def load_config(cls: type[T], path: str | Path, overrides: Iterable[str] = ()) -
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

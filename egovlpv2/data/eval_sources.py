@@ -17,6 +17,7 @@ from pathlib import Path
 
 from egovlpv2.data.egoclip import sanitize_key
 from egovlpv2.data.shard_writer import ClipSpec, SampleSpec
+from egovlpv2.fileio import atomic_write_json
 from egovlpv2.safe_pickle import load_pickled_array
 
 CAPTIONS_FILE = "captions.json"
@@ -91,7 +92,7 @@ def plan_epic_mir(path: str, sentence_csv: str, relevancy: str, out: str) -> tup
     sentences = _read_csv(sentence_csv)
     column = "narration" if sentences and "narration" in sentences[0] else None
     captions = [(r[column] if column else list(r.values())[-1]) for r in sentences]
-    Path(out, CAPTIONS_FILE).write_text(json.dumps(captions, indent=0))
+    atomic_write_json(Path(out, CAPTIONS_FILE), captions, indent=0)
     if relevancy and not Path(relevancy).is_file():
         raise FileNotFoundError(f"relevancy pickle not found: {relevancy}")
     if relevancy:
@@ -116,7 +117,7 @@ def plan_charades_ego(path: str, classes_path: str, out: str) -> tuple[list, lis
     if not classes_path:
         raise ValueError("task charades_ego needs --classes (Charades_v1_classes.txt)")
     classes = read_charades_classes(classes_path)
-    Path(out, CLASSES_FILE).write_text(json.dumps(classes, indent=0))
+    atomic_write_json(Path(out, CLASSES_FILE), classes, indent=0)
     samples, failures = [], []
     for row in _read_csv(path):
         vid = (row.get("id") or "").strip()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from egovlpv2.data.egoclip import read_egoclip
 from egovlpv2.data.shard_plan import plan_egoclip, plan_in_order
-from egovlpv2.data.shard_writer import ShardJob, write_manifest, write_shards
+from egovlpv2.data.shard_writer import ShardJob, remove_partial_files, write_manifest, write_shards
 from egovlpv2.data.transcode import EncodeOptions
 
 TASKS = ("egoclip", "egomcq", "epic_mir", "charades_ego")
@@ -56,6 +56,7 @@ def make_shards(run: ShardRun) -> tuple[dict, bool]:
         raise FileNotFoundError(f"video root not found: {run.videos}")
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_partial_files(out)
     shards, plan_failures, planned, extra = _plan(run)
     prefix = run.task
     jobs = [ShardJob(f"{prefix}-{i:06d}", str(out), run.videos, run.chunk_seconds, run.encode, tuple(samples))

@@ -2,7 +2,9 @@
 
 A plan is a list of shards, each a list of SampleSpec. Every shard is written by one worker process to
 ``{name}.tar`` (via a temporary file) with a sidecar ``{name}.json`` holding its sample count, bytes
-and failures; a shard whose sidecar matches the plan is kept on a rerun. The manifest gathers them.
+and failures; a shard whose sidecar matches the plan is kept on a rerun, and a shard whose sidecar is
+missing or unreadable is written again. Any error while cutting one sample makes that sample a failure
+with a reason; it never ends the run. The manifest gathers them.
 """
 from __future__ import annotations
 
@@ -18,9 +20,11 @@ from pathlib import Path
 
 from egovlpv2.data.source_reader import SourceReader
 from egovlpv2.data.transcode import ClipError, EncodeOptions, cut_clip, video_segments
+from egovlpv2.fileio import atomic_write_json
 from egovlpv2.paths import path_inside
 
 MANIFEST = "manifest.json"
+PARTIAL_SUFFIX = ".tar.tmp"        # a shard being written; what a killed run leaves behind
 FORMAT_VERSION = 1
 
 
@@ -65,43 +69,74 @@ def _member_name(prefix: str, opts: EncodeOptions) -> str:
     return f"{prefix}.{ext}" if prefix else ext
 
 
+def _finished_record(tar_path: Path, side_path: Path, digest: str) -> dict | None:
+    """The sidecar of a finished shard of this plan; None (write it again) when missing, torn or stale."""
+    if not (tar_path.is_file() and side_path.is_file()):
+        return None
+    try:
+        record = json.loads(side_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) and record.get("plan_hash") == digest else None
+
+
+def _cut_sample(sample: SampleSpec, job: ShardJob, reader: SourceReader) -> tuple[dict, dict]:
+    members, timing = {}, {}
+    for prefix, clip in sample.clips.items():
+        segments = video_segments(job.video_root, clip.uid, clip.start, clip.end, job.chunk_s, clip.subdirs)
+        data, info = cut_clip(segments, clip.start, clip.end, job.opts, reader)
+        name = _member_name(prefix, job.opts)
+        members[name], timing[name] = data, info
+    return members, timing
+
+
 def write_shard(job: ShardJob) -> dict:
     """Write one shard (or keep it when already complete); returns its sidecar record."""
     out = Path(job.out_dir)
     tar_path, side_path = out / f"{job.name}.tar", out / f"{job.name}.json"
     digest = job.plan_hash()
-    if tar_path.is_file() and side_path.is_file():
-        record = json.loads(side_path.read_text())
-        if record.get("plan_hash") == digest:
-            return {**record, "kept": True}
+    record = _finished_record(tar_path, side_path, digest)
+    if record is not None:
+        return {**record, "kept": True}
     began = time.process_time()
     failures, count, source_s = [], 0, 0.0
-    tmp_path = out / f"{job.name}.tar.tmp"
+    tmp_path = out / f"{job.name}{PARTIAL_SUFFIX}"
     reader = SourceReader()
-    with reader, tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for sample in job.samples:
-            members, timing = {}, {}
-            try:
-                for prefix, clip in sample.clips.items():
-                    segments = video_segments(job.video_root, clip.uid, clip.start, clip.end, job.chunk_s, clip.subdirs)
-                    data, info = cut_clip(segments, clip.start, clip.end, job.opts, reader)
-                    name = _member_name(prefix, job.opts)
-                    members[name], timing[name] = data, info
-            except ClipError as exc:
-                failures.append({"id": sample.key, "reason": str(exc)})
-                continue
-            meta = {**sample.meta, "clips": timing}
-            _add_member(tar, f"{sample.key}.json", json.dumps(meta, sort_keys=True).encode())
-            for name, data in members.items():
-                _add_member(tar, f"{sample.key}.{name}", data)
-            count += 1
-            source_s += sum(info["source_s"] for info in timing.values())
-    os.replace(tmp_path, tar_path)
+    try:
+        with reader, tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
+            for sample in job.samples:
+                try:
+                    members, timing = _cut_sample(sample, job, reader)
+                except ClipError as exc:
+                    failures.append({"id": sample.key, "reason": str(exc)})
+                    continue
+                except Exception as exc:  # an encoder or library error is this sample's, not the run's
+                    reader.close()
+                    failures.append({"id": sample.key, "reason": f"{type(exc).__name__}: {exc}"})
+                    continue
+                meta = {**sample.meta, "clips": timing}
+                _add_member(tar, f"{sample.key}.json", json.dumps(meta, sort_keys=True).encode())
+                for name, data in members.items():
+                    _add_member(tar, f"{sample.key}.{name}", data)
+                count += 1
+                source_s += sum(info["source_s"] for info in timing.values())
+        os.replace(tmp_path, tar_path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
     record = {"name": f"{job.name}.tar", "samples": count, "bytes": tar_path.stat().st_size,
               "failures": failures, "plan_hash": digest, "source_s": round(source_s, 3),
               "cpu_s": round(time.process_time() - began, 3)}
-    side_path.write_text(json.dumps(record, indent=1))
+    atomic_write_json(side_path, record, indent=1)
     return {**record, "kept": False}
+
+
+def remove_partial_files(out_dir: str | Path) -> list[Path]:
+    """Delete what an interrupted run left half-written in ``out_dir``; returns the removed files."""
+    out = Path(out_dir)
+    leftovers = list(out.glob(f"*{PARTIAL_SUFFIX}")) + list(out.glob(".*.tmp"))  # .tmp: an atomic write's
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
 
 
 def write_shards(jobs: list[ShardJob], workers: int, progress: bool = True) -> list[dict]:
@@ -145,7 +180,7 @@ def write_manifest(out_dir: str | Path, task: str, records: list[dict], plan_fai
         "source_s_per_cpu_s": round(source_s / cpu_s, 3) if cpu_s > 0 else None,
         **(extra or {}),
     }
-    Path(out_dir, MANIFEST).write_text(json.dumps(manifest, indent=1))
+    atomic_write_json(Path(out_dir, MANIFEST), manifest, indent=1)
     return manifest
 
 

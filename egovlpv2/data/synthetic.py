@@ -8,7 +8,6 @@ held-out videos, and a byte-level BPE tokenizer trained on the narrations.
 """
 from __future__ import annotations
 
-import json
 import math
 import random
 import uuid
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from egovlpv2.data.egoclip import write_egoclip
+from egovlpv2.fileio import atomic_write_json
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
 
 # (narration verb, motion); the tag index is the position.
@@ -203,7 +203,7 @@ def make_synthetic(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec(), p
         row["clip_idx"] = i
     write_egoclip(out / "egoclip.csv", rows)
     mcq = _egomcq(held_out, spec.mcq_questions, rng) if len(held_out) >= 5 else {}
-    (out / "egomcq.json").write_text(json.dumps(mcq, indent=1))
+    atomic_write_json(out / "egomcq.json", mcq, indent=1)
     texts = [r["clip_text"] for r in rows] + [narration(c["verb"], c["noun"]) for v in held_out for c in v.clips]
     build_bpe_tokenizer(texts, out / "tokenizer", spec.vocab_size)
     return {"clips": len(rows), "videos": len(train), "mcq_questions": len(mcq), "out": str(out)}

@@ -178,6 +178,8 @@ def cut_clip(segments: list[Segment], start: float, end: float | None, opts: Enc
     frames, rate = _select_fps(frames, rate, opts.fps_cap)
     first = frames[0][1]
     width, height = _output_size(first.width, first.height, opts.short_side)
+    if width < 2 or height < 2:  # yuv420p needs even sides of at least 2; x264 rejects anything smaller
+        raise ClipError(f"video too small to encode: {first.width}x{first.height} pixels")
     images = [f.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
               for _, f in frames]
     info = {"fps": float(rate), "t0": round(frames[0][0], 6), "num_frames": len(images),

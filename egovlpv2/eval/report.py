@@ -5,6 +5,8 @@ import json
 import math
 from pathlib import Path
 
+from egovlpv2.fileio import atomic_write_text
+
 # EgoVLPv2 (ICCV 2023), DESIGN §5: {task: {metric path: {setting: value}}}.
 PAPER = {
     "egomcq": {
@@ -58,7 +60,7 @@ def write_report(task: str, results: dict, out_json: str | Path, info: dict | No
     out_json = Path(out_json)
     out_json.parent.mkdir(parents=True, exist_ok=True)
     payload = {"task": task, "results": results, "paper": PAPER.get(task, {}), **(info or {})}
-    out_json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(out_json, json.dumps(payload, indent=2, allow_nan=True) + "\n")
     header = f"# {task}\n\n" + "".join(f"- {k}: `{v}`\n" for k, v in (info or {}).items())
-    out_json.with_suffix(".md").write_text(f"{header}\n{table}\n")
+    atomic_write_text(out_json.with_suffix(".md"), f"{header}\n{table}\n")
     return table

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 import numpy as np
 import torch
 
+from egovlpv2.fileio import atomic_write_json
 from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed
 from egovlpv2.train.monitor import Monitor
 
@@ -122,7 +123,7 @@ def _record_eval(path: Path, step: int, metrics: dict[str, float]) -> None:
         return
     history = json.loads(path.read_text()) if path.is_file() else {}
     history[str(step)] = metrics
-    path.write_text(json.dumps(history, indent=1))
+    atomic_write_json(path, history, indent=1)
 
 
 class _Batches:
