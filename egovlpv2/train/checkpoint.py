@@ -59,9 +59,12 @@ def stop_agreed(device: torch.device) -> bool:
 
 
 def rng_state() -> dict:
+    """Every RNG's state as tensors, ints, floats, strings, tuples and lists only, so that the rank file
+    loads with ``torch.load(weights_only=True)`` (numpy's key array becomes a list of ints)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -71,7 +74,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -140,7 +144,8 @@ class CheckpointManager:
         path, _ = self.engine.load_checkpoint(str(self.directory), tag=tag)
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint in {tag_dir}")
-        rank_state = torch.load(tag_dir / f"rank_{self.rank:05d}.pt", weights_only=False)
+        # Our own file holds data only: weights_only refuses a rank file that would run code on load.
+        rank_state = torch.load(tag_dir / f"rank_{self.rank:05d}.pt", weights_only=True)
         set_rng_state(rank_state.pop("rng"))
         log.info("resumed from %s (step %d)", tag_dir, trainer_state["step"])
         return trainer_state, rank_state

@@ -8,6 +8,7 @@ import tarfile
 
 import numpy as np
 import pytest
+import torch
 
 from egovlpv2.data.egoclip import write_egoclip
 from egovlpv2.data.shard_tasks import ShardRun, make_shards
@@ -17,6 +18,7 @@ from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.eval.features import plan_jobs
 from egovlpv2.eval.shards import index_shards
 from tests.data.data_helpers import egoclip_row, write_numbered_video
+from tests.train.conftest import REPO, torchrun
 
 
 class _Payload:
@@ -112,3 +114,18 @@ def test_manifest_shard_names_outside_the_shard_directory_are_refused(tmp_path):
     (shards / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="unsafe id"):
         index_shards(shards, "epic_mir")
+
+
+@pytest.mark.slow
+def test_rank_files_hold_data_only_and_a_hostile_one_runs_nothing(tmp_path):
+    worker, zero2 = REPO / "tests" / "train" / "toy_worker.py", REPO / "ds_configs" / "zero2.json"
+    run = tmp_path / "run"
+    torchrun(worker, [zero2, run, 3], nproc=1)
+    rank_file = run / "checkpoints" / "step00000003" / "rank_00000.pt"
+    state = torch.load(rank_file, weights_only=True)  # RNG states and the loader position, as plain data
+    assert {"rng", "loader"} <= set(state)
+    marker = tmp_path / "pwned"
+    torch.save({"rng": _Payload(marker), "loader": state["loader"]}, rank_file)
+    proc = torchrun(worker, [zero2, run, 6], nproc=1, expect_failure=True)
+    assert not marker.exists()
+    assert "weights_only" in proc.stderr + proc.stdout
