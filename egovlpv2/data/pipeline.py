@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from egovlpv2.data.config import DataConfig
+from egovlpv2.data.sample_schema import check_clips, check_pretrain_meta
 from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.shard_writer import read_manifest
 from egovlpv2.data.stream import (EPOCH_END, pair_window, parse_meta, read_tar, shard_epoch, shuffle_buffer,
@@ -57,7 +58,7 @@ def frames_member(sample: dict, meta: dict, prefix: str = "") -> tuple[str, byte
     for kind in ("mp4", "jpgs"):
         name = f"{prefix}.{kind}" if prefix else kind
         if name in sample:
-            return kind, sample[name], int(meta.get("clips", {}).get(name, {}).get("num_frames", 0))
+            return kind, sample[name], check_clips(meta).get(name, {}).get("num_frames", 0)
     raise SampleError("missing_video", f"no {prefix + '.' if prefix else ''}mp4 or jpgs member")
 
 
@@ -117,11 +118,7 @@ class PretrainStream(IterableDataset):
 
     def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random) -> torch.Tensor:
         cfg = self.cfg
-        if any(not 0 <= v < cfg.num_verbs for v in meta.get("verb", [])) or \
-                any(not 0 <= n < cfg.num_nouns for n in meta.get("noun", [])):
-            raise SampleError("tag_out_of_range")
-        if not str(meta.get("text", "")).strip():
-            raise SampleError("empty_text")
+        check_pretrain_meta(meta, cfg.num_verbs, cfg.num_nouns)
         kind, data, count = frames_member(sample, meta)
         frames = decoder(kind, data, lambda n: segment_indices(n, cfg.num_frames, True, rng), count)
         return train_transform(frames, cfg.img_size, tuple(cfg.crop_scale), cfg.hflip, rng)

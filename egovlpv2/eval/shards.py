@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from egovlpv2.data.pipeline import frames_member
+from egovlpv2.data.sample_schema import check_clips
 from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.shard_writer import read_manifest
 from egovlpv2.data.stream import parse_meta
@@ -85,7 +86,7 @@ class ClipDecoder:
     def __call__(self, meta: dict, sample: dict, prefix: str = "", rng: random.Random | None = None) -> torch.Tensor:
         if prefix:
             sample = {k[len(prefix) + 1:]: v for k, v in sample.items() if k.startswith(prefix + ".")}
-            meta = {"id": meta.get("id"), "clips": {k[len(prefix) + 1:]: v for k, v in meta.get("clips", {}).items()
+            meta = {"id": meta.get("id"), "clips": {k[len(prefix) + 1:]: v for k, v in check_clips(meta).items()
                               if k.startswith(prefix + ".")}}
         kind, data, count = frames_member(sample, meta)
         choose = (lambda n: segment_indices(n, self.num_frames, True, rng)) if self.train else (

@@ -1,10 +1,17 @@
 """Bad data from the fleet: a row that cannot be encoded, a sample whose metadata is mistyped."""
+import io
+import json
+import tarfile
+
 import av
 import numpy as np
 
 from egovlpv2.data import shard_writer
+from egovlpv2.data.config import DataConfig
 from egovlpv2.data.egoclip import write_egoclip
 from egovlpv2.data.shard_tasks import ShardRun, make_shards
+from egovlpv2.data.pipeline import build_pretrain_loader
+from egovlpv2.data.tokenizer import build_bpe_tokenizer
 from egovlpv2.data.transcode import EncodeOptions
 from tests.data.data_helpers import egoclip_row, write_numbered_video
 
@@ -58,3 +65,43 @@ def test_any_error_while_cutting_a_row_fails_that_row_only(tmp_path, monkeypatch
     manifest, ok = _make(tmp_path)
     assert ok and manifest["total_samples"] == 2
     assert manifest["failures"] == [{"id": "odd_2", "reason": "RuntimeError: encoder exploded"}]
+
+
+MISTYPED = {  # sample index -> how its JSON is broken
+    1: lambda m: {**m, "verb": "3"},
+    3: lambda m: {**m, "clips": []},
+    5: lambda m: {k: v for k, v in m.items() if k != "id"},
+    7: lambda m: {**m, "verb": [1.5]},
+    9: lambda m: {**m, "text": [m["text"]]},
+}
+
+
+def test_mistyped_sample_metadata_is_skipped_and_counted_never_crashes(tmp_path):
+    (tmp_path / "v").mkdir()
+    write_numbered_video(tmp_path / "v" / "a.mp4", 70, 10.0)
+    rows = [egoclip_row(i, "a", 0.5 * i, 0.5 * i + 0.5, dur=7.0) for i in range(12)]
+    write_egoclip(tmp_path / "e.csv", rows)
+    manifest, ok = _make(tmp_path)
+    assert ok and manifest["total_samples"] == 12
+    (shard,) = (tmp_path / "s").glob("*.tar")
+    with tarfile.open(shard) as tar:
+        members = [(info.name, tar.extractfile(info).read()) for info in tar.getmembers()]
+    keys = sorted({name.partition(".")[0] for name, _ in members}, key=lambda k: int(k.rsplit("_", 1)[1]))
+    broken = {keys[i]: change for i, change in MISTYPED.items()}
+    with tarfile.open(shard, "w") as tar:
+        for name, data in members:
+            key, _, suffix = name.partition(".")
+            if suffix == "json" and key in broken:
+                data = json.dumps(broken[key](json.loads(data))).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    build_bpe_tokenizer([r["clip_text"] for r in rows], tmp_path / "tok", vocab_size=300)
+    cfg = DataConfig(shards=str(tmp_path / "s"), tokenizer=str(tmp_path / "tok"), num_frames=2, img_size=32,
+                     batch_size=2, num_workers=0, shuffle_buffer=4)
+    loader = build_pretrain_loader(cfg, 0, 1, epoch=0)
+    batches = list(loader)
+    assert len(batches) == len(loader)
+    used = {sid for batch in batches for sid in batch["sample_id"]}
+    assert used and not used & set(broken)
+    assert loader.skip_counts().get("bad_meta", 0) >= len(broken)
