@@ -3,7 +3,9 @@ import io
 import json
 import os
 import pickle
+import stat
 import struct
+import subprocess
 import tarfile
 
 import numpy as np
@@ -129,3 +131,33 @@ def test_rank_files_hold_data_only_and_a_hostile_one_runs_nothing(tmp_path):
     proc = torchrun(worker, [zero2, run, 6], nproc=1, expect_failure=True)
     assert not marker.exists()
     assert "weights_only" in proc.stderr + proc.stdout
+
+
+def _ensure_state_dir(path):
+    return subprocess.run(["bash", str(REPO / "tests" / "slurm" / "cluster.sh"), "ensure-state-dir", str(path)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_cluster_state_dir_is_created_safely_and_planted_ones_are_refused(tmp_path):
+    fresh = tmp_path / "state"
+    assert _ensure_state_dir(fresh).returncode == 0
+    info = fresh.stat()
+    assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) == 0o755
+    assert _ensure_state_dir(fresh).returncode == 0  # an existing, vetted directory is reused
+
+    planted = {"symlink": tmp_path / "link", "writable": tmp_path / "writable"}
+    planted["symlink"].symlink_to(fresh)
+    planted["writable"].mkdir()
+    planted["writable"].chmod(0o777)
+    open_parent = tmp_path / "open"
+    open_parent.mkdir()
+    open_parent.chmod(0o777)
+    planted["open parent"] = open_parent / "state"
+    if os.getuid() == 0:
+        planted["other user"] = tmp_path / "other"
+        planted["other user"].mkdir()
+        os.chown(planted["other user"], 65534, 65534)
+    for what, path in planted.items():
+        proc = _ensure_state_dir(path)
+        assert proc.returncode != 0 and "refusing" in proc.stderr, (what, proc.stderr)
+    assert not (open_parent / "state").exists()

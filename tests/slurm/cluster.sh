@@ -5,10 +5,15 @@
 #   bash tests/slurm/cluster.sh start   # install Debian slurm-wlm/munge/slurmdbd/mariadb if missing, start
 #   bash tests/slurm/cluster.sh stop    # cancel jobs, stop every daemon this script started
 #   bash tests/slurm/cluster.sh status
+#   bash tests/slurm/cluster.sh ensure-state-dir DIR   # create or vet a state directory, nothing else
 #
 # Runs as root. Configuration goes to /etc/slurm (where every SLURM command looks for it); state, logs,
 # spool and the database live under $EGOVLPV2_SLURM_STATE (default /var/tmp/egovlpv2-slurm).
 # `start` is idempotent: daemons already running are left alone.
+# The state directory is in a world-writable place under a predictable name, and root runs daemons and
+# `kill` from what it holds: it is used only if it is a real directory owned by the user running this
+# script that no one else may write to (created with `mkdir` without -p when missing); anything else,
+# a symlink or a directory another user made first, is refused.
 set -euo pipefail
 
 STATE=${EGOVLPV2_SLURM_STATE:-/var/tmp/egovlpv2-slurm}
@@ -27,6 +32,33 @@ DBD_CONF=/etc/slurm/slurmdbd.conf
 
 log() { echo "[cluster.sh] $*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+check_state_parent() {  # check_state_parent DIR: others may not swap DIR for their own inside its parent
+  local parent mode
+  parent=$(realpath -- "$(dirname -- "$1")") || die "the parent of $1 does not exist"
+  mode=$(stat -c %a -- "$parent")
+  # A parent that others may write to must be sticky (like /tmp), or they could rename DIR away.
+  (( (8#$mode & 8#022) == 0 || (8#$mode & 8#1000) != 0 )) || die "$parent is writable by others without the sticky bit; refusing to keep cluster state in it"
+}
+
+check_state_dir() {  # check_state_dir DIR: refuse a DIR that someone else could have planted or can change
+  local dir=$1 owner mode
+  check_state_parent "$dir"
+  [[ -L $dir ]] && die "$dir is a symlink; refusing to keep cluster state there"
+  [[ -d $dir ]] || die "$dir is not a directory; refusing to keep cluster state there"
+  owner=$(stat -c %u -- "$dir") mode=$(stat -c %a -- "$dir")
+  [[ $owner == "$(id -u)" ]] || die "$dir is owned by uid $owner, not $(id -u); refusing to use another user's directory"
+  (( (8#$mode & 8#022) == 0 )) || die "$dir is writable by group or others (mode $mode); refusing to use it"
+}
+
+ensure_state_dir() {  # ensure_state_dir DIR: create DIR (mode 755) when missing, then vet it
+  local dir=$1
+  check_state_parent "$dir"
+  if [[ ! -e $dir && ! -L $dir ]]; then
+    mkdir -m 755 -- "$dir" || die "cannot create $dir (its parent must exist; it must not appear meanwhile)"
+  fi
+  check_state_dir "$dir"
+}
 
 alive() {  # alive PIDFILE: the process named in the pid file is running
   [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
@@ -66,6 +98,7 @@ write_configs() {
   if [[ -e $CONF ]] && ! grep -qF "$MARKER" "$CONF"; then
     die "$CONF exists and was not written by this script; refusing to overwrite a real cluster's config"
   fi
+  ensure_state_dir "$STATE"
   mkdir -p /etc/slurm "$STATE"/{log,ctld,mysql}
   local i nodes_conf=""
   for i in "${!NODES[@]}"; do
@@ -192,6 +225,8 @@ stop_pidfile() {  # stop_pidfile PIDFILE NAME: TERM, then KILL after 15 s
 }
 
 stop() {
+  [[ -e $STATE || -L $STATE ]] || { log "nothing to stop: no $STATE"; return 0; }
+  check_state_dir "$STATE"  # its pid files name what gets killed
   if [[ -e $CONF ]] && grep -qF "$MARKER" "$CONF" && alive "$STATE/slurmctld.pid"; then
     scancel --full --quiet --signal=KILL --state=RUNNING "--user=$(id -un)" 2>/dev/null || true
     scancel --quiet "--user=$(id -un)" 2>/dev/null || true
@@ -209,6 +244,7 @@ stop() {
 
 status() {
   local name
+  [[ -e $STATE || -L $STATE ]] && check_state_dir "$STATE"
   for name in slurmctld slurmdbd mysqld munged "${NODES[@]/#/slurmd-}"; do
     if alive "$STATE/$name.pid"; then echo "$name: running"; else echo "$name: stopped"; fi
   done
@@ -219,5 +255,6 @@ case ${1:-} in
   start) start ;;
   stop) stop ;;
   status) status ;;
-  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+  ensure-state-dir) [[ $# == 2 ]] || { echo "usage: $0 ensure-state-dir DIR" >&2; exit 2; }; ensure_state_dir "$2" ;;
+  *) echo "usage: $0 start|stop|status|ensure-state-dir DIR" >&2; exit 2 ;;
 esac
