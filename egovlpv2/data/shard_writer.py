@@ -80,16 +80,6 @@ def _finished_record(tar_path: Path, side_path: Path, digest: str) -> dict | Non
     return record if isinstance(record, dict) and record.get("plan_hash") == digest else None
 
 
-def _cut_sample(sample: SampleSpec, job: ShardJob, reader: SourceReader) -> tuple[dict, dict]:
-    members, timing = {}, {}
-    for prefix, clip in sample.clips.items():
-        segments = video_segments(job.video_root, clip.uid, clip.start, clip.end, job.chunk_s, clip.subdirs)
-        data, info = cut_clip(segments, clip.start, clip.end, job.opts, reader)
-        name = _member_name(prefix, job.opts)
-        members[name], timing[name] = data, info
-    return members, timing
-
-
 def write_shard(job: ShardJob) -> dict:
     """Write one shard (or keep it when already complete); returns its sidecar record."""
     out = Path(job.out_dir)
@@ -102,27 +92,29 @@ def write_shard(job: ShardJob) -> dict:
     failures, count, source_s = [], 0, 0.0
     tmp_path = out / f"{job.name}{PARTIAL_SUFFIX}"
     reader = SourceReader()
-    try:
-        with reader, tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
-            for sample in job.samples:
-                try:
-                    members, timing = _cut_sample(sample, job, reader)
-                except ClipError as exc:
-                    failures.append({"id": sample.key, "reason": str(exc)})
-                    continue
-                except Exception as exc:  # an encoder or library error is this sample's, not the run's
-                    reader.close()
-                    failures.append({"id": sample.key, "reason": f"{type(exc).__name__}: {exc}"})
-                    continue
-                meta = {**sample.meta, "clips": timing}
-                _add_member(tar, f"{sample.key}.json", json.dumps(meta, sort_keys=True).encode())
-                for name, data in members.items():
-                    _add_member(tar, f"{sample.key}.{name}", data)
-                count += 1
-                source_s += sum(info["source_s"] for info in timing.values())
-        os.replace(tmp_path, tar_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with reader, tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for sample in job.samples:
+            members, timing = {}, {}
+            try:
+                for prefix, clip in sample.clips.items():
+                    segments = video_segments(job.video_root, clip.uid, clip.start, clip.end, job.chunk_s, clip.subdirs)
+                    data, info = cut_clip(segments, clip.start, clip.end, job.opts, reader)
+                    name = _member_name(prefix, job.opts)
+                    members[name], timing[name] = data, info
+            except ClipError as exc:
+                failures.append({"id": sample.key, "reason": str(exc)})
+                continue
+            except Exception as exc:  # an encoder or library error is this sample's, not the run's
+                reader.close()
+                failures.append({"id": sample.key, "reason": f"{type(exc).__name__}: {exc}"})
+                continue
+            meta = {**sample.meta, "clips": timing}
+            _add_member(tar, f"{sample.key}.json", json.dumps(meta, sort_keys=True).encode())
+            for name, data in members.items():
+                _add_member(tar, f"{sample.key}.{name}", data)
+            count += 1
+            source_s += sum(info["source_s"] for info in timing.values())
+    os.replace(tmp_path, tar_path)
     record = {"name": f"{job.name}.tar", "samples": count, "bytes": tar_path.stat().st_size,
               "failures": failures, "plan_hash": digest, "source_s": round(source_s, 3),
               "cpu_s": round(time.process_time() - began, 3)}
