@@ -120,7 +120,7 @@ def test_manifest_shard_names_outside_the_shard_directory_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_rank_files_hold_data_only_and_a_hostile_one_runs_nothing(tmp_path):
-    worker, zero2 = REPO / "tests" / "train" / "toy_worker.py", REPO / "ds_configs" / "zero2.json"
+    worker, zero2 = REPO / "tests" / "train" / "toy_worker.py", "zero2"  # the shipped DeepSpeed config
     run = tmp_path / "run"
     torchrun(worker, [zero2, run, 3], nproc=1)
     rank_file = run / "checkpoints" / "step00000003" / "rank_00000.pt"
