@@ -4,6 +4,9 @@ query, plus query token features) features, one file per clip; see egovlpv2/eval
     python launch/extract_features.py --task egomq --checkpoint EgoVLPv2.pth --videos clips/ --out feats/mq
     torchrun --nproc_per_node 8 launch/extract_features.py --task egonlq --checkpoint EgoVLPv2.pth \
         --videos ego4d/v1/full_scale --annotations nlq_val.json --tokenizer roberta-base/ --out feats/nlq
+
+Clip i goes to rank i % world_size. Clips whose features exist are skipped, so rerunning the same command
+continues an interrupted run. On a cluster: `launch/submit.py --entry features` (requeued on time limits).
 """
 import sys
 from pathlib import Path
@@ -13,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 
 from egovlpv2.eval.checkpoints import load_eval_model  # noqa: E402
-from egovlpv2.eval.features import DEFAULT_FRAMES, TASKS, extract, plan_jobs  # noqa: E402
+from egovlpv2.eval.features import DEFAULT_FRAMES, TASKS, ExtractionResult, clips_left, extract, plan_jobs  # noqa: E402
 from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
 from egovlpv2.eval.runtime import AMP_DTYPES, current_context  # noqa: E402
 from egovlpv2.model.config import resolve_model_config  # noqa: E402
@@ -36,9 +39,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
+# A rank that finished its share waits for the slowest one at the final count, for up to this long.
+SHARE_WAIT_S = 24 * 3600
+
+
+def main(argv=None, should_stop=None) -> ExtractionResult:
+    """`should_stop()`, asked before each clip, ends the run early (the result's `stopped` is then set)."""
     args = parse_args(argv)
-    env = init_distributed()
+    env = init_distributed(timeout_s=SHARE_WAIT_S)
     ctx = current_context(select_device(env), AMP_DTYPES[args.precision])
     frames = args.frames_per_window or DEFAULT_FRAMES[args.task]
     model, recipe = load_eval_model(args.checkpoint, args.model, frames, ctx.device)
@@ -52,9 +60,11 @@ def main(argv=None):
     jobs = plan_jobs(args.task, args.videos, args.annotations)
     written = extract(args.task, model, jobs, args.out, ctx, tokenizer=tokenizer, frames_per_window=frames,
                       windows_per_second=args.windows_per_second, img_size=resolve_model_config(recipe).video.img_size,
-                      batch_size=args.batch_size, text_max_len=args.text_max_len)
-    print(f"rank {ctx.rank}: wrote {len(written)} of {len(jobs)} clips to {args.out}")
-    return written
+                      batch_size=args.batch_size, text_max_len=args.text_max_len, should_stop=should_stop)
+    result = ExtractionResult(written=written, clips=len(jobs), left=clips_left(jobs, args.out, ctx))
+    print(f"rank {ctx.rank}: wrote {len(written)} of {len(jobs)} clips to {args.out}"
+          + (f"; stopped with {result.left} clips left, run again to continue" if result.stopped else ""))
+    return result
 
 
 if __name__ == "__main__":
