@@ -1,11 +1,15 @@
-"""Submit pre-training, evaluation or a cluster check to SLURM (or run it locally) through submitit.
+"""Submit pre-training, fine-tuning, feature extraction, evaluation or a cluster check to SLURM (or run it
+locally) through submitit.
 
   python launch/submit.py --nodes 8 --partition gpu --time 24:00:00 --config egoclip train.max_steps=75000
   python launch/submit.py --nodes 8 --dry-run --config egoclip          # print sbatch script + config
   python launch/submit.py --entry check --nodes 2 --output-dir runs/check
+  python launch/submit.py --entry finetune --task epic_mir --time 12:00:00 init_checkpoint=... train.output_dir=...
+  python launch/submit.py --entry features --nodes 2 --task egomq --checkpoint EgoVLPv2.pth --videos clips/ --out feats/mq
 
 Arguments not listed here go to the entry point unchanged (for pre-training: those of launch/pretrain.py).
-A requeued job (time limit, preemption) resumes from its run directory's ``latest`` checkpoint.
+A requeued job (time limit, preemption) resumes from its run directory's ``latest`` checkpoint; a
+feature-extraction job skips the clips that have their features.
 """
 import sys
 from pathlib import Path
