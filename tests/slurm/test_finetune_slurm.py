@@ -7,13 +7,13 @@ resumes its position exactly, so the losses match whatever step the signal lands
 """
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.slurm.slurm_helpers import job_id_of, logs_of, run_submit, wait_for_job
+from tests.slurm.slurm_helpers import (
+    job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -51,49 +51,16 @@ def _submit(data: dict, run_dir: Path) -> str:
     return job_id_of(printed)
 
 
-def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    events = acc.Scalars(tag)
-    assert len({e.step for e in events}) == len(events), f"{tag}: a step logged twice"
-    return {event.step: event.value for event in events}
-
-
-def _result(run_dir: Path, job_id: str):
-    from submitit.core.utils import pickle_load
-
-    outcome, result = pickle_load(run_dir / "slurm" / job_id / f"{job_id}_0_result.pkl")
-    assert outcome == "success", result
-    return result
-
-
 @pytest.fixture(scope="module")
 def runs(slurm_cluster, epic_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm-finetune")
-    ref_dir, pre_dir = root / "reference", root / "preempted"
-    ref_id, pre_id = _submit(epic_data, ref_dir), _submit(epic_data, pre_dir)
-
-    latest = pre_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + 240
-    while not latest.is_file():
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", ref_id, pre_id], timeout=30)
-            pytest.fail(f"no checkpoint from job {pre_id} within 240 s\n{logs_of(pre_dir, pre_id)}")
-        time.sleep(0.5)
-    signalled_after = latest.read_text().strip()
-    subprocess.run(["scancel", "--signal=USR2", pre_id], check=True, timeout=30)
-
-    ref_state = wait_for_job(ref_id, ref_dir, timeout=300)
-    pre_state = wait_for_job(pre_id, pre_dir, timeout=300)
-    return {"ref": (ref_dir, ref_id, ref_state), "pre": (pre_dir, pre_id, pre_state), "signalled_after": signalled_after}
+    return reference_and_signalled(lambda run_dir: _submit(epic_data, run_dir), root)
 
 
 def test_signalled_finetune_requeues_resumes_and_matches_the_uninterrupted_run(runs):
     ref_dir, ref_id, ref_state = runs["ref"]
     assert ref_state == "COMPLETED", logs_of(ref_dir, ref_id)
-    reference = _result(ref_dir, ref_id)
+    reference = task_result(ref_dir, ref_id)
     assert reference.finished and [h["step"] for h in reference.history] == list(range(1, STEPS + 1))
 
     run_dir, job_id, state = runs["pre"]
@@ -102,14 +69,14 @@ def test_signalled_finetune_requeues_resumes_and_matches_the_uninterrupted_run(r
     assert f"Requeued job {job_id}" in logs, "the signal must requeue the job"
     assert logs.count("Starting with JobEnvironment(job_id=") == 4, "two attempts of two tasks each"
 
-    result = _result(run_dir, job_id)  # the second attempt's
+    result = task_result(run_dir, job_id)  # the second attempt's
     assert result.finished and not result.stopped and result.step == STEPS
     resumed_step = result.history[0]["step"] - 1
     assert runs["signalled_after"] <= f"step{resumed_step:08d}" < f"step{STEPS:08d}", "resumed mid-run"
     assert [h["step"] for h in result.history] == list(range(resumed_step + 1, STEPS + 1))
     assert result.history == reference.history[resumed_step:], "the resumed steps differ from the uninterrupted run"
     for tag in ("train/loss", "train/lr"):
-        assert _scalars(run_dir, tag) == _scalars(ref_dir, tag), f"{tag} differs from the uninterrupted run"
+        assert tensorboard_scalars(run_dir, tag) == tensorboard_scalars(ref_dir, tag), f"{tag} differs from the reference"
 
 
 def test_a_finished_finetune_is_not_submitted_again(runs, epic_data):
