@@ -50,7 +50,7 @@ def setup(tmp_path_factory):
 
 
 def test_egomq_features_have_documented_shapes(setup, tmp_path):
-    from launch.extract_features import main
+    from egovlpv2.cli.extract_features import main
 
     synth.run_isolated(main, ["--task", "egomq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]),
           "--out", str(tmp_path), "--model", "egovlpv2-tiny", "--batch-size", "4"])
@@ -65,7 +65,7 @@ def test_egomq_features_have_documented_shapes(setup, tmp_path):
 
 
 def test_egonlq_features_have_documented_shapes_and_depend_on_the_query(setup, tmp_path):
-    from launch.extract_features import main
+    from egovlpv2.cli.extract_features import main
 
     ann = {"videos": [{"video_uid": "fullvid", "clips": [
         {"clip_uid": "clipA", "video_start_sec": 0.0, "video_end_sec": 3.0,
@@ -92,17 +92,17 @@ def test_egonlq_features_have_documented_shapes_and_depend_on_the_query(setup, t
 def test_a_stopped_run_continues_without_rewriting_or_trusting_partial_writes(setup, tmp_path):
     import functools
 
-    from launch.extract_features import main
+    from egovlpv2.cli.extract_features import extract_features
 
     out = tmp_path / "out"
     argv = ["--task", "egomq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]), "--out", str(out),
             "--model", "egovlpv2-tiny", "--frames-per-window", "4", "--batch-size", "8"]
-    first = synth.run_isolated(functools.partial(main, should_stop=lambda: any(out.glob("*.pt"))), argv)
+    first = synth.run_isolated(functools.partial(extract_features, should_stop=lambda: any(out.glob("*.pt"))), argv)
     assert first.stopped and first.left == 1 and [p.name for p in first.written] == ["clipA.pt"]
     done = (out / "clipA.pt").stat()
     # a write killed mid-way leaves only a temporary file: the clip is not done, and the file goes
     (out / ".fullvid.pt.k1ll3d.tmp").write_bytes(b"torn")
-    second = synth.run_isolated(main, argv)
+    second = synth.run_isolated(extract_features, argv)
     assert not second.stopped and second.left == 0 and [p.name for p in second.written] == ["fullvid.pt"]
     assert (out / "clipA.pt").stat().st_ino == done.st_ino and (out / "clipA.pt").stat().st_mtime_ns == done.st_mtime_ns
     assert sorted(p.name for p in out.iterdir()) == ["clipA.json", "clipA.pt", "fullvid.json", "fullvid.pt"]

@@ -37,7 +37,7 @@ def epic_data(tmp_path_factory) -> dict:
 
 def _args(data: dict, run_dir: Path) -> list[str]:
     return [
-        "--task", "epic_mir", "--deepspeed", "ds_configs/zero2.json", "model=egovlpv2-tiny",
+        "--task", "epic_mir", "--deepspeed", "zero2", "model=egovlpv2-tiny",
         f"init_checkpoint={data['init']}", f"data.train_shards={data['shards']}", f"data.tokenizer={data['tokenizer']}",
         "data.num_frames=2", "data.img_size=64", "data.batch_size=3", "data.num_workers=0",
         f"train.max_steps={STEPS}", "train.grad_checkpointing=false", f"train.output_dir={run_dir}",

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from egovlpv2.launch.submission import ClusterSpec, time_to_minutes
+from egovlpv2.cluster.submission import ClusterSpec, time_to_minutes
 from tests.slurm.slurm_helpers import REPO, SUBMIT
 
 
@@ -43,7 +43,7 @@ def test_dry_run_prints_the_sbatch_script_and_config_of_an_eight_node_job(tmp_pa
         [sys.executable, str(SUBMIT), "--nodes", "8", "--gpus-per-node", "8",
          "--cpus-per-task", "12", "--mem", "0", "--partition", "gpu", "--account", "vlp", "--qos", "high",
          "--constraint", "h100", "--time", "2-00:00:00", "--job-name", "egovlpv2-base", "--output-dir", str(out_dir),
-         "--dry-run", "--config", "egoclip", "--deepspeed", "ds_configs/zero2.json", "data.batch_size=16"],
+         "--dry-run", "--config", "egoclip", "--deepspeed", "zero2", "data.batch_size=16"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert out.returncode == 0, out.stderr
@@ -80,7 +80,7 @@ def test_bad_recipe_fails_before_anything_is_queued(tmp_path):
 def submit_dry(capsys, monkeypatch):
     """launch/submit.py --dry-run in this process (the imports of a fresh one cost seconds); relative paths
     resolve in the checkout, as for the subprocess runs."""
-    from launch.submit import main
+    from egovlpv2.cli.submit import main
 
     monkeypatch.chdir(REPO)
 
@@ -99,7 +99,7 @@ def test_finetune_dry_run_resolves_the_recipe_and_rejects_a_bad_key(submit_dry, 
     config = yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])
     assert config["task"] == "charades_ego" and config["optim"]["lr"] == 1e-5
     assert config["train"]["output_dir"] == str(out_dir)
-    command = [line for line in out.stdout.splitlines() if line.startswith("# launch/finetune.py:main ")]
+    command = [line for line in out.stdout.splitlines() if line.startswith("# egovlpv2.cli.finetune:finetune ")]
     assert len(command) == 1 and command[0].split()[2:4] == ["--task", "charades_ego"]
     assert f"train.output_dir={out_dir}" in command[0] and "16 tasks" in out.stdout
     assert not out_dir.exists()

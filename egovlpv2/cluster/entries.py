@@ -1,4 +1,4 @@
-"""What ``launch/submit.py`` can run: each entry names the function every task calls and how its
+"""What ``egovlpv2-submit`` can run: each entry names the function every task calls and how its
 arguments give the run directory and the resolved config (printed by ``--dry-run``)."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Entry:
-    target: str  # "package.module:function" or "launch/script.py:function", called as function(argv)
+    target: str  # "package.module:function", called as function(argv)
     prepare: Callable[[list[str], "Path | None"], Prepared]
     help: str
     # Checks before submitting, against the run directory: a reason not to submit (the run is done),
@@ -35,9 +35,9 @@ def _prepare_plain(argv: list[str], output_dir: Path | None) -> Prepared:
 
 
 def _pretrain_parser() -> argparse.ArgumentParser:
-    """The arguments of launch/pretrain.py."""
-    p = argparse.ArgumentParser(prog="launch/submit.py [submit options]", add_help=False)
-    p.add_argument("--deepspeed", "--deepspeed_config", dest="ds_config", default="ds_configs/zero2.json")
+    """The arguments of egovlpv2-pretrain."""
+    p = argparse.ArgumentParser(prog="egovlpv2-submit [submit options]", add_help=False)
+    p.add_argument("--deepspeed", "--deepspeed_config", dest="ds_config", default="zero2")
     p.add_argument("--config", default="demo")
     p.add_argument("overrides", nargs="*")
     return p
@@ -50,6 +50,7 @@ def _prepare_recipe(args: argparse.Namespace, output_dir: Path | None, load: Cal
     import yaml
 
     from egovlpv2.config import to_dict
+    from egovlpv2.recipes import resolve_recipe
 
     overrides = list(args.overrides)
     if output_dir is not None:
@@ -59,12 +60,14 @@ def _prepare_recipe(args: argparse.Namespace, output_dir: Path | None, load: Cal
     if output_dir is None:
         overrides.append(f"train.output_dir={run_dir}")
         cfg = load(overrides)
-    if not Path(ds_config).is_file():
+    if not resolve_recipe("deepspeed", ds_config).is_file():
         raise FileNotFoundError(f"DeepSpeed config {ds_config} not found")
-    recipe = []
-    if args.config:  # a path (made absolute) or a shipped name
-        recipe = ["--config", str(Path(args.config).absolute()) if Path(args.config).suffix else args.config]
-    job_argv = [*leading, "--deepspeed", str(Path(ds_config).absolute()), *recipe, *overrides]
+
+    def pinned(name: str) -> str:  # a path (made absolute) or a shipped name
+        return str(Path(name).absolute()) if Path(name).suffix else name
+
+    recipe = ["--config", pinned(args.config)] if args.config else []
+    job_argv = [*leading, "--deepspeed", pinned(ds_config), *recipe, *overrides]
     return Prepared(argv=job_argv, output_dir=run_dir, resolved_config=yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -97,7 +100,7 @@ def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
 
 
 def pretrain(argv: list[str]):
-    """Every task of a pre-training job: launch/pretrain.py's arguments in, the loop's ``RunResult`` out
+    """Every task of a pre-training job: egovlpv2-pretrain's arguments in, the loop's ``RunResult`` out
     (its ``stopped`` tells the launcher to requeue)."""
     from egovlpv2.train.checkpoint import install_stop_handlers
     from egovlpv2.train.config import load_pretrain_config
@@ -105,17 +108,17 @@ def pretrain(argv: list[str]):
 
     args = _pretrain_parser().parse_args(argv)
     cfg = load_pretrain_config(args.config, args.overrides)
-    install_stop_handlers()  # SIGUSR1 / SIGTERM save at the next step, as under launch/pretrain.py
+    install_stop_handlers()  # SIGUSR1 / SIGTERM save at the next step, as under egovlpv2-pretrain
     return run_pretraining(cfg, args.ds_config)
 
 
 def _prepare_finetune(argv: list[str], output_dir: Path | None) -> Prepared:
-    """launch/finetune.py's arguments; the recipe resolved as for pre-training."""
+    """egovlpv2-finetune's arguments; the recipe resolved as for pre-training."""
+    from egovlpv2.cluster.job import resolve_entry
     from egovlpv2.config import ConfigError
-    from egovlpv2.eval.finetune.config import load_finetune_config
-    from egovlpv2.launch.job import resolve_entry
+    from egovlpv2.finetune.config import load_finetune_config
 
-    args = resolve_entry("launch/finetune.py:parse_args")(argv)
+    args = resolve_entry("egovlpv2.cli.finetune:parse_args")(argv)
 
     def load(overrides: list[str]):
         cfg = load_finetune_config(args.config or args.task, overrides)
@@ -127,11 +130,11 @@ def _prepare_finetune(argv: list[str], output_dir: Path | None) -> Prepared:
 
 
 def _features_plan(argv: list[str]):
-    """launch/extract_features.py's arguments, its clips, and how many of them have their features already."""
+    """egovlpv2-extract-features' arguments, its clips, and how many of them have their features already."""
+    from egovlpv2.cluster.job import resolve_entry
     from egovlpv2.eval.features import plan_jobs
-    from egovlpv2.launch.job import resolve_entry
 
-    args = resolve_entry("launch/extract_features.py:parse_args")(argv)
+    args = resolve_entry("egovlpv2.cli.extract_features:parse_args")(argv)
     if not Path(args.checkpoint).is_file():
         raise FileNotFoundError(f"--checkpoint {args.checkpoint} not found")
     if args.task == "egonlq" and not (args.tokenizer and Path(args.tokenizer).is_dir()):
@@ -164,23 +167,23 @@ def features(argv: list[str]):
     A stop request (the time limit's USR2, routed by the job) ends the task after its clip in progress;
     the result's ``stopped`` (clips left on any rank) tells the launcher to requeue.
     """
-    from egovlpv2.launch.job import log_to_stderr, resolve_entry
+    from egovlpv2.cluster.job import log_to_stderr, resolve_entry
     from egovlpv2.train.checkpoint import install_stop_handlers, stop_requested
 
     log_to_stderr(logging.getLogger("egovlpv2.eval.features"))  # one line per clip written, in the task's log
     install_stop_handlers()
-    return resolve_entry("launch/extract_features.py:main")(argv, should_stop=stop_requested)
+    return resolve_entry("egovlpv2.cli.extract_features:extract_features")(argv, should_stop=stop_requested)
 
 
 ENTRIES: dict[str, Entry] = {
-    "pretrain": Entry("egovlpv2.launch.entries:pretrain", _prepare_pretrain,
-                      "pre-training with launch/pretrain.py's arguments (requeued until done)", _pretrain_preflight),
-    "eval": Entry("launch/evaluate.py:main", _prepare_plain, "launch/evaluate.py on every task"),
-    "check": Entry("egovlpv2.launch.check:main", _prepare_plain, "all-reduce across every task, then exit"),
+    "pretrain": Entry("egovlpv2.cluster.entries:pretrain", _prepare_pretrain,
+                      "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight),
+    "eval": Entry("egovlpv2.cli.evaluate:evaluate", _prepare_plain, "egovlpv2-evaluate on every task"),
+    "check": Entry("egovlpv2.cluster.check:main", _prepare_plain, "all-reduce across every task, then exit"),
     # fine-tuning checkpoints have pre-training's layout (the same loop): the same checks apply
-    "finetune": Entry("launch/finetune.py:main", _prepare_finetune,
-                      "fine-tuning with launch/finetune.py's arguments (requeued until done)", _pretrain_preflight),
-    "features": Entry("egovlpv2.launch.entries:features", _prepare_features,
-                      "launch/extract_features.py's arguments, clips split over the tasks (requeued until done)",
+    "finetune": Entry("egovlpv2.cli.finetune:finetune", _prepare_finetune,
+                      "fine-tuning with egovlpv2-finetune's arguments (requeued until done)", _pretrain_preflight),
+    "features": Entry("egovlpv2.cluster.entries:features", _prepare_features,
+                      "egovlpv2-extract-features' arguments, clips split over the tasks (requeued until done)",
                       _features_preflight),
 }
