@@ -4,6 +4,9 @@ query, plus query token features) features, one file per clip; see egovlpv2/eval
     egovlpv2-extract-features --task egomq --checkpoint EgoVLPv2.pth --videos clips/ --out feats/mq
     torchrun --nproc_per_node 8 -m egovlpv2.cli.extract_features --task egonlq --checkpoint EgoVLPv2.pth \
         --videos ego4d/v1/full_scale --annotations nlq_val.json --tokenizer roberta-base/ --out feats/nlq
+
+Clip i goes to rank i % world_size. Clips whose features exist are skipped, so rerunning the same command
+continues an interrupted run. On a cluster: `egovlpv2-submit --entry features` (requeued on time limits).
 """
 import argparse
 import sys
@@ -11,7 +14,7 @@ import sys
 from egovlpv2.cli import run_cli
 from egovlpv2.dist.env import init_distributed, select_device
 from egovlpv2.eval.checkpoints import load_eval_model
-from egovlpv2.eval.features import DEFAULT_FRAMES, TASKS, extract, plan_jobs
+from egovlpv2.eval.features import DEFAULT_FRAMES, TASKS, ExtractionResult, clips_left, extract, plan_jobs
 from egovlpv2.eval.runtime import AMP_DTYPES, current_context
 from egovlpv2.model.config import resolve_model_config
 
@@ -33,10 +36,15 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def extract_features(argv=None) -> list:
-    """Extract as the command line says; returns this rank's written files."""
+# A rank that finished its share waits for the slowest one at the final count, for up to this long.
+SHARE_WAIT_S = 24 * 3600
+
+
+def extract_features(argv=None, should_stop=None) -> ExtractionResult:
+    """Extract as the command line says. `should_stop()`, asked before each clip, ends the run early (the
+    result's `stopped` is then set)."""
     args = parse_args(argv)
-    env = init_distributed()
+    env = init_distributed(timeout_s=SHARE_WAIT_S)
     ctx = current_context(select_device(env), AMP_DTYPES[args.precision])
     frames = args.frames_per_window or DEFAULT_FRAMES[args.task]
     model, recipe = load_eval_model(args.checkpoint, args.model, frames, ctx.device)
@@ -50,9 +58,11 @@ def extract_features(argv=None) -> list:
     jobs = plan_jobs(args.task, args.videos, args.annotations)
     written = extract(args.task, model, jobs, args.out, ctx, tokenizer=tokenizer, frames_per_window=frames,
                       windows_per_second=args.windows_per_second, img_size=resolve_model_config(recipe).video.img_size,
-                      batch_size=args.batch_size, text_max_len=args.text_max_len)
-    print(f"rank {ctx.rank}: wrote {len(written)} of {len(jobs)} clips to {args.out}")
-    return written
+                      batch_size=args.batch_size, text_max_len=args.text_max_len, should_stop=should_stop)
+    result = ExtractionResult(written=written, clips=len(jobs), left=clips_left(jobs, args.out, ctx))
+    print(f"rank {ctx.rank}: wrote {len(written)} of {len(jobs)} clips to {args.out}"
+          + (f"; stopped with {result.left} clips left, run again to continue" if result.stopped else ""))
+    return result
 
 
 def main(argv=None) -> int:

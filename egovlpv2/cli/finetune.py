@@ -5,6 +5,8 @@
         data.eval_shards=shards/epic_test data.tokenizer=roberta-base/ train.output_dir=runs/ft_epic
 Recipes: egovlpv2/recipes/finetune/<task>.yaml (the paper's hyperparameters); `key=value` overrides follow.
 (``egovlpv2-finetune`` and ``python launch/finetune.py`` are the same command.)
+Re-running the same command resumes from the run directory's latest checkpoint. SIGUSR1 or SIGTERM saves at
+the next step and exits. On a cluster: `egovlpv2-submit --entry finetune` (requeued on time limits).
 """
 import argparse
 import sys
@@ -27,13 +29,17 @@ def finetune(argv=None):
     args = parse_args(argv)
     from egovlpv2.finetune.config import load_finetune_config
     from egovlpv2.finetune.run import run_finetuning
+    from egovlpv2.train.checkpoint import install_stop_handlers
 
     cfg = load_finetune_config(args.config or args.task, args.overrides)
     if cfg.task != args.task:
         raise SystemExit(f"--task {args.task} but the recipe is for {cfg.task}")
+    install_stop_handlers()
     result = run_finetuning(cfg, args.deepspeed)
     for step, metrics in sorted(result.evaluations.items()):
         print(f"step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+    if result.stopped:
+        print(f"stopped at step {result.step} on request; run the same command to resume", file=sys.stderr)
     return result
 
 

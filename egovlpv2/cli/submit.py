@@ -1,12 +1,16 @@
-"""Submit pre-training, evaluation or a cluster check to SLURM (or run it locally) through submitit.
+"""Submit pre-training, fine-tuning, feature extraction, evaluation or a cluster check to SLURM (or run it
+locally) through submitit.
 
   egovlpv2-submit --nodes 8 --partition gpu --time 24:00:00 --config egoclip train.max_steps=75000
   egovlpv2-submit --nodes 8 --dry-run --config egoclip          # print sbatch script + config
   egovlpv2-submit --entry check --nodes 2 --output-dir runs/check
+  egovlpv2-submit --entry finetune --task epic_mir --time 12:00:00 init_checkpoint=... train.output_dir=...
+  egovlpv2-submit --entry features --nodes 2 --task egomq --checkpoint EgoVLPv2.pth --videos clips/ --out feats/mq
 
 Arguments not listed here go to the entry point unchanged (for pre-training: those of egovlpv2-pretrain).
 (``python -m egovlpv2.cli.submit`` and ``python launch/submit.py`` are the same command.)
-A requeued job (time limit, preemption) resumes from its run directory's ``latest`` checkpoint.
+A requeued job (time limit, preemption) resumes from its run directory's ``latest`` checkpoint; a
+feature-extraction job skips the clips that have their features.
 """
 import argparse
 import sys

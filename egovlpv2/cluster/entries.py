@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 
 @dataclass(frozen=True)
@@ -42,29 +43,40 @@ def _pretrain_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
-    """Resolve the recipe now (errors surface before queueing) and pin the run directory to an absolute path."""
-    from egovlpv2.config import to_dict
-    from egovlpv2.recipes import resolve_recipe
-    from egovlpv2.train.config import load_pretrain_config
-
+def _prepare_recipe(args: argparse.Namespace, output_dir: Path | None, load: Callable[[list[str]], Any],
+                    ds_config: str, leading: list[str]) -> Prepared:
+    """The DeepSpeed training entries: resolve the recipe now (errors surface before queueing) and pin the run
+    directory to an absolute path. ``load(overrides)`` gives the config; ``leading`` goes before the recipe."""
     import yaml
 
-    args = _pretrain_parser().parse_args(argv)
+    from egovlpv2.config import to_dict
+    from egovlpv2.recipes import resolve_recipe
+
     overrides = list(args.overrides)
     if output_dir is not None:
         overrides.append(f"train.output_dir={Path(output_dir).absolute()}")
-    cfg = load_pretrain_config(args.config, overrides)
+    cfg = load(overrides)
     run_dir = Path(cfg.train.output_dir).absolute()
     if output_dir is None:
         overrides.append(f"train.output_dir={run_dir}")
-        cfg = load_pretrain_config(args.config, overrides)
-    if not resolve_recipe("deepspeed", args.ds_config).is_file():
-        raise FileNotFoundError(f"DeepSpeed config {args.ds_config} not found")
-    recipe, ds_config = (str(Path(name).absolute()) if Path(name).suffix else name  # a path or a shipped name
-                         for name in (args.config, args.ds_config))
-    job_argv = ["--deepspeed", ds_config, "--config", recipe, *overrides]
+        cfg = load(overrides)
+    if not resolve_recipe("deepspeed", ds_config).is_file():
+        raise FileNotFoundError(f"DeepSpeed config {ds_config} not found")
+
+    def pinned(name: str) -> str:  # a path (made absolute) or a shipped name
+        return str(Path(name).absolute()) if Path(name).suffix else name
+
+    recipe = ["--config", pinned(args.config)] if args.config else []
+    job_argv = [*leading, "--deepspeed", pinned(ds_config), *recipe, *overrides]
     return Prepared(argv=job_argv, output_dir=run_dir, resolved_config=yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
+    from egovlpv2.train.config import load_pretrain_config
+
+    args = _pretrain_parser().parse_args(argv)
+    return _prepare_recipe(args, output_dir, lambda overrides: load_pretrain_config(args.config, overrides),
+                           args.ds_config, [])
 
 
 def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
@@ -100,9 +112,78 @@ def pretrain(argv: list[str]):
     return run_pretraining(cfg, args.ds_config)
 
 
+def _prepare_finetune(argv: list[str], output_dir: Path | None) -> Prepared:
+    """egovlpv2-finetune's arguments; the recipe resolved as for pre-training."""
+    from egovlpv2.cluster.job import resolve_entry
+    from egovlpv2.config import ConfigError
+    from egovlpv2.finetune.config import load_finetune_config
+
+    args = resolve_entry("egovlpv2.cli.finetune:parse_args")(argv)
+
+    def load(overrides: list[str]):
+        cfg = load_finetune_config(args.config or args.task, overrides)
+        if cfg.task != args.task:
+            raise ConfigError(f"--task {args.task} but the recipe is for {cfg.task}")
+        return cfg
+
+    return _prepare_recipe(args, output_dir, load, args.deepspeed, ["--task", args.task])
+
+
+def _features_plan(argv: list[str]):
+    """egovlpv2-extract-features' arguments, its clips, and how many of them have their features already."""
+    from egovlpv2.cluster.job import resolve_entry
+    from egovlpv2.eval.features import plan_jobs
+
+    args = resolve_entry("egovlpv2.cli.extract_features:parse_args")(argv)
+    if not Path(args.checkpoint).is_file():
+        raise FileNotFoundError(f"--checkpoint {args.checkpoint} not found")
+    if args.task == "egonlq" and not (args.tokenizer and Path(args.tokenizer).is_dir()):
+        raise FileNotFoundError(f"egonlq needs --tokenizer, a tokenizer directory (got {args.tokenizer!r})")
+    jobs = plan_jobs(args.task, args.videos, args.annotations)
+    done = sum((Path(args.out) / f"{job.clip_id}.pt").is_file() for job in jobs)
+    return args, jobs, done
+
+
+def _prepare_features(argv: list[str], output_dir: Path | None) -> Prepared:
+    """The clips are planned now (a missing video or annotation fails before queueing); the job's logs go to
+    --output-dir, by default the features directory (--out)."""
+    import yaml
+
+    args, jobs, done = _features_plan(argv)
+    summary = {**vars(args), "clips": len(jobs), "clips_done": done}
+    return Prepared(argv=list(argv), output_dir=Path(output_dir or args.out).absolute(),
+                    resolved_config=yaml.safe_dump(summary, sort_keys=False))
+
+
+def _features_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
+    """Every clip done: nothing to submit."""
+    _, jobs, done = _features_plan(prepared.argv)
+    return f"all {len(jobs)} clips already have features; nothing to submit" if done == len(jobs) else None
+
+
+def features(argv: list[str]):
+    """Every task of a feature-extraction job: clip i on rank i % world size, the finished ones skipped.
+
+    A stop request (the time limit's USR2, routed by the job) ends the task after its clip in progress;
+    the result's ``stopped`` (clips left on any rank) tells the launcher to requeue.
+    """
+    from egovlpv2.cluster.job import log_to_stderr, resolve_entry
+    from egovlpv2.train.checkpoint import install_stop_handlers, stop_requested
+
+    log_to_stderr(logging.getLogger("egovlpv2.eval.features"))  # one line per clip written, in the task's log
+    install_stop_handlers()
+    return resolve_entry("egovlpv2.cli.extract_features:extract_features")(argv, should_stop=stop_requested)
+
+
 ENTRIES: dict[str, Entry] = {
     "pretrain": Entry("egovlpv2.cluster.entries:pretrain", _prepare_pretrain,
                       "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight),
     "eval": Entry("egovlpv2.cli.evaluate:evaluate", _prepare_plain, "egovlpv2-evaluate on every task"),
     "check": Entry("egovlpv2.cluster.check:main", _prepare_plain, "all-reduce across every task, then exit"),
+    # fine-tuning checkpoints have pre-training's layout (the same loop): the same checks apply
+    "finetune": Entry("egovlpv2.cli.finetune:finetune", _prepare_finetune,
+                      "fine-tuning with egovlpv2-finetune's arguments (requeued until done)", _pretrain_preflight),
+    "features": Entry("egovlpv2.cluster.entries:features", _prepare_features,
+                      "egovlpv2-extract-features' arguments, clips split over the tasks (requeued until done)",
+                      _features_preflight),
 }

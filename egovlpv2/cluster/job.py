@@ -31,14 +31,14 @@ from typing import Any, Callable
 log = logging.getLogger(__name__)
 
 
-def _log_to_stderr() -> None:
-    """Launch messages go to the task's stderr log next to submitit's, whatever the entry configures."""
-    if not log.handlers:
+def log_to_stderr(logger: logging.Logger) -> None:
+    """``logger``'s messages go to the task's stderr log next to submitit's, whatever the entry configures."""
+    if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def resolve_entry(entry: str) -> Callable[[list[str]], Any]:
@@ -68,7 +68,7 @@ class LaunchedJob:
         from egovlpv2.dist.env import detect, export
         from egovlpv2.train.checkpoint import request_stop
 
-        _log_to_stderr()
+        log_to_stderr(log)  # launch messages
         job_env = submitit.JobEnvironment()
         env = detect()  # submitit's JobEnvironment -> RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
         export(env)  # every entry point's env:// rendezvous (and evaluation's LOCAL_RANK) reads the same

@@ -8,23 +8,29 @@ Layout, one pair of files per clip under the output directory:
 - `{clip}.json`: how the features were made: source video, time range, windows_per_second,
   frames_per_window, num_windows, window_starts_s (relative to the clip start), feature shapes.
 Window k covers [k / rate, (k + 1) / rate) seconds of the clip (see `video_windows`).
-Existing outputs are kept, so an interrupted run continues where it stopped.
+Existing outputs are kept, so an interrupted run continues where it stopped: a clip is done once its `.pt`
+exists, and that file appears whole (an atomic rename, after its `.json`), so a write cut short is redone.
+Clip i belongs to rank i % world_size: with the same world size a rerun never writes a clip twice.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
+import torch.distributed as dist
 
 from egovlpv2.eval.encode import batched, prepare_video, tokenize
 from egovlpv2.eval.runtime import EvalContext, my_share, progress, share_indices
 from egovlpv2.eval.video_windows import WindowSpec, count_windows, iter_windows, video_duration
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.paths import path_inside
+
+log = logging.getLogger(__name__)
 
 TASKS = ("egomq", "egonlq")
 DEFAULT_FRAMES = {"egomq": 16, "egonlq": 4}
@@ -129,10 +135,22 @@ def _save(out_dir: Path, job: ClipJob, features, meta: dict) -> None:
     atomic_write_bytes(pt_path, buffer.getvalue())  # the .pt appears last: its presence means the clip is done
 
 
+def _remove_partial_writes(out_dir: Path, clip_ids: set[str]) -> None:
+    """Temporary files of this rank's clips left by a killed write (``.{clip}.pt.XXXX.tmp``): the clip is redone."""
+    for stale in out_dir.glob(".*.tmp"):
+        target = stale.name[1:].rsplit(".", 2)[0]  # "{clip}.pt" or "{clip}.json"
+        if target.rpartition(".")[0] in clip_ids:
+            stale.unlink(missing_ok=True)
+
+
 def extract(task: str, model, jobs: Iterable[ClipJob], out_dir: str | Path, ctx: EvalContext, *,
             tokenizer=None, frames_per_window: int | None = None, windows_per_second: float = 1.875,
-            img_size: int = 224, batch_size: int = 16, text_max_len: int = 32) -> list[Path]:
-    """Write the features of this rank's share of `jobs`; returns the files written by this rank."""
+            img_size: int = 224, batch_size: int = 16, text_max_len: int = 32,
+            should_stop: Optional[Callable[[], bool]] = None) -> list[Path]:
+    """Write the features of this rank's share of `jobs`; returns the files written by this rank.
+
+    `should_stop` is asked before each clip: when it says so, the clip in progress was the last one.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown feature task {task!r}; one of {TASKS}")
     if task == "egonlq" and tokenizer is None:
@@ -143,9 +161,13 @@ def extract(task: str, model, jobs: Iterable[ClipJob], out_dir: str | Path, ctx:
     model.eval()
     written = []
     jobs = list(jobs)
+    _remove_partial_writes(out_dir, {job.clip_id for _, job in my_share(jobs, ctx)})
     for index, job in progress(my_share(jobs, ctx), ctx, f"{task} features", len(share_indices(len(jobs), ctx))):
         if index < 0 or _outputs(out_dir, job.clip_id)[0].is_file():
             continue
+        if should_stop is not None and should_stop():
+            log.info("stop requested: leaving before clip %s", job.clip_id)
+            break
         end = job.end if job.end is not None else video_duration(job.path)
         n = count_windows(spec, job.start, end)
         if task == "egomq":
@@ -160,4 +182,26 @@ def extract(task: str, model, jobs: Iterable[ClipJob], out_dir: str | Path, ctx:
                 "shapes": shapes}
         _save(out_dir, job, features, meta)
         written.append(_outputs(out_dir, job.clip_id)[0])
+        log.info("rank %d wrote clip %s (%d windows)", ctx.rank, job.clip_id, n)
     return written
+
+
+@dataclass
+class ExtractionResult:
+    written: list[Path]  # by this rank, in this run
+    clips: int  # in the whole plan
+    left: int  # clips of the whole plan still without features, agreed by every rank
+
+    @property
+    def stopped(self) -> bool:
+        """Left early on request (a time limit): rerunning the same command continues."""
+        return self.left > 0
+
+
+def clips_left(jobs: list[ClipJob], out_dir: str | Path, ctx: EvalContext) -> int:
+    """Clips of `jobs` without features, summed over every rank's share (a collective)."""
+    mine = sum(not (Path(out_dir) / f"{job.clip_id}.pt").is_file() for index, job in my_share(jobs, ctx) if index >= 0)
+    count = torch.tensor([mine], dtype=torch.long, device=ctx.device)
+    if ctx.world_size > 1:
+        dist.all_reduce(count)
+    return int(count.item())

@@ -86,3 +86,24 @@ def test_egonlq_features_have_documented_shapes_and_depend_on_the_query(setup, t
     meta = json.loads((tmp_path / "out" / "clipB.json").read_text())
     assert b["video"].shape == (1, math.ceil(2.0 * 1.875), 64)
     assert meta["source"].endswith("fullvid.mp4") and meta["start_s"] == 2.0 and meta["frames_per_window"] == 4
+
+
+@pytest.mark.slow
+def test_a_stopped_run_continues_without_rewriting_or_trusting_partial_writes(setup, tmp_path):
+    import functools
+
+    from egovlpv2.cli.extract_features import extract_features
+
+    out = tmp_path / "out"
+    argv = ["--task", "egomq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]), "--out", str(out),
+            "--model", "egovlpv2-tiny", "--frames-per-window", "4", "--batch-size", "8"]
+    first = synth.run_isolated(functools.partial(extract_features, should_stop=lambda: any(out.glob("*.pt"))), argv)
+    assert first.stopped and first.left == 1 and [p.name for p in first.written] == ["clipA.pt"]
+    done = (out / "clipA.pt").stat()
+    # a write killed mid-way leaves only a temporary file: the clip is not done, and the file goes
+    (out / ".fullvid.pt.k1ll3d.tmp").write_bytes(b"torn")
+    second = synth.run_isolated(extract_features, argv)
+    assert not second.stopped and second.left == 0 and [p.name for p in second.written] == ["fullvid.pt"]
+    assert (out / "clipA.pt").stat().st_ino == done.st_ino and (out / "clipA.pt").stat().st_mtime_ns == done.st_mtime_ns
+    assert sorted(p.name for p in out.iterdir()) == ["clipA.json", "clipA.pt", "fullvid.json", "fullvid.pt"]
+    assert torch.load(out / "fullvid.pt").shape == (math.ceil(6.0 * 1.875), 256)

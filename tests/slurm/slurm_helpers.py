@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -50,3 +51,44 @@ def wait_for_job(job_id: str, output_dir: Path, timeout: float = 300) -> str:
         time.sleep(1)
     subprocess.run(["scancel", job_id], timeout=30)
     pytest.fail(f"job {job_id} did not finish within {timeout}s (last state {state})\n{logs_of(output_dir, job_id)}")
+
+
+def reference_and_signalled(submit: Callable[[Path], str], root: Path) -> dict:
+    """Submit two identical runs with ``submit(run_dir) -> job id``: an uninterrupted reference, and one that
+    gets the time-limit signal (what SLURM does --signal-delay-s before the limit: USR2 to every task) once
+    its first checkpoint is on disk. Waits for both; returns (run_dir, job_id, state) of each and the tag
+    of the checkpoint the signal followed."""
+    ref_dir, pre_dir = root / "reference", root / "preempted"
+    ref_id, pre_id = submit(ref_dir), submit(pre_dir)
+    latest = pre_dir / "checkpoints" / "latest"
+    deadline = time.monotonic() + 240
+    while not latest.is_file():
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", ref_id, pre_id], timeout=30)
+            pytest.fail(f"no checkpoint from job {pre_id} within 240 s\n{logs_of(pre_dir, pre_id)}")
+        time.sleep(0.5)
+    signalled_after = latest.read_text().strip()
+    subprocess.run(["scancel", "--signal=USR2", pre_id], check=True, timeout=30)
+    ref_state = wait_for_job(ref_id, ref_dir, timeout=300)
+    pre_state = wait_for_job(pre_id, pre_dir, timeout=300)
+    return {"ref": (ref_dir, ref_id, ref_state), "pre": (pre_dir, pre_id, pre_state), "signalled_after": signalled_after}
+
+
+def task_result(run_dir: Path, job_id: str, task: int = 0):
+    """What the task's entry point returned in the job's last attempt (failing the test on an exception)."""
+    from submitit.core.utils import pickle_load
+
+    outcome, result = pickle_load(run_dir / "slurm" / job_id / f"{job_id}_{task}_result.pkl")
+    assert outcome == "success", result
+    return result
+
+
+def tensorboard_scalars(run_dir: Path, tag: str) -> dict[int, float]:
+    """step -> value of a TensorBoard scalar of the run, across attempts; a step logged twice fails."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    events = acc.Scalars(tag)
+    assert len({e.step for e in events}) == len(events), f"{tag}: a step logged twice"
+    return {event.step: event.value for event in events}

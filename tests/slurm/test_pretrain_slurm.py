@@ -12,13 +12,13 @@ optimizer, scheduler, RNG and step restored after the requeue.
 """
 from __future__ import annotations
 
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.slurm.slurm_helpers import job_id_of, logs_of, run_submit, wait_for_job
+from tests.slurm.slurm_helpers import (
+    job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars,
+)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -54,53 +54,21 @@ def _submit(data: Path, run_dir: Path) -> str:
     return job_id_of(printed)
 
 
-def _scalars(run_dir: Path, tag: str) -> dict[int, float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    return {event.step: event.value for event in acc.Scalars(tag)}
-
-
-def _result(run_dir: Path, job_id: str):
-    from submitit.core.utils import pickle_load
-
-    outcome, result = pickle_load(run_dir / "slurm" / job_id / f"{job_id}_0_result.pkl")
-    assert outcome == "success", result
-    return result
-
-
 @pytest.fixture(scope="module")
 def runs(slurm_cluster, demo_data, tmp_path_factory):
     """Submit both runs, signal the second after its first checkpoint, wait for both."""
     root = tmp_path_factory.mktemp("slurm-pretrain")
-    ref_dir, pre_dir = root / "reference", root / "preempted"
-    ref_id, pre_id = _submit(demo_data, ref_dir), _submit(demo_data, pre_dir)
-
-    latest = pre_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + 240
-    while not latest.is_file():
-        if time.monotonic() > deadline:
-            subprocess.run(["scancel", ref_id, pre_id], timeout=30)
-            pytest.fail(f"no checkpoint from job {pre_id} within 240 s\n{logs_of(pre_dir, pre_id)}")
-        time.sleep(0.5)
-    signalled_after = latest.read_text().strip()
-    # what SLURM does --signal-delay-s before the time limit: USR2 to every task of the job's steps
-    subprocess.run(["scancel", "--signal=USR2", pre_id], check=True, timeout=30)
-
-    ref_state = wait_for_job(ref_id, ref_dir, timeout=300)
-    pre_state = wait_for_job(pre_id, pre_dir, timeout=300)
-    return {"ref": (ref_dir, ref_id, ref_state), "pre": (pre_dir, pre_id, pre_state), "signalled_after": signalled_after}
+    return reference_and_signalled(lambda run_dir: _submit(demo_data, run_dir), root)
 
 
 def test_two_node_pretraining_completes_with_checkpoint_and_tensorboard(runs):
     run_dir, job_id, state = runs["ref"]
     assert state == "COMPLETED", logs_of(run_dir, job_id)
-    result = _result(run_dir, job_id)
+    result = task_result(run_dir, job_id)
     assert result.finished and not result.stopped and result.step == STEPS
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == f"step{STEPS:08d}"
     assert (run_dir / "config.yaml").is_file()
-    losses = _scalars(run_dir, "train/loss")
+    losses = tensorboard_scalars(run_dir, "train/loss")
     assert sorted(losses) == list(range(1, STEPS + 1))
     # both tasks ran on their own node and were one process group of two
     logs = logs_of(run_dir, job_id)
@@ -123,11 +91,11 @@ def test_signalled_run_saves_requeues_and_matches_the_uninterrupted_run(runs):
     resumed_step = int(resumed[0].rsplit("step ", 1)[1].rstrip(")"))
     assert runs["signalled_after"] <= f"step{resumed_step:08d}" < f"step{STEPS:08d}", "resumed mid-run"
 
-    result = _result(run_dir, job_id)  # the second attempt's
+    result = task_result(run_dir, job_id)  # the second attempt's
     assert result.finished and not result.stopped and result.step == STEPS
     assert [h["step"] for h in result.history] == list(range(resumed_step + 1, STEPS + 1))
     for tag in ("train/loss", "train/egonce", "train/mlm", "train/vtm", "train/grad_norm", "train/lr"):
-        assert _scalars(run_dir, tag) == _scalars(ref_dir, tag), f"{tag} differs from the uninterrupted run"
+        assert tensorboard_scalars(run_dir, tag) == tensorboard_scalars(ref_dir, tag), f"{tag} differs from the reference"
 
 
 def test_a_finished_run_is_not_submitted_again(runs, demo_data):

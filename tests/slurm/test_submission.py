@@ -74,3 +74,64 @@ def test_bad_recipe_fails_before_anything_is_queued(tmp_path):
                           "--config", "egoclip", "train.no_such_key=1"], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 2 and "no_such_key" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def submit_dry(capsys, monkeypatch):
+    """launch/submit.py --dry-run in this process (the imports of a fresh one cost seconds); relative paths
+    resolve in the checkout, as for the subprocess runs."""
+    from egovlpv2.cli.submit import main
+
+    monkeypatch.chdir(REPO)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        code = main(["--nodes", "2", "--gpus-per-node", "8", "--dry-run", *args])
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return run
+
+
+def test_finetune_dry_run_resolves_the_recipe_and_rejects_a_bad_key(submit_dry, tmp_path):
+    out_dir = tmp_path / "ft"
+    out = submit_dry("--entry", "finetune", "--output-dir", str(out_dir), "--task", "charades_ego", "optim.lr=1e-5")
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])
+    assert config["task"] == "charades_ego" and config["optim"]["lr"] == 1e-5
+    assert config["train"]["output_dir"] == str(out_dir)
+    command = [line for line in out.stdout.splitlines() if line.startswith("# egovlpv2.cli.finetune:finetune ")]
+    assert len(command) == 1 and command[0].split()[2:4] == ["--task", "charades_ego"]
+    assert f"train.output_dir={out_dir}" in command[0] and "16 tasks" in out.stdout
+    assert not out_dir.exists()
+
+    bad = submit_dry("--entry", "finetune", "--output-dir", str(out_dir), "--task", "epic_mir", "loss.no_such_key=1")
+    assert bad.returncode == 2 and "no_such_key" in bad.stderr
+    wrong = submit_dry("--entry", "finetune", "--output-dir", str(out_dir), "--task", "epic_mir", "--config", "charades_ego")
+    assert wrong.returncode == 2 and "recipe is for charades_ego" in wrong.stderr
+
+
+def test_features_dry_run_counts_the_clips_and_missing_inputs_fail_at_once(submit_dry, tmp_path):
+    videos, out_dir = tmp_path / "videos", tmp_path / "feats"
+    videos.mkdir()
+    out_dir.mkdir()
+    for name in ("a", "b", "c"):
+        (videos / f"{name}.mp4").write_bytes(b"")  # planning looks at names only
+    (out_dir / "b.pt").write_bytes(b"")
+    (tmp_path / "model.pt").write_bytes(b"")
+    args = ["--entry", "features", "--task", "egomq", "--checkpoint", str(tmp_path / "model.pt"),
+            "--videos", str(videos), "--out", str(out_dir)]
+    out = submit_dry(*args)
+    assert out.returncode == 0, out.stderr
+    summary = yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])
+    assert summary["clips"] == 3 and summary["clips_done"] == 1
+    assert f"#SBATCH --output={out_dir}/slurm/%j/%j_0_log.out" in out.stdout, "logs go with the features by default"
+
+    for problem, message in (("--videos", "video directory not found"), ("--checkpoint", "not found")):
+        changed = list(args)
+        changed[changed.index(problem) + 1] = str(tmp_path / "missing")
+        failed = submit_dry(*changed)
+        assert failed.returncode == 2 and message in failed.stderr, failed.stderr
+    for name in ("a", "c"):
+        (out_dir / f"{name}.pt").write_bytes(b"")
+    done = submit_dry(*args)
+    assert done.returncode == 0 and "all 3 clips already have features; nothing to submit" in done.stdout
