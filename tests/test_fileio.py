@@ -26,3 +26,12 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
         atomic_write_text(target, "new and longer")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_written_files_get_the_umask_mode_not_mkstemp_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
