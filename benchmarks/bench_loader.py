@@ -22,12 +22,12 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from egovlpv2.data import DataConfig, build_pretrain_loader  # noqa: E402
-from egovlpv2.data.egoclip import write_egoclip  # noqa: E402
+from egovlpv2.shards.egoclip_csv import write_egoclip  # noqa: E402
 from egovlpv2.data.sampling import segment_indices  # noqa: E402
-from egovlpv2.data.shard_tasks import ShardRun, make_shards  # noqa: E402
-from egovlpv2.data.synthetic import NOUNS, VERBS, narration, write_video  # noqa: E402
+from egovlpv2.shards.tasks import ShardRun, make_shards  # noqa: E402
+from egovlpv2.shards.synthetic import NOUNS, VERBS, narration, write_video  # noqa: E402
 from egovlpv2.data.tokenizer import build_bpe_tokenizer  # noqa: E402
-from egovlpv2.data.transcode import EncodeOptions  # noqa: E402
+from egovlpv2.shards.transcode import EncodeOptions  # noqa: E402
 from egovlpv2.data.transforms import train_transform  # noqa: E402
 
 

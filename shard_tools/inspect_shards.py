@@ -5,7 +5,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from egovlpv2.data.inspect import histogram, inspect_shards  # noqa: E402
+from egovlpv2.shards.inspect_stats import histogram, inspect_shards  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -5,8 +5,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from egovlpv2.data.shard_tasks import TASKS, ShardRun, make_shards  # noqa: E402
-from egovlpv2.data.transcode import EncodeOptions  # noqa: E402
+from egovlpv2.shards.tasks import TASKS, ShardRun, make_shards  # noqa: E402
+from egovlpv2.shards.transcode import EncodeOptions  # noqa: E402
 
 
 def main(argv=None) -> int:

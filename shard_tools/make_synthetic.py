@@ -6,7 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse  # noqa: E402
 from dataclasses import fields  # noqa: E402
 
-from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic  # noqa: E402
+from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic  # noqa: E402
 
 
 def main(argv=None) -> int:

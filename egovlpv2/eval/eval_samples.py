@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import read_manifest
 from egovlpv2.eval.runtime import EvalContext, share_indices
 from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
 

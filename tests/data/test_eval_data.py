@@ -8,7 +8,7 @@ import torch
 
 from egovlpv2.data.eval_data import (epic_mir_relevancy_path, iter_charades_ego, iter_egomcq, iter_epic_mir_clips,
                                      load_charades_classes, load_epic_mir_captions)
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
+from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.tokenizer import load_tokenizer
 from tests.data.data_helpers import gray_number, write_gray_video
 

@@ -16,12 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from egovlpv2.data.source_reader import SourceReader
-from egovlpv2.data.transcode import ClipError, EncodeOptions, cut_clip, video_segments
-
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-
+from egovlpv2.data.manifest import FORMAT_VERSION, MANIFEST
+from egovlpv2.shards.source_reader import SourceReader
+from egovlpv2.shards.transcode import ClipError, EncodeOptions, cut_clip, video_segments
 
 @dataclass(frozen=True, slots=True)
 class ClipSpec:
@@ -147,12 +144,3 @@ def write_manifest(out_dir: str | Path, task: str, records: list[dict], plan_fai
     Path(out_dir, MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
-
-def read_manifest(shard_dir: str | Path) -> dict:
-    path = Path(shard_dir, MANIFEST)
-    if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {shard_dir}: write the shards with shard_tools/make_shards.py")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: shard format {manifest.get('format_version')} is not {FORMAT_VERSION}")
-    return manifest

@@ -1,6 +1,6 @@
 import pytest
 
-from egovlpv2.data.egoclip import read_egoclip, sanitize_key, write_egoclip
+from egovlpv2.shards.egoclip_csv import read_egoclip, sanitize_key, write_egoclip
 from tests.data.data_helpers import egoclip_row
 
 

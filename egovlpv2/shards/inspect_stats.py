@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.data.video_io import FrameDecoder, SampleError
 

@@ -5,10 +5,10 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from egovlpv2.data.egoclip import read_egoclip
-from egovlpv2.data.shard_plan import plan_egoclip, plan_in_order
-from egovlpv2.data.shard_writer import ShardJob, write_manifest, write_shards
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.egoclip_csv import read_egoclip
+from egovlpv2.shards.plan import plan_egoclip, plan_in_order
+from egovlpv2.shards.writer import ShardJob, write_manifest, write_shards
+from egovlpv2.shards.transcode import EncodeOptions
 
 TASKS = ("egoclip", "egomcq", "epic_mir", "charades_ego")
 
@@ -41,7 +41,7 @@ def _plan(run: ShardRun):
         rows, failures = read_egoclip(run.csv, run.num_verbs, run.num_nouns, run.limit)
         shards = plan_egoclip(rows, run.samples_per_shard or 1000, run.seed)
         return shards, [f.to_dict() for f in failures], len(rows) + len(failures), {}
-    from egovlpv2.data import eval_sources
+    from egovlpv2.shards import eval_sources
 
     samples, failures, extra = eval_sources.plan_eval_task(run)
     return (plan_in_order(samples, run.samples_per_shard or 200), failures, len(samples) + len(failures), extra)

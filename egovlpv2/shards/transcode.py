@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from egovlpv2.data.source_reader import SourceError, SourceReader
+from egovlpv2.shards.source_reader import SourceError, SourceReader
 
 
 class ClipError(Exception):

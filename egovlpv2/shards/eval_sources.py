@@ -15,11 +15,9 @@ import math
 import re
 from pathlib import Path
 
-from egovlpv2.data.egoclip import sanitize_key
-from egovlpv2.data.shard_writer import ClipSpec, SampleSpec
-
-CAPTIONS_FILE = "captions.json"
-CLASSES_FILE = "classes.json"
+from egovlpv2.data.manifest import CAPTIONS_FILE, CLASSES_FILE
+from egovlpv2.shards.egoclip_csv import sanitize_key
+from egovlpv2.shards.writer import ClipSpec, SampleSpec
 
 
 def _seconds(value) -> float:

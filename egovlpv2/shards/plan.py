@@ -10,8 +10,8 @@ from __future__ import annotations
 import random
 from itertools import groupby
 
-from egovlpv2.data.egoclip import ClipRow
-from egovlpv2.data.shard_writer import ClipSpec, SampleSpec
+from egovlpv2.shards.egoclip_csv import ClipRow
+from egovlpv2.shards.writer import ClipSpec, SampleSpec
 
 
 def pack_groups(groups: list[list[SampleSpec]], samples_per_shard: int) -> list[list[SampleSpec]]:

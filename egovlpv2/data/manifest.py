@@ -1,0 +1,25 @@
+"""The shard directory's manifest: the one file every reader of shards opens first.
+
+Written offline by ``egovlpv2.shards``; read here, at training and evaluation time. It lists the shards
+with their sample counts and sizes, the totals, the options the shards were written with, and failure
+counts by reason. Per-row failures live in a separate file that no training-time reader opens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+CAPTIONS_FILE = "captions.json"   # EPIC-KITCHENS-100 MIR unique captions, beside the shards
+CLASSES_FILE = "classes.json"     # Charades-Ego class names, beside the shards
+
+
+def read_manifest(shard_dir: str | Path) -> dict:
+    path = Path(shard_dir, MANIFEST)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {shard_dir}: write the shards with shard_tools/make_shards.py")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: shard format {manifest.get('format_version')} is not {FORMAT_VERSION}")
+    return manifest
