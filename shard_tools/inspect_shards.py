@@ -18,7 +18,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     report = inspect_shards(a.shards, decode=not a.no_decode, backend=a.backend, progress=not a.no_progress)
     print(f"task {report['task']}: {report['samples']} samples in {len(report['shards'])} shards "
-          f"({report['manifest_failures']} rows failed at shard time, see manifest.json)")
+          f"({report['manifest_failures']} rows failed at shard time, see failures.jsonl)")
     for shard in report["shards"]:
         note = "" if shard["ok"] else f"  MISMATCH: manifest says {shard['manifest']}"
         print(f"  {shard['name']}: {shard['samples']}{note}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -98,9 +99,25 @@ def pretrain(argv: list[str]):
     return run_pretraining(cfg, args.ds_config)
 
 
+def shards(argv: list[str]) -> int:
+    """Every task of a shard-writing job: shard_tools/make_shards.py's arguments, writing part RANK of
+    WORLD_SIZE; the last part to finish writes the manifest. A requeued task keeps its finished shards."""
+    from egovlpv2.cli import run_cli
+    from egovlpv2.launch.job import resolve_entry
+
+    main = resolve_entry("shard_tools/make_shards.py:main")
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    status = run_cli(main, [*argv, "--part", str(rank), "--parts", str(world)])
+    if status == 2:
+        raise SystemExit(f"make_shards part {rank} of {world}: bad inputs (see the error line above)")
+    return status
+
+
 ENTRIES: dict[str, Entry] = {
     "pretrain": Entry("egovlpv2.launch.entries:pretrain", _prepare_pretrain,
                       "pre-training with launch/pretrain.py's arguments (requeued until done)", _pretrain_preflight),
     "eval": Entry("launch/evaluate.py:main", _prepare_plain, "launch/evaluate.py on every task"),
+    "shards": Entry("egovlpv2.launch.entries:shards", _prepare_plain,
+                    "shard_tools/make_shards.py on CPU nodes, one part of the shards per task"),
     "check": Entry("egovlpv2.launch.check:main", _prepare_plain, "all-reduce across every task, then exit"),
 }

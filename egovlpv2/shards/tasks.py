@@ -1,16 +1,29 @@
-"""The make_shards run: plan a task's samples, write the shards in parallel, write the manifest."""
+"""The make_shards run: check the inputs, plan the task's samples, write this part's shards, merge.
+
+Inputs that cannot be right stop the run within seconds, before any shard is written: a missing video
+root, a csv without the EgoClip columns, or a video root holding none of the first videos the metadata
+names (a typo in the path). Videos that are missing once the run goes ahead are counted and listed, and
+their rows never reach a shard.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from egovlpv2.shards.egoclip_csv import read_egoclip
-from egovlpv2.shards.plan import plan_egoclip, plan_in_order
-from egovlpv2.shards.writer import ShardJob, write_manifest, write_shards
-from egovlpv2.shards.transcode import EncodeOptions
+import numpy as np
+
+from egovlpv2.errors import UserError
+from egovlpv2.shards import merge as merging
+from egovlpv2.shards.egoclip_csv import first_video_uids, read_header, scan_egoclip
+from egovlpv2.shards.plan import plan_egoclip, plan_in_order, part_of
+from egovlpv2.shards.transcode import EncodeOptions, video_exists
+from egovlpv2.shards.writer import ShardJob, record_path, write_shards
 
 TASKS = ("egoclip", "egomcq", "epic_mir", "charades_ego")
+# How many distinct videos, from the start of the metadata, must not all be missing for the run to start.
+PROBE_VIDEOS = 300
 
 
 @dataclass
@@ -32,41 +45,106 @@ class ShardRun:
     num_nouns: int = 582
     max_failure_fraction: float = 0.05
     progress: bool = True
+    part: int = 0                  # this run writes every parts-th shard from the part-th
+    parts: int = 1
     encode: EncodeOptions = field(default_factory=EncodeOptions)
 
 
-def _plan(run: ShardRun):
-    """(shards of SampleSpec, plan failures, rows read, extra manifest fields) for the run's task."""
-    if run.task == "egoclip":
-        rows, failures = read_egoclip(run.csv, run.num_verbs, run.num_nouns, run.limit)
-        shards = plan_egoclip(rows, run.samples_per_shard or 1000, run.seed)
-        return shards, [f.to_dict() for f in failures], len(rows) + len(failures), {}
+@dataclass
+class Plan:
+    sources: list                  # per shard: plan.CsvRows or plan.Planned
+    failures: Iterator[dict]       # rows that give no sample, known before writing
+    rows_planned: int
+    missing_videos: list[str]
+    videos: dict                   # referenced, found, hours_referenced, hours_found
+    extra: dict                    # task-specific manifest fields
+
+
+def _no_videos_error(run: ShardRun, uids: list[str], subdirs: tuple[str, ...] = ("",)) -> UserError:
+    root = Path(run.videos)
+    return UserError(
+        f"none of the first {len(uids)} videos named by the metadata is under --videos {root}: expected e.g. "
+        f"{root / subdirs[-1] / (uids[0] + '.mp4')} (or chunks {root / uids[0] / '0.mp4'}); check the path")
+
+
+def _probe(run: ShardRun, uids: list[str], subdirs: tuple[str, ...] = ("",)) -> None:
+    if uids and not any(video_exists(run.videos, uid, subdirs) for uid in uids[:PROBE_VIDEOS]):
+        raise _no_videos_error(run, uids[:PROBE_VIDEOS], subdirs)
+
+
+def _plan_egoclip(run: ShardRun) -> Plan:
+    read_header(run.csv)
+    _probe(run, first_video_uids(run.csv, PROBE_VIDEOS))
+    table = scan_egoclip(run.csv, run.num_verbs, run.num_nouns, run.limit)
+    present = np.array([video_exists(run.videos, uid) for uid in table.uids], dtype=bool)
+    missing_rows = np.flatnonzero(~present[table.video])
+
+    def failures() -> Iterator[dict]:
+        for failure in table.failures:
+            yield failure.to_dict()
+        for i in missing_rows:
+            yield {"id": table.keys[i].decode(), "reason": "missing_video", "detail": f"{table.uids[table.video[i]]}.mp4"}
+
+    sources = plan_egoclip(table, present, run.samples_per_shard or 1000, run.seed, run.num_verbs, run.num_nouns)
+    videos = {"referenced": len(table.uids), "found": int(present.sum()),
+              "hours_referenced": round(float(table.video_dur.sum()) / 3600, 3),
+              "hours_found": round(float(table.video_dur[present].sum()) / 3600, 3)}
+    missing = [uid for uid, ok in zip(table.uids, present) if not ok]
+    return Plan(sources, failures(), table.rows_read, missing, videos, {})
+
+
+def _plan_eval(run: ShardRun) -> Plan:
     from egovlpv2.shards import eval_sources
 
     samples, failures, extra = eval_sources.plan_eval_task(run)
-    return (plan_in_order(samples, run.samples_per_shard or 200), failures, len(samples) + len(failures), extra)
+    rows_planned = len(samples) + len(failures)
+    subdirs = {}
+    for sample in samples:
+        for clip in sample.clips.values():
+            subdirs.setdefault(clip.uid, clip.subdirs)
+    uids = list(subdirs)
+    _probe(run, uids, next(iter(subdirs.values()), ("",)))
+    found = {uid for uid in uids if video_exists(run.videos, uid, subdirs[uid])}
+    kept = []
+    for sample in samples:
+        absent = [c.uid for c in sample.clips.values() if c.uid not in found]
+        if absent:
+            failures.append({"id": sample.key, "reason": "missing_video", "detail": f"{absent[0]}.mp4"})
+        else:
+            kept.append(sample)
+    videos = {"referenced": len(uids), "found": len(found), "hours_referenced": None, "hours_found": None}
+    return Plan(plan_in_order(kept, run.samples_per_shard or 200), iter(failures), rows_planned,
+                [u for u in uids if u not in found], videos, extra)
 
 
-def make_shards(run: ShardRun) -> tuple[dict, bool]:
-    """Write the shards and manifest; returns (manifest, ok) where ok is False when the failed fraction
-    of rows exceeds ``max_failure_fraction``."""
+def _check(run: ShardRun) -> None:
     if run.task not in TASKS:
-        raise ValueError(f"unknown task {run.task!r}; one of {TASKS}")
+        raise UserError(f"unknown task {run.task!r}; one of {TASKS}")
     if not Path(run.videos).is_dir():
-        raise FileNotFoundError(f"video root not found: {run.videos}")
+        raise UserError(f"video root not found: --videos {run.videos}")
+    if not 0 <= run.part < run.parts:
+        raise UserError(f"--part {run.part} is not in [0, --parts {run.parts})")
+
+
+def make_shards(run: ShardRun) -> tuple[dict | None, bool]:
+    """Write this part's shards; once every part is done (always, for one part), write the manifest, the
+    failures and the summary. Returns ``(manifest, ok)`` (see ``merge.merge``), or ``(None, True)`` while
+    other parts are unfinished."""
+    _check(run)
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
-    shards, plan_failures, planned, extra = _plan(run)
-    prefix = run.task
-    jobs = [ShardJob(f"{prefix}-{i:06d}", str(out), run.videos, run.chunk_seconds, run.encode, tuple(samples))
-            for i, samples in enumerate(shards)]
-    for stale in out.glob(f"{prefix}-*.tar"):  # shards of an earlier, larger plan would be read as data
-        if stale.stem not in {j.name for j in jobs}:
+    plan = _plan_egoclip(run) if run.task == "egoclip" else _plan_eval(run)
+    jobs = [ShardJob(f"{run.task}-{i:06d}", str(out), run.videos, run.chunk_seconds, run.encode, source)
+            for i, source in enumerate(plan.sources)]
+    names = {j.name for j in jobs}
+    for stale in out.glob(f"{run.task}-*.tar"):  # shards of an earlier, larger plan would be read as data
+        if stale.stem not in names:
             stale.unlink()
-            stale.with_suffix(".json").unlink(missing_ok=True)
-    records = write_shards(jobs, run.workers, run.progress)
-    options = {k: v for k, v in asdict(run).items() if k not in ("workers", "progress")}
-    manifest = write_manifest(out, run.task, records, plan_failures, planned, options, extra)
-    failed = len(manifest["failures"])
-    ok = planned > 0 and failed <= run.max_failure_fraction * planned
-    return manifest, ok
+            record_path(out, stale.stem).unlink(missing_ok=True)
+    options = {k: v for k, v in asdict(run).items() if k not in ("workers", "progress", "part", "parts")}
+    merging.write_plan(out, {"task": run.task, "options": options, "shards": [j.name for j in jobs],
+                             "hashes": [j.plan_hash() for j in jobs], "rows_planned": plan.rows_planned,
+                             "videos": plan.videos, "extra": plan.extra}, plan.failures, plan.missing_videos)
+    write_shards([jobs[i] for i in part_of(len(jobs), run.part, run.parts)], run.workers, run.progress)
+    merged = merging.merge(out, run.max_failure_fraction)
+    return (None, True) if merged is None else (merged[0], merged[2])

@@ -1,8 +1,9 @@
 """Writing webdataset shards from planned samples: parallel, resumable, deterministic.
 
-A plan is a list of shards, each a list of SampleSpec. Every shard is written by one worker process to
-``{name}.tar`` (via a temporary file) with a sidecar ``{name}.json`` holding its sample count, bytes
-and failures; a shard whose sidecar matches the plan is kept on a rerun. The manifest gathers them.
+A plan is a list of shards, each a source of SampleSpec. Every shard is written by one worker process to
+``{name}.tar`` (via a temporary file; no tar when no sample succeeds) with a sidecar record
+``records/{name}.json`` holding its sample count, bytes and failures; a shard whose record matches the
+plan is kept on a rerun. The manifest gathers the records (``egovlpv2.shards.merge``).
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from egovlpv2.data.manifest import FORMAT_VERSION, MANIFEST
+from egovlpv2.fileio import atomic_write_json
 from egovlpv2.shards.source_reader import SourceReader
 from egovlpv2.shards.transcode import ClipError, EncodeOptions, cut_clip, video_segments
+
 
 @dataclass(frozen=True, slots=True)
 class ClipSpec:
@@ -35,6 +37,9 @@ class SampleSpec:
     clips: dict[str, ClipSpec] = field(default_factory=dict)  # member prefix ("" for the main clip) -> source
 
 
+RECORDS = "records"  # one sidecar per planned shard (its samples, bytes, failures), and the plan
+
+
 @dataclass(frozen=True)
 class ShardJob:
     name: str
@@ -42,12 +47,20 @@ class ShardJob:
     video_root: str
     chunk_s: float
     opts: EncodeOptions
-    samples: tuple[SampleSpec, ...]
+    source: object                 # the shard's samples: plan.CsvRows or plan.Planned (sample_specs(), identity())
 
     def plan_hash(self) -> str:
-        blob = json.dumps([[s.key, s.meta, {k: asdict(c) for k, c in s.clips.items()}] for s in self.samples]
-                          + [asdict(self.opts), self.chunk_s], sort_keys=True, default=str)
+        blob = json.dumps([self.source.identity(), asdict(self.opts), self.chunk_s], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def record_path(out_dir: str | Path, name: str) -> Path:
+    return Path(out_dir, RECORDS, f"{name}.json")
+
+
+def read_record(out_dir: str | Path, name: str) -> dict | None:
+    path = record_path(out_dir, name)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -61,42 +74,61 @@ def _member_name(prefix: str, opts: EncodeOptions) -> str:
     return f"{prefix}.{ext}" if prefix else ext
 
 
+def relative_to_root(text: str, root: str) -> str:
+    """``text`` with the video root's prefix removed from the paths it names."""
+    prefix = str(Path(root).resolve()) + os.sep
+    return text.replace(prefix, "").replace(str(Path(root)) + os.sep, "")
+
+
+def encode_sample(sample: SampleSpec, job: ShardJob, reader: SourceReader) -> tuple[dict, float] | dict:
+    """One planned sample to its tar members ``({member: bytes}, source seconds)``, or to its failure
+    ``{"id", "reason", "detail"}`` (paths relative to the video root)."""
+    members, timing = {}, {}
+    try:
+        for prefix, clip in sample.clips.items():
+            segments = video_segments(job.video_root, clip.uid, clip.start, clip.end, job.chunk_s, clip.subdirs)
+            data, info = cut_clip(segments, clip.start, clip.end, job.opts, reader)
+            name = _member_name(prefix, job.opts)
+            members[name], timing[name] = data, info
+    except ClipError as exc:
+        return {"id": sample.key, "reason": exc.reason, "detail": relative_to_root(str(exc), job.video_root)}
+    meta = {**sample.meta, "clips": timing}
+    return {"json": json.dumps(meta, sort_keys=True).encode(), **members}, sum(i["source_s"] for i in timing.values())
+
+
 def write_shard(job: ShardJob) -> dict:
-    """Write one shard (or keep it when already complete); returns its sidecar record."""
+    """Write one shard (or keep it when already complete); returns its sidecar record. A shard whose
+    samples all fail leaves no tar, only its record."""
     out = Path(job.out_dir)
-    tar_path, side_path = out / f"{job.name}.tar", out / f"{job.name}.json"
+    tar_path = out / f"{job.name}.tar"
     digest = job.plan_hash()
-    if tar_path.is_file() and side_path.is_file():
-        record = json.loads(side_path.read_text())
-        if record.get("plan_hash") == digest:
-            return {**record, "kept": True}
+    record = read_record(out, job.name)
+    if record is not None and record.get("plan_hash") == digest and (tar_path.is_file() or not record["samples"]):
+        return {**record, "kept": True}
     began = time.process_time()
     failures, count, source_s = [], 0, 0.0
     tmp_path = out / f"{job.name}.tar.tmp"
     reader = SourceReader()
     with reader, tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for sample in job.samples:
-            members, timing = {}, {}
-            try:
-                for prefix, clip in sample.clips.items():
-                    segments = video_segments(job.video_root, clip.uid, clip.start, clip.end, job.chunk_s, clip.subdirs)
-                    data, info = cut_clip(segments, clip.start, clip.end, job.opts, reader)
-                    name = _member_name(prefix, job.opts)
-                    members[name], timing[name] = data, info
-            except ClipError as exc:
-                failures.append({"id": sample.key, "reason": str(exc)})
+        for sample in job.source.sample_specs():
+            result = encode_sample(sample, job, reader)
+            if isinstance(result, dict):
+                failures.append(result)
                 continue
-            meta = {**sample.meta, "clips": timing}
-            _add_member(tar, f"{sample.key}.json", json.dumps(meta, sort_keys=True).encode())
+            members, seconds = result
             for name, data in members.items():
                 _add_member(tar, f"{sample.key}.{name}", data)
             count += 1
-            source_s += sum(info["source_s"] for info in timing.values())
-    os.replace(tmp_path, tar_path)
-    record = {"name": f"{job.name}.tar", "samples": count, "bytes": tar_path.stat().st_size,
+            source_s += seconds
+    if count:
+        os.replace(tmp_path, tar_path)
+    else:
+        tmp_path.unlink()
+        tar_path.unlink(missing_ok=True)
+    record = {"name": f"{job.name}.tar", "samples": count, "bytes": tar_path.stat().st_size if count else 0,
               "failures": failures, "plan_hash": digest, "source_s": round(source_s, 3),
               "cpu_s": round(time.process_time() - began, 3)}
-    side_path.write_text(json.dumps(record, indent=1))
+    atomic_write_json(record_path(out, job.name), record, indent=0)
     return {**record, "kept": False}
 
 
@@ -104,7 +136,9 @@ def write_shards(jobs: list[ShardJob], workers: int, progress: bool = True) -> l
     """Run the jobs over ``workers`` processes with a progress bar; records come back in plan order."""
     from tqdm import tqdm
 
-    total = sum(len(j.samples) for j in jobs)
+    if jobs:
+        Path(jobs[0].out_dir, RECORDS).mkdir(parents=True, exist_ok=True)
+    total = sum(len(j.source) for j in jobs)
     records: dict[str, dict] = {}
     bar = tqdm(total=total, unit="sample", desc="shards", disable=not progress)
     if workers <= 1:
@@ -123,24 +157,3 @@ def write_shards(jobs: list[ShardJob], workers: int, progress: bool = True) -> l
             pool.close()
             pool.join()
     return [records[f"{j.name}.tar"] for j in jobs]
-
-
-def write_manifest(out_dir: str | Path, task: str, records: list[dict], plan_failures: list[dict],
-                   planned: int, options: dict, extra: dict | None = None) -> dict:
-    failures = list(plan_failures) + [f for r in records for f in r["failures"]]
-    cpu_s = sum(r["cpu_s"] for r in records if not r.get("kept"))
-    source_s = sum(r["source_s"] for r in records if not r.get("kept"))
-    manifest = {
-        "format_version": FORMAT_VERSION, "task": task, "options": options,
-        "shards": [{"name": r["name"], "samples": r["samples"], "bytes": r["bytes"]} for r in records],
-        "total_samples": sum(r["samples"] for r in records),
-        "total_bytes": sum(r["bytes"] for r in records),
-        "rows_planned": planned, "failures": failures,
-        "source_seconds": round(sum(r["source_s"] for r in records), 3),
-        # Throughput of the shards written in this run (kept shards excluded).
-        "source_s_per_cpu_s": round(source_s / cpu_s, 3) if cpu_s > 0 else None,
-        **(extra or {}),
-    }
-    Path(out_dir, MANIFEST).write_text(json.dumps(manifest, indent=1))
-    return manifest
-

@@ -1,7 +1,14 @@
 import pytest
 
-from egovlpv2.shards.egoclip_csv import read_egoclip, sanitize_key, write_egoclip
+from egovlpv2.errors import UserError
+from egovlpv2.shards.egoclip_csv import load_rows, sanitize_key, scan_egoclip, write_egoclip
 from tests.data.data_helpers import egoclip_row
+
+
+def read_egoclip(path):
+    """All valid rows (read back from their offsets, as a shard's writer does) and the failures."""
+    table = scan_egoclip(path)
+    return load_rows(path, table.header, table.offsets, table.numbers), table.failures
 
 
 def _write_lines(path, header, lines: list[bytes]):
@@ -27,7 +34,7 @@ def test_valid_rows_and_bad_rows_each_get_a_reason(tmp_path):
     rows, failures = read_egoclip(csv_path)
     assert [r.clip_idx for r in rows] == ["0", "1"]
     assert rows[1].verbs == (1, 2) and rows[1].nouns == (7,)
-    reasons = [f.reason for f in failures]
+    reasons = [f.detail for f in failures]
     assert len(failures) == len(bad) + 3
     for expected in bad:
         assert any(expected in r for r in reasons), (expected, reasons)
@@ -43,7 +50,7 @@ def test_unnamed_index_column_and_missing_columns(tmp_path):
     rows, failures = read_egoclip(path)
     assert not failures and rows[0].clip_idx == "17" and rows[0].key == "v1_17"
     _write_lines(path, "video_uid\tclip_start", [b"v1\t1.0"])
-    with pytest.raises(ValueError, match="missing columns"):
+    with pytest.raises(UserError, match="missing columns"):
         read_egoclip(path)
 
 

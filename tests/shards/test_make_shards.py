@@ -33,15 +33,20 @@ def test_bad_videos_and_rows_are_recorded_with_reasons(tmp_path):
     write_egoclip(tmp_path / "e.csv", rows)
     manifest, ok = _run(tmp_path)
     assert not ok  # 8 failures of 10 rows exceed 5 %
-    reasons = {f["id"]: f["reason"] for f in manifest["failures"]}
-    assert manifest["total_samples"] == 2 and manifest["rows_planned"] == 10
-    assert "missing video" in reasons["missing_2"]
-    assert "corrupt video" in reasons["corrupt_3"]
-    assert "truncated_4" in reasons  # moov atom cut off or frames stop early: either way recorded
-    assert "clip outside video" in reasons["good_5"]
-    assert "non-positive length" in reasons["6"] and "empty text" in reasons["7"]
-    assert "malformed tags" in reasons["8"] and reasons["good_1"] == "duplicate id"
-    assert len(reasons) == 8
+    lines = (tmp_path / "s" / "failures.jsonl").read_text().splitlines()
+    failures = {f["id"]: f for f in map(json.loads, lines)}
+    assert manifest["total_samples"] == 2 and manifest["rows_planned"] == 10 and manifest["rows_failed"] == 8
+    assert failures["missing_2"]["reason"] == "missing_video" and failures["missing_2"]["detail"] == "missing.mp4"
+    assert failures["corrupt_3"]["reason"] == "corrupt_video"
+    assert "truncated_4" in failures  # moov atom cut off or frames stop early: either way recorded
+    assert failures["good_5"]["reason"] == "clip_outside_video"
+    assert "non-positive length" in failures["6"]["detail"] and "empty text" in failures["7"]["detail"]
+    assert "malformed tags" in failures["8"]["detail"] and failures["good_1"]["reason"] == "duplicate_id"
+    assert len(failures) == 8 and str(tmp_path) not in "\n".join(lines)  # paths relative to --videos
+    assert sum(manifest["failures"].values()) == 8 and manifest["failures"]["bad_row"] == 3
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["videos_referenced"] == 4 and summary["videos_found"] == 3
+    assert (tmp_path / "s" / "missing_videos.txt").read_text() == "missing\n"
     manifest, ok = _run(tmp_path, max_failure_fraction=0.9)
     assert ok
 
