@@ -1,8 +1,10 @@
-"""Submit pre-training, evaluation or a cluster check to SLURM (or run it locally) through submitit.
+"""Submit pre-training, evaluation, shard writing or a cluster check to SLURM (or run it locally) through submitit.
 
   python launch/submit.py --nodes 8 --partition gpu --time 24:00:00 --config egoclip train.max_steps=75000
   python launch/submit.py --nodes 8 --dry-run --config egoclip          # print sbatch script + config
   python launch/submit.py --entry check --nodes 2 --output-dir runs/check
+  python launch/submit.py --entry shards --nodes 8 --gpus-per-node 0 --output-dir runs/shards \
+      --csv egoclip.csv --videos /data/ego4d/v2/video_540ss --out /data/egoclip_shards
 
 Arguments not listed here go to the entry point unchanged (for pre-training: those of launch/pretrain.py).
 A requeued job (time limit, preemption) resumes from its run directory's ``latest`` checkpoint.

@@ -21,7 +21,7 @@ import egovlpv2
 from egovlpv2.launch.job import LaunchedJob
 
 REPO_ROOT = Path(egovlpv2.__file__).resolve().parents[1]
-SNAPSHOT_DIRS = ("egovlpv2", "launch", "configs", "ds_configs")
+SNAPSHOT_DIRS = ("egovlpv2", "launch", "shard_tools", "configs", "ds_configs")
 
 
 @dataclass

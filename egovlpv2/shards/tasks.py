@@ -139,7 +139,7 @@ def make_shards(run: ShardRun) -> tuple[dict | None, bool]:
     names = {j.name for j in jobs}
     for stale in out.glob(f"{run.task}-*.tar"):  # shards of an earlier, larger plan would be read as data
         if stale.stem not in names:
-            stale.unlink()
+            stale.unlink(missing_ok=True)  # another part may be removing it too
             record_path(out, stale.stem).unlink(missing_ok=True)
     options = {k: v for k, v in asdict(run).items() if k not in ("workers", "progress", "part", "parts")}
     merging.write_plan(out, {"task": run.task, "options": options, "shards": [j.name for j in jobs],
