@@ -40,16 +40,21 @@ def main(argv=None) -> int:
     p.add_argument("--jpeg-frames", type=int, default=8)
     p.add_argument("--part", type=int, default=0, help="write only this part of the plan (0-based; see --parts)")
     p.add_argument("--parts", type=int, default=1, help="split the shards over this many runs (cluster nodes)")
+    p.add_argument("--plan-only", action="store_true",
+                   help="only plan: print and write the summary (rows, videos found and missing), no shards")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     run = ShardRun(task=a.task, videos=a.videos, out=a.out, csv=a.csv, json=a.json, sentence_csv=a.sentence_csv,
                    relevancy=a.relevancy, classes=a.classes, workers=a.workers, samples_per_shard=a.samples_per_shard,
                    chunk_seconds=a.chunk_seconds, limit=a.limit, seed=a.seed, num_verbs=a.num_verbs,
                    num_nouns=a.num_nouns, max_failure_fraction=a.max_failure_fraction, progress=not a.no_progress,
-                   part=a.part, parts=a.parts,
+                   part=a.part, parts=a.parts, plan_only=a.plan_only,
                    encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
                                         preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
     manifest, ok = make_shards(run)
+    if a.plan_only:
+        print("\n".join(format_summary(json.loads(Path(a.out, SUMMARY).read_text()))))
+        return 0
     if manifest is None:
         print(f"part {a.part} of {a.parts} done; the last part to finish writes {a.out}/manifest.json")
         return 0

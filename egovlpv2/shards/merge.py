@@ -89,16 +89,9 @@ def merge(out_dir: str | Path, max_failure_fraction: float) -> tuple[dict, dict,
         "source_s_per_cpu_s": round(source_s / cpu_s, 3) if cpu_s > 0 else None,
         **plan["extra"],
     }
-    videos = plan["videos"]
-    summary = {
-        "task": plan["task"], "rows_planned": plan["rows_planned"], "rows_written": manifest["total_samples"],
-        "rows_failed": failed, "failed_by_reason": manifest["failures"],
-        "videos_referenced": videos["referenced"], "videos_found": videos["found"],
-        "videos_missing": videos["referenced"] - videos["found"], "missing_videos_file": MISSING_VIDEOS,
-        "source_hours_referenced": videos["hours_referenced"], "source_hours_found": videos["hours_found"],
-        "clip_hours_written": round(source_s / 3600, 3),
-        "shards": len(written), "bytes": manifest["total_bytes"],
-    }
+    summary = {**plan_summary(plan), "rows_written": manifest["total_samples"], "rows_failed": failed,
+               "failed_by_reason": manifest["failures"], "clip_hours_written": round(source_s / 3600, 3),
+               "shards": len(written), "bytes": manifest["total_bytes"]}
     atomic_write_json(out / SUMMARY, summary, indent=1)
     atomic_write_json(out / MANIFEST, manifest, indent=1)
     planned = plan["rows_planned"]
@@ -106,15 +99,28 @@ def merge(out_dir: str | Path, max_failure_fraction: float) -> tuple[dict, dict,
     return manifest, summary, ok
 
 
+def plan_summary(plan: dict) -> dict:
+    """What the plan alone tells: rows, rows failed before writing (bad rows, missing videos), videos."""
+    videos = plan["videos"]
+    return {"task": plan["task"], "rows_planned": plan["rows_planned"], "rows_to_write": plan["samples_planned"],
+            "rows_failed": sum(plan["plan_failures"].values()), "failed_by_reason": plan["plan_failures"],
+            "videos_referenced": videos["referenced"], "videos_found": videos["found"],
+            "videos_missing": videos["referenced"] - videos["found"], "missing_videos_file": MISSING_VIDEOS,
+            "source_hours_referenced": videos["hours_referenced"], "source_hours_found": videos["hours_found"]}
+
+
 def format_summary(summary: dict) -> list[str]:
     """The summary as lines for a person deciding what to fetch or fix next."""
-    lines = [f"rows: {summary['rows_planned']} planned, {summary['rows_written']} written, "
-             f"{summary['rows_failed']} failed"]
+    done = (f"{summary['rows_written']} written" if "rows_written" in summary
+            else f"{summary['rows_to_write']} to write (plan only)")
+    lines = [f"rows: {summary['rows_planned']} planned, {done}, {summary['rows_failed']} failed"]
     lines += [f"  {reason}: {count}" for reason, count in summary["failed_by_reason"].items()]
     lines.append(f"videos: {summary['videos_referenced']} referenced, {summary['videos_found']} found, "
                  f"{summary['videos_missing']} missing (listed in {summary['missing_videos_file']})")
     if summary["source_hours_referenced"] is not None:
         lines.append(f"source video: {summary['source_hours_found']:.1f} of {summary['source_hours_referenced']:.1f} "
-                     f"hours found; {summary['clip_hours_written']:.2f} hours of clips written")
-    lines.append(f"shards: {summary['shards']} ({summary['bytes'] / 1e6:.1f} MB)")
+                     f"hours found")
+    if "shards" in summary:
+        lines.append(f"shards: {summary['shards']} ({summary['bytes'] / 1e6:.1f} MB), "
+                     f"{summary['clip_hours_written']:.2f} hours of clips")
     return lines

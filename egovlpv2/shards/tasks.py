@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from egovlpv2.errors import UserError
+from egovlpv2.fileio import atomic_write_json
 from egovlpv2.shards import merge as merging
 from egovlpv2.shards.egoclip_csv import first_video_uids, read_header, scan_egoclip
 from egovlpv2.shards.plan import plan_egoclip, plan_in_order, part_of
@@ -47,6 +48,7 @@ class ShardRun:
     progress: bool = True
     part: int = 0                  # this run writes every parts-th shard from the part-th
     parts: int = 1
+    plan_only: bool = False        # plan and summarise (rows, videos found and missing), write no shard
     encode: EncodeOptions = field(default_factory=EncodeOptions)
 
 
@@ -129,7 +131,7 @@ def _check(run: ShardRun) -> None:
 def make_shards(run: ShardRun) -> tuple[dict | None, bool]:
     """Write this part's shards; once every part is done (always, for one part), write the manifest, the
     failures and the summary. Returns ``(manifest, ok)`` (see ``merge.merge``), or ``(None, True)`` while
-    other parts are unfinished."""
+    other parts are unfinished (or with ``plan_only``)."""
     _check(run)
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -141,10 +143,14 @@ def make_shards(run: ShardRun) -> tuple[dict | None, bool]:
         if stale.stem not in names:
             stale.unlink(missing_ok=True)  # another part may be removing it too
             record_path(out, stale.stem).unlink(missing_ok=True)
-    options = {k: v for k, v in asdict(run).items() if k not in ("workers", "progress", "part", "parts")}
+    options = {k: v for k, v in asdict(run).items() if k not in ("workers", "progress", "part", "parts", "plan_only")}
     merging.write_plan(out, {"task": run.task, "options": options, "shards": [j.name for j in jobs],
                              "hashes": [j.plan_hash() for j in jobs], "rows_planned": plan.rows_planned,
+                             "samples_planned": sum(len(j.source) for j in jobs),
                              "videos": plan.videos, "extra": plan.extra}, plan.failures, plan.missing_videos)
+    if run.plan_only:
+        atomic_write_json(out / merging.SUMMARY, merging.plan_summary(merging.read_plan(out)), indent=1)
+        return None, True
     write_shards([jobs[i] for i in part_of(len(jobs), run.part, run.parts)], run.workers, run.progress)
     merged = merging.merge(out, run.max_failure_fraction)
     return (None, True) if merged is None else (merged[0], merged[2])

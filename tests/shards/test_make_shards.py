@@ -95,3 +95,20 @@ def test_limit_and_manifest_totals(tmp_path):
     assert ok and on_disk["total_samples"] == 2 == sum(s["samples"] for s in on_disk["shards"])
     assert on_disk["total_bytes"] == sum((tmp_path / "s" / s["name"]).stat().st_size for s in on_disk["shards"])
     assert on_disk["source_seconds"] > 0.7
+
+
+def test_plan_only_summarises_a_partial_download_without_writing(tmp_path):
+    v = tmp_path / "v"
+    v.mkdir()
+    write_numbered_video(v / "here.mp4", 75, 25.0)
+    rows = [egoclip_row(k, uid, 0.5 * k, 0.5 * k + 0.4, dur=3.0) for uid in ("here", "gone1", "gone2") for k in range(3)]
+    write_egoclip(tmp_path / "e.csv", rows + [egoclip_row(9, "here", 1.0, 0.5)])
+    manifest, ok = _run(tmp_path, plan_only=True)
+    assert manifest is None and not list((tmp_path / "s").glob("*.tar"))
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["rows_planned"] == 10 and summary["rows_to_write"] == 3 and summary["rows_failed"] == 7
+    assert summary["failed_by_reason"] == {"bad_row": 1, "missing_video": 6}
+    assert (summary["videos_referenced"], summary["videos_found"], summary["videos_missing"]) == (3, 1, 2)
+    assert summary["source_hours_referenced"] == round(9.0 / 3600, 3)  # three videos of 3 s each
+    assert summary["source_hours_found"] == round(3.0 / 3600, 3)
+    assert sorted((tmp_path / "s" / "missing_videos.txt").read_text().split()) == ["gone1", "gone2"]
