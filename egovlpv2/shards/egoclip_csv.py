@@ -1,7 +1,7 @@
 """Reading and validating EgoClip-format metadata (tab-separated, one narrated clip per row).
 
-The csv is read as a stream into columns. Bad rows are returned as failures with a reason, never
-dropped silently.
+Bad rows are returned as failures with a reason, never dropped silently. Reading a whole csv into
+columns is ``egoclip_table``'s job.
 """
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ import ast
 import csv
 import math
 import re
-from array import array
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
-
-import numpy as np
 
 from egovlpv2.errors import UserError
 
@@ -123,29 +119,6 @@ def parse_row(fields: dict, fallback_idx: str, num_verbs: int, num_nouns: int) -
                    verbs=verbs, nouns=nouns)
 
 
-@dataclass
-class EgoclipTable:
-    """The valid rows of an EgoClip csv as columns (file order), not as one object per row.
-
-    A full EgoClip csv has 3.85M rows; a dict or dataclass per row would take gigabytes. The planner needs
-    only the video, start time and key of each row; a shard's writer reads its own rows again from the
-    stored byte offsets (``load_rows``)."""
-    path: str
-    header: tuple[str, ...]
-    offsets: np.ndarray            # int64: byte offset of the row's line in the file
-    numbers: np.ndarray            # int32: data row number (the clip index of a csv without one)
-    video: np.ndarray              # int32: index into ``uids``
-    start: np.ndarray              # float64: clip_start (s)
-    keys: np.ndarray               # bytes: the sample key
-    uids: list[str]                # distinct video ids in order of first appearance
-    video_dur: np.ndarray          # float64 per video: the longest video_dur its rows give
-    failures: list[Failure]
-    rows_read: int                 # data rows read, valid or not
-
-    def __len__(self) -> int:
-        return len(self.offsets)
-
-
 def read_header(path: str | Path) -> tuple[str, ...]:
     """The column names; raises UserError when the file is missing or is not an EgoClip csv."""
     try:
@@ -166,7 +139,7 @@ def read_header(path: str | Path) -> tuple[str, ...]:
     return tuple(header)
 
 
-def _split(raw: bytes, header: tuple[str, ...]) -> dict:
+def split_line(raw: bytes, header: tuple[str, ...]) -> dict:
     """One data line to its fields; raises ValueError for a line that is not UTF-8 or has the wrong width."""
     try:
         line = raw.decode("utf-8").rstrip("\r\n")
@@ -176,91 +149,6 @@ def _split(raw: bytes, header: tuple[str, ...]) -> dict:
     if len(values) != len(header):
         raise ValueError(f"malformed row: {len(values)} fields, expected {len(header)}")
     return dict(zip(header, values))
-
-
-def iter_lines(path: str | Path) -> Iterator[tuple[int, int, bytes]]:
-    """(data row number, byte offset, line) of every non-blank data line, streaming."""
-    with open(path, "rb") as f:
-        offset = len(f.readline())
-        for n, raw in enumerate(f):
-            if raw.strip():
-                yield n, offset, raw
-            offset += len(raw)
-
-
-def first_video_uids(path: str | Path, count: int) -> list[str]:
-    """The first ``count`` distinct video ids of the csv, read from its start (stops early)."""
-    header = read_header(path)
-    column = header.index("video_uid")
-    seen: dict[str, None] = {}
-    for _, _, raw in iter_lines(path):
-        values = raw.decode("utf-8", "replace").rstrip("\r\n").split("\t")
-        if len(values) == len(header) and values[column].strip():
-            seen.setdefault(values[column].strip())
-            if len(seen) >= count:
-                break
-    return list(seen)
-
-
-def scan_egoclip(path: str | Path, num_verbs: int = 118, num_nouns: int = 582,
-                 limit: int | None = None) -> EgoclipTable:
-    """Read and validate an EgoClip csv as a stream into columns; a failure per bad row.
-
-    The clip index column may be named ``clip_idx`` or left unnamed (a saved pandas index); without it
-    the data row number is the index. Duplicate keys keep the first row. ``limit`` stops after that many
-    valid rows."""
-    header = read_header(path)
-    offsets, numbers, video, start = array("q"), array("i"), array("i"), array("d")
-    keys: list[bytes] = []
-    codes: dict[str, int] = {}
-    durations = array("d")
-    failures: list[Failure] = []
-    rows_read = 0
-    for n, offset, raw in iter_lines(path):
-        if limit is not None and len(offsets) >= limit:
-            break
-        rows_read += 1
-        try:
-            fields = _split(raw, header)
-        except ValueError as exc:
-            failures.append(Failure(f"line{n + 2}", "bad_row", str(exc)))
-            continue
-        try:
-            row = parse_row(fields, str(n), num_verbs, num_nouns)
-        except ValueError as exc:
-            failures.append(Failure(fields.get("clip_idx") or f"line{n + 2}", "bad_row", str(exc)))
-            continue
-        code = codes.setdefault(row.video_uid, len(codes))
-        if code == len(durations):
-            durations.append(row.video_dur)
-        elif row.video_dur > durations[code]:
-            durations[code] = row.video_dur
-        offsets.append(offset)
-        numbers.append(n)
-        video.append(code)
-        start.append(row.clip_start)
-        keys.append(row.key.encode())
-    key_array = np.array(keys, dtype=bytes) if keys else np.zeros(0, dtype="S1")
-    del keys
-    keep = np.zeros(len(key_array), dtype=bool)
-    keep[np.unique(key_array, return_index=True)[1]] = True
-    failures += [Failure(k.decode(), "duplicate_id", "duplicate id") for k in key_array[~keep]]
-    return EgoclipTable(str(path), header, np.frombuffer(offsets, np.int64)[keep], np.frombuffer(numbers, np.int32)[keep],
-                        np.frombuffer(video, np.int32)[keep],
-                        np.frombuffer(start, np.float64)[keep], key_array[keep], list(codes),
-                        np.frombuffer(durations, np.float64).copy(), failures, rows_read)
-
-
-def load_rows(path: str | Path, header: tuple[str, ...], offsets, numbers, num_verbs: int = 118,
-              num_nouns: int = 582) -> list[ClipRow]:
-    """The rows at ``offsets`` with data row ``numbers`` (rows that ``scan_egoclip`` accepted), read again."""
-    rows = []
-    with open(path, "rb") as f:
-        for offset, n in zip(offsets, numbers):
-            f.seek(int(offset))
-            fields = _split(f.readline(), header)
-            rows.append(parse_row(fields, str(n), num_verbs, num_nouns))
-    return rows
 
 
 def write_egoclip(path: str | Path, rows: list[dict]) -> None:

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from egovlpv2.shards.egoclip_csv import SCENE_WINDOW_S, ClipRow, EgoclipTable, load_rows
+from egovlpv2.shards.egoclip_csv import SCENE_WINDOW_S, ClipRow
+from egovlpv2.shards.egoclip_table import EgoclipTable, load_rows
 from egovlpv2.shards.writer import ClipSpec, SampleSpec
 
 

@@ -17,7 +17,8 @@ import numpy as np
 from egovlpv2.errors import UserError
 from egovlpv2.fileio import atomic_write_json
 from egovlpv2.shards import merge as merging
-from egovlpv2.shards.egoclip_csv import first_video_uids, read_header, scan_egoclip
+from egovlpv2.shards.egoclip_csv import read_header
+from egovlpv2.shards.egoclip_table import first_video_uids, scan_egoclip
 from egovlpv2.shards.plan import plan_egoclip, plan_in_order, part_of
 from egovlpv2.shards.transcode import EncodeOptions, video_exists
 from egovlpv2.shards.writer import ShardJob, record_path, write_shards
@@ -77,7 +78,7 @@ def _probe(run: ShardRun, uids: list[str], subdirs: tuple[str, ...] = ("",)) -> 
 def _plan_egoclip(run: ShardRun) -> Plan:
     read_header(run.csv)
     _probe(run, first_video_uids(run.csv, PROBE_VIDEOS))
-    table = scan_egoclip(run.csv, run.num_verbs, run.num_nouns, run.limit)
+    table = scan_egoclip(run.csv, run.num_verbs, run.num_nouns, run.limit, run.workers)
     present = np.array([video_exists(run.videos, uid) for uid in table.uids], dtype=bool)
     missing_rows = np.flatnonzero(~present[table.video])
 
@@ -146,7 +147,7 @@ def make_shards(run: ShardRun) -> tuple[dict | None, bool]:
     options = {k: v for k, v in asdict(run).items() if k not in ("workers", "progress", "part", "parts", "plan_only")}
     merging.write_plan(out, {"task": run.task, "options": options, "shards": [j.name for j in jobs],
                              "hashes": [j.plan_hash() for j in jobs], "rows_planned": plan.rows_planned,
-                             "samples_planned": sum(len(j.source) for j in jobs),
+                             "samples_planned": sum(len(j.source) for j in jobs), "sizes": [len(j.source) for j in jobs],
                              "videos": plan.videos, "extra": plan.extra}, plan.failures, plan.missing_videos)
     if run.plan_only:
         atomic_write_json(out / merging.SUMMARY, merging.plan_summary(merging.read_plan(out)), indent=1)
