@@ -26,3 +26,20 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
         atomic_write_text(target, "new and longer")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["state.json"]
+
+
+def test_atomic_open_replaces_only_when_the_block_completes(tmp_path):
+    from egovlpv2.fileio import atomic_open
+
+    target = tmp_path / "failures.jsonl"
+    with atomic_open(target) as f:
+        f.write("a\n")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as f:
+            f.write("b\n")
+            assert target.read_text() == "a\n"  # readers see the old file while the new one streams
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "a\n" and os.listdir(tmp_path) == ["failures.jsonl"]
+    with atomic_open(target, "wb") as f:
+        f.write(b"c\n")
+    assert target.read_bytes() == b"c\n"
