@@ -44,6 +44,7 @@ def test_a_restarted_part_redoes_only_its_unfinished_shards(synthetic_dir, tmp_p
     (out / lost).unlink()
     (out / "records" / lost.replace(".tar", ".json")).unlink()
     again, ok = _run(synthetic_dir, out, 0, 2)
-    assert ok and again == manifest  # the restarted part finishes the run and merges
+    timing = "source_s_per_cpu_s"  # the rewritten shard's CPU time differs
+    assert ok and {**again, timing: None} == {**manifest, timing: None}  # the restarted part finishes and merges
     assert all((out / n).stat().st_mtime_ns == stamps[n] for n in names if n != lost)
     assert (out / lost).is_file()
