@@ -1,25 +1,14 @@
 """The contact sheet: a PNG of the expected size, drawn from randomly chosen samples that --seed changes."""
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
-from egovlpv2.shards.contact_sheet import TILE_H, TILE_W, caption, sheet_size
+from egovlpv2.cli.inspect_shards import main as inspect_main
 from egovlpv2.data.stream import parse_meta, read_tar
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _inspect_cli():
-    spec = importlib.util.spec_from_file_location("inspect_shards", ROOT / "shard_tools" / "inspect_shards.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+from egovlpv2.shards.contact_sheet import TILE_H, TILE_W, caption, sheet_size
 
 
 def test_contact_sheet_png_size_and_samples(egoclip_shards, tmp_path, capsys):
-    main = _inspect_cli()
+    main = inspect_main
     assert main([str(egoclip_shards), "--contact-sheet", str(tmp_path / "a.png"), "--samples", "5", "--frames", "3"]) == 0
     assert "5 samples drawn" in capsys.readouterr().out
     first = Image.open(tmp_path / "a.png")
