@@ -1,5 +1,5 @@
 """Shard writing as a 2-node job through launch/submit.py --entry shards: one part of the plan per task,
-and the same manifest and samples as one local process."""
+the same manifest and samples as one local process, and a rerun that redoes only a lost shard."""
 from __future__ import annotations
 
 import json
@@ -31,15 +31,30 @@ def test_shards_job_on_two_nodes_matches_one_process(slurm_cluster, tmp_path):
                                      out=str(tmp_path / "local"), workers=1, samples_per_shard=3, progress=False))
     assert ok and local["total_samples"] == 18
 
-    run_dir = tmp_path / "shards-run"
-    printed = run_submit("--entry", "shards", "--nodes", "2", "--gpus-per-node", "0", "--time", "5",
-                         "--output-dir", str(run_dir), *args, "--out", str(tmp_path / "cluster"),
-                         env={"OMP_NUM_THREADS": "1"})
-    job_id = job_id_of(printed)
-    assert wait_for_job(job_id, run_dir, timeout=240) == "COMPLETED", logs_of(run_dir, job_id)
-    cluster = json.loads((tmp_path / "cluster" / "manifest.json").read_text())
+    run_dir, out = tmp_path / "shards-run", tmp_path / "cluster"
+
+    def submit_and_wait() -> dict:
+        printed = run_submit("--entry", "shards", "--nodes", "2", "--gpus-per-node", "0", "--time", "5",
+                             "--output-dir", str(run_dir), *args, "--out", str(out), env={"OMP_NUM_THREADS": "1"})
+        job_id = job_id_of(printed)
+        assert wait_for_job(job_id, run_dir, timeout=240) == "COMPLETED", logs_of(run_dir, job_id)
+        logs = logs_of(run_dir, job_id)
+        assert "rank 0/2" in logs and "rank 1/2" in logs
+        return json.loads((out / "manifest.json").read_text())
+
+    cluster = submit_and_wait()
     for key in ("total_samples", "total_bytes", "rows_planned", "rows_failed", "failures", "shards"):
         assert cluster[key] == local[key], key
-    assert _samples(tmp_path / "cluster") == _samples(tmp_path / "local")
-    logs = logs_of(run_dir, job_id)
-    assert "rank 0/2" in logs and "rank 1/2" in logs
+    assert _samples(out) == _samples(tmp_path / "local")
+
+    # A part that lost a shard (a failed task) redoes only that shard when the job runs again.
+    names = [s["name"] for s in cluster["shards"]]
+    stamps = {n: (out / n).stat().st_mtime_ns for n in names}
+    lost = names[1]
+    (out / lost).unlink()
+    (out / "records" / lost.replace(".tar", ".json")).unlink()
+    (out / "manifest.json").unlink()
+    again = submit_and_wait()
+    assert again["shards"] == cluster["shards"] and (out / lost).is_file()
+    assert all((out / n).stat().st_mtime_ns == stamps[n] for n in names if n != lost)
+    assert _samples(out) == _samples(tmp_path / "local")
