@@ -18,7 +18,7 @@ from collections import Counter  # noqa: E402
 
 from egovlpv2.data import DataConfig  # noqa: E402
 from egovlpv2.data.pipeline import PretrainStream, shard_names  # noqa: E402
-from egovlpv2.data.shard_writer import read_manifest  # noqa: E402
+from egovlpv2.data.manifest import read_manifest  # noqa: E402
 
 
 def replay_cpu_s(stream: PretrainStream, pairs: int) -> float:

@@ -15,14 +15,22 @@ class UnsafePathError(UserError):
     """An id that would name a path outside its root; the message is the reason recorded for the row."""
 
 
+def unsafe_reason(root: str | os.PathLike, part: str) -> str | None:
+    """Why ``part`` cannot name a path inside ``root`` (absolute, NUL, or a ``..``); None when it can."""
+    text = str(part)
+    if "\x00" in text:
+        return f"unsafe id {text!r}: contains NUL"
+    if os.path.isabs(text):
+        return f"unsafe id {text!r}: an absolute path, not a name inside {root}"
+    if ".." in Path(text).parts:
+        return f"unsafe id {text!r}: climbs out of {root} with '..'"
+    return None
+
+
 def path_inside(root: str | os.PathLike, *parts: str) -> Path:
     """``root / parts...``; raises UnsafePathError for a part that is absolute, holds NUL or a ``..``."""
     for part in parts:
-        text = str(part)
-        if "\x00" in text:
-            raise UnsafePathError(f"unsafe id {text!r}: contains NUL")
-        if os.path.isabs(text):
-            raise UnsafePathError(f"unsafe id {text!r}: an absolute path, not a name inside {root}")
-        if ".." in Path(text).parts:
-            raise UnsafePathError(f"unsafe id {text!r}: climbs out of {root} with '..'")
+        reason = unsafe_reason(root, part)
+        if reason is not None:
+            raise UnsafePathError(reason)
     return Path(root, *parts)

@@ -35,3 +35,20 @@ def test_written_files_get_the_umask_mode_not_mkstemp_private(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_atomic_open_replaces_only_when_the_block_completes(tmp_path):
+    from egovlpv2.fileio import atomic_open
+
+    target = tmp_path / "failures.jsonl"
+    with atomic_open(target) as f:
+        f.write("a\n")
+    with pytest.raises(RuntimeError):
+        with atomic_open(target) as f:
+            f.write("b\n")
+            assert target.read_text() == "a\n"  # readers see the old file while the new one streams
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "a\n" and os.listdir(tmp_path) == ["failures.jsonl"]
+    with atomic_open(target, "wb") as f:
+        f.write(b"c\n")
+    assert target.read_bytes() == b"c\n"

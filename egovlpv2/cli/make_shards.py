@@ -1,10 +1,13 @@
 """Metadata + videos -> webdataset tar shards with a manifest (see README, "Preparing data")."""
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from egovlpv2.cli import run_cli
-from egovlpv2.data.shard_tasks import TASKS, ShardRun, make_shards
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.merge import SUMMARY, format_summary
+from egovlpv2.shards.tasks import TASKS, ShardRun, make_shards
+from egovlpv2.shards.transcode import EncodeOptions
 
 
 def main(argv=None) -> int:
@@ -33,22 +36,32 @@ def main(argv=None) -> int:
     p.add_argument("--x264-params", default=EncodeOptions.x264_params, help="extra x264 options ('' for none)")
     p.add_argument("--frame-format", choices=("mp4", "jpgs"), default="mp4")
     p.add_argument("--jpeg-frames", type=int, default=8)
+    p.add_argument("--part", type=int, default=0, help="write only this part of the plan (0-based; see --parts)")
+    p.add_argument("--parts", type=int, default=1, help="split the shards over this many runs (cluster nodes)")
+    p.add_argument("--plan-only", action="store_true",
+                   help="only plan: print and write the summary (rows, videos found and missing), no shards")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     run = ShardRun(task=a.task, videos=a.videos, out=a.out, csv=a.csv, json=a.json, sentence_csv=a.sentence_csv,
                    relevancy=a.relevancy, classes=a.classes, workers=a.workers, samples_per_shard=a.samples_per_shard,
                    chunk_seconds=a.chunk_seconds, limit=a.limit, seed=a.seed, num_verbs=a.num_verbs,
                    num_nouns=a.num_nouns, max_failure_fraction=a.max_failure_fraction, progress=not a.no_progress,
+                   part=a.part, parts=a.parts, plan_only=a.plan_only,
                    encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
                                         preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
     manifest, ok = make_shards(run)
-    print(f"{manifest['total_samples']} samples in {len(manifest['shards'])} shards "
-          f"({manifest['total_bytes'] / 1e6:.1f} MB), {len(manifest['failures'])} failures of "
-          f"{manifest['rows_planned']} rows; {manifest['source_s_per_cpu_s']} source s per CPU s")
-    for failure in manifest["failures"][:20]:
-        print(f"  failed {failure['id']}: {failure['reason']}")
+    if a.plan_only:
+        print("\n".join(format_summary(json.loads(Path(a.out, SUMMARY).read_text()))))
+        return 0
+    if manifest is None:
+        print(f"part {a.part} of {a.parts} done; the last part to finish writes {a.out}/manifest.json")
+        return 0
+    summary = json.loads(Path(a.out, SUMMARY).read_text())
+    print("\n".join(format_summary(summary)))
+    print(f"{manifest['source_s_per_cpu_s']} source s per CPU s; failed rows in {a.out}/failures.jsonl")
     if not ok:
-        print(f"error: failures exceed {run.max_failure_fraction:.1%} of rows (see {a.out}/manifest.json)", file=sys.stderr)
+        print(f"error: {summary['rows_failed']} of {summary['rows_planned']} rows failed, more than "
+              f"{run.max_failure_fraction:.1%} (see {a.out}/summary.json and failures.jsonl)", file=sys.stderr)
         return 1
     return 0
 

@@ -4,7 +4,7 @@ import sys
 from dataclasses import fields
 
 from egovlpv2.cli import run_cli
-from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic
+from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
 
 
 def main(argv=None) -> int:

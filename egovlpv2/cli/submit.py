@@ -1,11 +1,13 @@
-"""Submit pre-training, fine-tuning, feature extraction, evaluation or a cluster check to SLURM (or run it
-locally) through submitit.
+"""Submit pre-training, fine-tuning, feature extraction, shard writing, evaluation or a cluster check to SLURM
+(or run it locally) through submitit.
 
   egovlpv2-submit --nodes 8 --partition gpu --time 24:00:00 --config egoclip train.max_steps=75000
   egovlpv2-submit --nodes 8 --dry-run --config egoclip          # print sbatch script + config
   egovlpv2-submit --entry check --nodes 2 --output-dir runs/check
   egovlpv2-submit --entry finetune --task epic_mir --time 12:00:00 init_checkpoint=... train.output_dir=...
   egovlpv2-submit --entry features --nodes 2 --task egomq --checkpoint EgoVLPv2.pth --videos clips/ --out feats/mq
+  egovlpv2-submit --entry shards --nodes 8 --gpus-per-node 0 --output-dir runs/shards \
+      --csv egoclip.csv --videos /data/ego4d/v2/video_540ss --out /data/egoclip_shards
 
 Arguments not listed here go to the entry point unchanged (for pre-training: those of egovlpv2-pretrain).
 (``python -m egovlpv2.cli.submit`` and ``python launch/submit.py`` are the same command.)

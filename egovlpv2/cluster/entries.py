@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -175,10 +176,25 @@ def features(argv: list[str]):
     return resolve_entry("egovlpv2.cli.extract_features:extract_features")(argv, should_stop=stop_requested)
 
 
+def shards(argv: list[str]) -> int:
+    """Every task of a shard-writing job: egovlpv2-make-shards' arguments, writing part RANK of
+    WORLD_SIZE; the last part to finish writes the manifest. A requeued task keeps its finished shards."""
+    from egovlpv2.cli import run_cli
+    from egovlpv2.cli.make_shards import main
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    status = run_cli(main, [*argv, "--part", str(rank), "--parts", str(world)])
+    if status == 2:
+        raise SystemExit(f"make_shards part {rank} of {world}: bad inputs (see the error line above)")
+    return status
+
+
 ENTRIES: dict[str, Entry] = {
     "pretrain": Entry("egovlpv2.cluster.entries:pretrain", _prepare_pretrain,
                       "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight),
     "eval": Entry("egovlpv2.cli.evaluate:evaluate", _prepare_plain, "egovlpv2-evaluate on every task"),
+    "shards": Entry("egovlpv2.cluster.entries:shards", _prepare_plain,
+                    "egovlpv2-make-shards on CPU nodes, one part of the shards per task"),
     "check": Entry("egovlpv2.cluster.check:main", _prepare_plain, "all-reduce across every task, then exit"),
     # fine-tuning checkpoints have pre-training's layout (the same loop): the same checks apply
     "finetune": Entry("egovlpv2.cli.finetune:finetune", _prepare_finetune,

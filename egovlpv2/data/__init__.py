@@ -1,6 +1,7 @@
-"""Data: EgoClip metadata, video shards, the streaming pre-training loader and evaluation readers.
+"""Data at training and evaluation time: the shard manifest, the streaming pre-training loader, evaluation readers.
 
-The loader names are imported lazily, so shard tools and their worker processes do not load torch.
+The loader names are imported lazily, so importing the config (or the manifest reader) does not load torch.
+Writing the shards is egovlpv2.shards.
 """
 from egovlpv2.data.config import DataConfig
 

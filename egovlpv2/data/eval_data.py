@@ -12,10 +12,9 @@ from typing import Iterator
 import torch
 
 from egovlpv2.data.config import DataConfig
-from egovlpv2.data.eval_sources import CLASSES_FILE
 from egovlpv2.data.pipeline import frames_member
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import CLASSES_FILE, read_manifest
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import eval_transform

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from egovlpv2.data.config import DataConfig
 from egovlpv2.data.sample_schema import check_clips, check_pretrain_meta
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.stream import (EPOCH_END, pair_window, parse_meta, read_tar, shard_epoch, shuffle_buffer,
                                   worker_shard)
 from egovlpv2.data.tokenizer import load_tokenizer

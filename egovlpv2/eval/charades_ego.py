@@ -35,4 +35,4 @@ def evaluate_charades_ego(model, shard_dir: str | Path, data_cfg, tokenizer, ctx
     if labels.shape[1] != len(class_names):
         raise ValueError(f"Charades-Ego labels have {labels.shape[1]} classes but the class list has {len(class_names)}")
     return {"mAP": charades_map(scores, labels), "num_videos": int(labels.shape[0]),
-            "num_classes": len(class_names), "missing": len(missing)}
+            "num_classes": len(class_names), "missing": missing}

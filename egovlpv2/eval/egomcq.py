@@ -72,5 +72,5 @@ def evaluate_egomcq(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: Eval
     missing = check_complete(shard_dir, allow_missing)
     dataset = EvalSamples("egomcq", shard_dir, data_cfg, tokenizer, limit)
     result = evaluate_egomcq_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx)
-    result["missing"] = len(missing)
+    result["missing"] = missing
     return result

@@ -68,5 +68,5 @@ def evaluate_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: Ev
         video_emb = order_by_row(video_emb, kept["row"], relevancy.shape[0], shard_dir)
     similarity = (video_emb @ text_emb.T).numpy()
     result = mir_results(similarity, relevancy)
-    result.update(num_clips=int(similarity.shape[0]), num_captions=int(similarity.shape[1]), missing=len(missing))
+    result.update(num_clips=int(similarity.shape[0]), num_captions=int(similarity.shape[1]), missing=missing)
     return result

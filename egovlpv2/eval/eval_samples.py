@@ -7,12 +7,13 @@ names it, unless the caller allows missing samples (then they are reported in th
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import read_manifest
 from egovlpv2.eval.runtime import EvalContext, share_indices
 from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
 
@@ -23,17 +24,22 @@ class MissingSamplesError(RuntimeError):
     """The shards lack samples of the benchmark (failed at shard time)."""
 
 
-def check_complete(shard_dir: str | Path, allow_missing: bool) -> list[dict]:
-    """The manifest's failures; an error naming them unless `allow_missing`."""
-    failures = read_manifest(shard_dir).get("failures", [])
-    if failures and not allow_missing:
-        listed = "; ".join(f"{f.get('id')}: {f.get('reason')}" for f in failures[:20])
-        more = f" (and {len(failures) - 20} more)" if len(failures) > 20 else ""
+def check_complete(shard_dir: str | Path, allow_missing: bool) -> int:
+    """The number of benchmark rows that failed at shard time; an error naming them unless `allow_missing`.
+
+    Only the error reads the first lines of the failures file; a complete benchmark never opens it."""
+    manifest = read_manifest(shard_dir)
+    failed = manifest.get("rows_failed", 0)
+    if failed and not allow_missing:
+        with open(Path(shard_dir, manifest["failures_file"]), encoding="utf-8") as f:
+            first = [json.loads(line) for line, _ in zip(f, range(20))]
+        listed = "; ".join(f"{x.get('id')}: {x.get('detail') or x.get('reason')}" for x in first)
+        more = f" (and {failed - len(first)} more)" if failed > len(first) else ""
         raise MissingSamplesError(
-            f"{shard_dir}: {len(failures)} benchmark samples are missing from the shards, so the figures would "
+            f"{shard_dir}: {failed} benchmark samples are missing from the shards, so the figures would "
             f"not be comparable: {listed}{more}. Fix the sources and rerun make_shards.py (finished shards are "
             f"kept), or pass --allow-missing to evaluate without them.")
-    return failures
+    return failed
 
 
 class EvalSamples(Dataset):

@@ -16,7 +16,7 @@ import torch
 from egovlpv2.data.pipeline import frames_member
 from egovlpv2.data.sample_schema import check_clips
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.stream import parse_meta
 from egovlpv2.data.transforms import eval_transform, train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError

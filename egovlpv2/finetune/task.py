@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_classes, load_epic_mir_captions
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.transforms import normalize_video
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.finetune.config import FinetuneConfig

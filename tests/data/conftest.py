@@ -1,9 +1,9 @@
 import pytest
 
 from egovlpv2.data.config import DataConfig
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
-from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
+from egovlpv2.shards.transcode import EncodeOptions
 
 # 6 videos x 8 clips, 64 s each (two scene windows), 32 px frames: seconds to build.
 TINY = SyntheticSpec(videos=6, mcq_videos=5, clips_per_video=8, clip_spacing_s=8.0, clip_len_s=1.0, fps=10.0,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from egovlpv2.data.synthetic import write_video
+from egovlpv2.shards.synthetic import write_video
 
 BITS = 12
 CELL = 8  # each bit is an 8x8 black or white cell: survives H.264 at the test quality

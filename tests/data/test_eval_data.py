@@ -8,9 +8,13 @@ import torch
 
 from egovlpv2.data.eval_data import (epic_mir_relevancy_path, iter_charades_ego, iter_egomcq, iter_epic_mir_clips,
                                      load_charades_classes, load_epic_mir_captions)
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
+from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.tokenizer import load_tokenizer
 from tests.data.data_helpers import gray_number, write_gray_video
+
+
+def _failed_ids(shard_dir):
+    return [json.loads(line)["id"] for line in (shard_dir / "failures.jsonl").read_text().splitlines()]
 
 
 def test_egomcq_questions_with_five_candidates(synthetic_dir, data_cfg, tmp_path):
@@ -20,7 +24,9 @@ def test_egomcq_questions_with_five_candidates(synthetic_dir, data_cfg, tmp_path
     manifest, ok = make_shards(ShardRun(task="egomcq", json=str(tmp_path / "egomcq.json"), out=str(tmp_path / "s"),
                                         videos=str(synthetic_dir / "videos"), workers=1, progress=False,
                                         max_failure_fraction=0.5))
-    assert ok and manifest["failures"] == [{"id": "broken", "reason": "bad question: answer 7 or type 1 out of range"}]
+    assert ok and manifest["failures"] == {"bad_row": 1}
+    assert json.loads((tmp_path / "s" / "failures.jsonl").read_text()) == {
+        "id": "broken", "reason": "bad_row", "detail": "bad question: answer 7 or type 1 out of range"}
     tok = load_tokenizer(data_cfg.tokenizer)
     items = list(iter_egomcq(str(tmp_path / "s"), data_cfg))
     assert len(items) == len(questions) - 1 and {i["type"] for i in items} == {1, 2}
@@ -50,7 +56,7 @@ def test_epic_mir_clips_in_csv_order_with_captions_and_relevancy(tmp_path, data_
     manifest, ok = make_shards(ShardRun(task="epic_mir", csv=str(tmp_path / "test.csv"), out=str(tmp_path / "s"),
                                         sentence_csv=str(tmp_path / "sentence.csv"), relevancy=str(tmp_path / "rel.pkl"),
                                         videos=str(tmp_path / "v"), workers=1, progress=False, max_failure_fraction=0.5))
-    assert ok and [f["id"] for f in manifest["failures"]] == ["P01_01_1"]
+    assert ok and _failed_ids(tmp_path / "s") == ["P01_01_1"]
     cfg = dataclasses.replace(data_cfg, img_size=24, eval_resize=32)
     clips = list(iter_epic_mir_clips(str(tmp_path / "s"), cfg))
     assert [(c["narration_id"], c["row"], c["video_id"]) for c in clips] == [("P01_01_0", 0, "P01_01"), ("P01_01_2", 2, "P01_01")]
@@ -71,7 +77,7 @@ def test_charades_ego_whole_videos_with_multi_hot_labels(tmp_path, data_cfg):
     manifest, ok = make_shards(ShardRun(task="charades_ego", csv=str(tmp_path / "test.csv"), classes=str(tmp_path / "classes.txt"),
                                         out=str(tmp_path / "s"), videos=str(tmp_path / "v"), workers=1,
                                         progress=False, max_failure_fraction=0.5))
-    assert ok and [f["id"] for f in manifest["failures"]] == ["XYZ99"]
+    assert ok and _failed_ids(tmp_path / "s") == ["XYZ99"]
     items = list(iter_charades_ego(str(tmp_path / "s"), data_cfg))
     assert len(items) == 1 and items[0]["id"] == "ABC12"
     assert items[0]["label"].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]

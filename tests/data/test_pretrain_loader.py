@@ -10,7 +10,7 @@ import torch
 
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
 from egovlpv2.data.stream import epoch_order, parse_meta, read_tar, worker_shard
-from egovlpv2.data.synthetic import NOUNS, VERBS
+from egovlpv2.shards.synthetic import NOUNS, VERBS
 
 
 def _ids(loader):
@@ -155,8 +155,8 @@ def test_bad_samples_are_skipped_and_counted(data_cfg, egoclip_shards, tmp_path)
 
 
 def test_jpeg_shards_give_the_same_batch_contract(data_cfg, synthetic_dir, tmp_path):
-    from egovlpv2.data.shard_tasks import ShardRun, make_shards
-    from egovlpv2.data.transcode import EncodeOptions
+    from egovlpv2.shards.tasks import ShardRun, make_shards
+    from egovlpv2.shards.transcode import EncodeOptions
 
     manifest, ok = make_shards(ShardRun(task="egoclip", csv=str(synthetic_dir / "egoclip.csv"),
                                         videos=str(synthetic_dir / "videos"), out=str(tmp_path / "jpgs"), workers=1,

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import torch
 
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
-from egovlpv2.data.synthetic import write_video
+from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.synthetic import write_video
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.model.loading import RELEASED_KEY_TABLE, map_released_key
 
 VERBS = ("lift", "lower", "shake")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import egovlpv2
-from egovlpv2.data.synthetic import write_video
+from egovlpv2.shards.synthetic import write_video
 from egovlpv2.eval.video_windows import WindowSpec, iter_windows
 from tests.eval import synthetic_benchmarks as synth
 

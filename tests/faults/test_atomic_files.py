@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from egovlpv2.data.egoclip import write_egoclip
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.egoclip_csv import write_egoclip
+from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.eval.report import write_report
 from egovlpv2.train.loop import _record_eval
 from tests.data.data_helpers import egoclip_row, write_numbered_video
@@ -33,7 +33,7 @@ def egoclip_source(tmp_path):
 def test_a_torn_sidecar_makes_the_rerun_redo_that_shard(egoclip_source):
     tmp_path = egoclip_source
     first, _ = _run(tmp_path)
-    sidecar = tmp_path / "s" / "egoclip-000000.json"
+    sidecar = tmp_path / "s" / "records" / "egoclip-000000.json"
     sidecar.write_text(sidecar.read_text()[:20])  # what a crash mid-write left behind
     second, ok = _run(tmp_path)
     assert ok and second["total_samples"] == first["total_samples"] == 3
@@ -63,7 +63,7 @@ def test_manifest_and_sidecars_are_replaced_not_rewritten_in_place(egoclip_sourc
     tmp_path = egoclip_source
     _run(tmp_path)
     _rewrite_keeps_readers_whole(tmp_path / "s" / "manifest.json", lambda: _run(tmp_path, limit=2))
-    _rewrite_keeps_readers_whole(tmp_path / "s" / "egoclip-000000.json", lambda: _run(tmp_path, limit=1))
+    _rewrite_keeps_readers_whole(tmp_path / "s" / "records" / "egoclip-000000.json", lambda: _run(tmp_path, limit=1))
 
 
 def test_results_and_eval_history_are_replaced_not_rewritten_in_place(tmp_path):

@@ -6,13 +6,13 @@ import tarfile
 import av
 import numpy as np
 
-from egovlpv2.data import shard_writer
+from egovlpv2.shards import writer as shard_writer
 from egovlpv2.data.config import DataConfig
-from egovlpv2.data.egoclip import write_egoclip
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
+from egovlpv2.shards.egoclip_csv import write_egoclip
+from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.pipeline import build_pretrain_loader
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.transcode import EncodeOptions
 from tests.data.data_helpers import egoclip_row, write_numbered_video
 
 
@@ -35,6 +35,10 @@ def _make(tmp_path, **kw):
                                 encode=EncodeOptions(short_side=0), **kw))
 
 
+def _failures(tmp_path) -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "s" / "failures.jsonl").read_text().splitlines()]
+
+
 def test_a_row_the_encoder_rejects_is_a_recorded_failure(tmp_path):
     (tmp_path / "v").mkdir()
     write_numbered_video(tmp_path / "v" / "good.mp4", 25, 25.0)
@@ -43,8 +47,9 @@ def test_a_row_the_encoder_rejects_is_a_recorded_failure(tmp_path):
                                        egoclip_row(2, "tiny", 0.0, 0.3, dur=0.4)])
     manifest, ok = _make(tmp_path)
     assert ok and manifest["total_samples"] == 2
-    assert [f["id"] for f in manifest["failures"]] == ["tiny_2"]
-    assert "too small" in manifest["failures"][0]["reason"]
+    failures = _failures(tmp_path)
+    assert [f["id"] for f in failures] == ["tiny_2"]
+    assert failures[0]["reason"] == "encode_error" and "too small" in failures[0]["detail"]
     assert not list((tmp_path / "s").glob("*.tmp"))
 
 
@@ -64,7 +69,7 @@ def test_any_error_while_cutting_a_row_fails_that_row_only(tmp_path, monkeypatch
     monkeypatch.setattr(shard_writer, "cut_clip", cut_clip)
     manifest, ok = _make(tmp_path)
     assert ok and manifest["total_samples"] == 2
-    assert manifest["failures"] == [{"id": "odd_2", "reason": "RuntimeError: encoder exploded"}]
+    assert _failures(tmp_path) == [{"id": "odd_2", "reason": "encode_error", "detail": "RuntimeError: encoder exploded"}]
 
 
 MISTYPED = {  # sample index -> how its JSON is broken

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from egovlpv2.data.egoclip import write_egoclip
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.egoclip_csv import write_egoclip
+from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.errors import UserError
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.eval.features import plan_jobs
@@ -84,9 +84,10 @@ def test_video_ids_outside_the_video_root_fail_their_row(tmp_path):
     manifest, ok = make_shards(ShardRun(task="egoclip", csv=str(tmp_path / "e.csv"), videos=str(tmp_path / "v"),
                                         out=str(tmp_path / "s"), workers=1, progress=False, max_failure_fraction=1.0,
                                         encode=EncodeOptions(short_side=0)))
-    assert manifest["total_samples"] == 1
-    reasons = sorted(f["reason"] for f in manifest["failures"])
-    assert len(reasons) == 2 and all("unsafe id" in r for r in reasons), reasons
+    assert manifest["total_samples"] == 1 and manifest["failures"] == {"unsafe_id": 2}
+    failures = [json.loads(line) for line in (tmp_path / "s" / "failures.jsonl").read_text().splitlines()]
+    assert len(failures) == 2 and all("unsafe id" in f["detail"] for f in failures), failures
+    assert (tmp_path / "s" / "missing_videos.txt").read_text() == ""  # not a download to fetch
 
 
 def test_clip_uid_outside_the_roots_is_refused_before_extraction(tmp_path):
@@ -111,7 +112,7 @@ def test_manifest_shard_names_outside_the_shard_directory_are_refused(tmp_path):
         info = tarfile.TarInfo("k.json")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"{}"))
-    manifest = {"format_version": 1, "task": "epic_mir", "total_samples": 1,
+    manifest = {"format_version": 2, "task": "epic_mir", "total_samples": 1,
                 "shards": [{"name": "../elsewhere.tar", "samples": 1, "bytes": 10}]}
     (shards / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="unsafe id"):

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from egovlpv2.cli import run_cli
+from tests.data.data_helpers import write_numbered_video
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,12 +65,47 @@ def test_synthetic_to_shards_to_inspection(tmp_path, capsys):
     assert "bad samples: 1" in out and broken.split(".")[0] in out
 
 
-def test_make_shards_fails_when_too_many_rows_fail(tmp_path):
+HEADER = ("clip_idx\tvideo_uid\tvideo_dur\tnarration_source\tnarration_ind\tnarration_time\tclip_start\tclip_end"
+          "\tclip_text\ttag_verb\ttag_noun\n")
+
+
+def _row(idx, uid):
+    return f"{idx}\t{uid}\t2\tnarration_pass_1\t0\t1\t0.5\t1.5\t#C C walks\t[0]\t[0]\n"
+
+
+def _make_shards(tmp_path, *extra):
+    return run_cli(_cli("make_shards"), ["--csv", str(tmp_path / "e.csv"), "--videos", str(tmp_path / "videos"),
+                                         "--out", str(tmp_path / "s"), "--workers", "1", "--no-progress", *extra])
+
+
+def test_make_shards_fails_when_too_many_rows_fail(tmp_path, capsys):
     (tmp_path / "videos").mkdir()
-    header = "clip_idx\tvideo_uid\tvideo_dur\tnarration_source\tnarration_ind\tnarration_time\tclip_start\tclip_end\tclip_text\ttag_verb\ttag_noun\n"
-    (tmp_path / "e.csv").write_text(header + "0\tnowhere\t10\tnarration_pass_1\t0\t1\t0.5\t1.5\t#C C walks\t[0]\t[0]\n")
-    rc = _cli("make_shards")(["--csv", str(tmp_path / "e.csv"), "--videos", str(tmp_path / "videos"),
-                              "--out", str(tmp_path / "s"), "--workers", "1", "--no-progress"])
-    assert rc == 1
+    write_numbered_video(tmp_path / "videos" / "here.mp4", 50, 25.0)
+    (tmp_path / "e.csv").write_text(HEADER + _row(0, "nowhere") + _row(1, "here"))
+    assert _make_shards(tmp_path) == 1
+    assert "1 of 2 rows failed" in capsys.readouterr().err
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    assert manifest["failures"][0]["id"] == "nowhere_0" and "missing video" in manifest["failures"][0]["reason"]
+    assert manifest["failures"] == {"missing_video": 1} and manifest["total_samples"] == 1
+    failure = json.loads((tmp_path / "s" / "failures.jsonl").read_text())
+    assert failure == {"id": "nowhere_0", "reason": "missing_video", "detail": "nowhere.mp4"}
+
+
+@pytest.mark.parametrize("case", ["no_videos", "typo_root", "not_egoclip"])
+def test_inputs_that_cannot_be_right_stop_before_any_shard(tmp_path, capsys, case):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "other.mp4").write_bytes(b"")  # a video the csv does not name
+    (tmp_path / "e.csv").write_text(HEADER + "".join(_row(i, f"vid{i}") for i in range(500)))
+    extra = []
+    if case == "typo_root":
+        extra = ["--videos", str(tmp_path / "vidoes")]
+    if case == "not_egoclip":
+        (tmp_path / "e.csv").write_text("video_uid,clip_start\nvid0,1.0\n")
+    assert _make_shards(tmp_path, *extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    expected = {"no_videos": f"{tmp_path / 'videos'}: expected e.g. {tmp_path / 'videos' / 'vid0.mp4'}",
+                "typo_root": f"video root not found: --videos {tmp_path / 'vidoes'}",
+                "not_egoclip": "missing columns"}[case]
+    assert expected in err
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("*.tar"))
+    assert not (tmp_path / "s" / "manifest.json").exists()

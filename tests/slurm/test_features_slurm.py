@@ -25,7 +25,7 @@ def inputs(tmp_path_factory) -> dict:
     import torch
 
     import egovlpv2
-    from egovlpv2.data.synthetic import write_video
+    from egovlpv2.shards.synthetic import write_video
     from tests.eval import synthetic_benchmarks as synth
 
     root = tmp_path_factory.mktemp("slurm-features")

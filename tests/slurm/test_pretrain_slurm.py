@@ -28,8 +28,8 @@ ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    from egovlpv2.data.shard_tasks import ShardRun, make_shards
-    from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic
+    from egovlpv2.shards.tasks import ShardRun, make_shards
+    from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
 
     root = tmp_path_factory.mktemp("slurm-demo-data")
     make_synthetic(root / "src", SyntheticSpec(videos=2, mcq_videos=0, clips_per_video=8, size=64), progress=False)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import egovlpv2
-from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic
+from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
 from egovlpv2.train.config import load_pretrain_config
 from egovlpv2.train.export import export
 from tests.train.conftest import REPO, torchrun

@@ -1,6 +1,7 @@
 """Reading and validating EgoClip-format metadata (tab-separated, one narrated clip per row).
 
-Bad rows are returned as failures with a reason, never dropped silently.
+Bad rows are returned as failures with a reason, never dropped silently. Reading a whole csv into
+columns is ``egoclip_table``'s job.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from egovlpv2.errors import UserError
 
 EGOCLIP_COLUMNS = ("video_uid", "video_dur", "narration_source", "narration_ind", "narration_time",
                    "clip_start", "clip_end", "clip_text", "tag_verb", "tag_noun")
@@ -24,13 +27,15 @@ def sanitize_key(text: str) -> str:
     return _KEY_UNSAFE.sub("_", text)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Failure:
+    """A row that gives no sample: ``reason`` is a short kind (counted in the manifest), ``detail`` says why."""
     id: str
     reason: str
+    detail: str = ""
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "reason": self.reason}
+        return {"id": self.id, "reason": self.reason, "detail": self.detail}
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,54 +119,36 @@ def parse_row(fields: dict, fallback_idx: str, num_verbs: int, num_nouns: int) -
                    verbs=verbs, nouns=nouns)
 
 
-def read_egoclip(path: str | Path, num_verbs: int = 118, num_nouns: int = 582,
-                 limit: int | None = None) -> tuple[list[ClipRow], list[Failure]]:
-    """Read an EgoClip csv; returns the valid rows in file order and a failure per bad row.
-
-    The clip index column may be named ``clip_idx`` or left unnamed (a saved pandas index); without it
-    the data row number is the index. Duplicate keys keep the first row.
-    """
-    raw_lines = Path(path).read_bytes().split(b"\n")
+def read_header(path: str | Path) -> tuple[str, ...]:
+    """The column names; raises UserError when the file is missing or is not an EgoClip csv."""
     try:
-        header = next(csv.reader([raw_lines[0].decode("utf-8-sig").rstrip("\r")], delimiter="\t"))
+        with open(path, "rb") as f:
+            first = f.readline()
+    except OSError as exc:
+        raise UserError(f"cannot read the EgoClip csv {path}: {exc.strerror or exc}") from exc
+    try:
+        header = next(csv.reader([first.decode("utf-8-sig").rstrip("\r\n")], delimiter="\t"), [])
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: header is not UTF-8") from exc
+        raise UserError(f"{path}: header is not UTF-8; expected a tab-separated EgoClip csv") from exc
     header = [h.strip() for h in header]
     if header and header[0] in ("", "Unnamed: 0"):
         header[0] = "clip_idx"
     missing = [c for c in EGOCLIP_COLUMNS if c not in header]
     if missing:
-        raise ValueError(f"{path}: not an EgoClip csv, missing columns {missing} (header {header})")
-    rows: list[ClipRow] = []
-    failures: list[Failure] = []
-    seen: set[str] = set()
-    for n, raw in enumerate(raw_lines[1:]):
-        if limit is not None and len(rows) >= limit:
-            break
-        line_id = f"line{n + 2}"
-        if not raw.strip():
-            continue
-        try:
-            line = raw.decode("utf-8").rstrip("\r")
-        except UnicodeDecodeError:
-            failures.append(Failure(line_id, "text is not UTF-8"))
-            continue
-        values = line.split("\t") if '"' not in line else next(csv.reader([line], delimiter="\t"))
-        if len(values) != len(header):
-            failures.append(Failure(line_id, f"malformed row: {len(values)} fields, expected {len(header)}"))
-            continue
-        fields = dict(zip(header, values))
-        try:
-            row = parse_row(fields, str(n), num_verbs, num_nouns)
-        except ValueError as exc:
-            failures.append(Failure(fields.get("clip_idx") or line_id, str(exc)))
-            continue
-        if row.key in seen:
-            failures.append(Failure(row.key, "duplicate id"))
-            continue
-        seen.add(row.key)
-        rows.append(row)
-    return rows, failures
+        raise UserError(f"{path}: not a tab-separated EgoClip csv, missing columns {missing} (header {header[:12]})")
+    return tuple(header)
+
+
+def split_line(raw: bytes, header: tuple[str, ...]) -> dict:
+    """One data line to its fields; raises ValueError for a line that is not UTF-8 or has the wrong width."""
+    try:
+        line = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise ValueError("text is not UTF-8") from exc
+    values = line.split("\t") if '"' not in line else next(csv.reader([line], delimiter="\t"))
+    if len(values) != len(header):
+        raise ValueError(f"malformed row: {len(values)} fields, expected {len(header)}")
+    return dict(zip(header, values))
 
 
 def write_egoclip(path: str | Path, rows: list[dict]) -> None:

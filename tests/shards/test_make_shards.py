@@ -2,10 +2,10 @@
 import json
 from collections import defaultdict
 
-from egovlpv2.data.egoclip import write_egoclip
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
+from egovlpv2.shards.egoclip_csv import write_egoclip
+from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.stream import parse_meta, read_tar
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.transcode import EncodeOptions
 from tests.data.data_helpers import egoclip_row, write_numbered_video
 
 
@@ -33,15 +33,20 @@ def test_bad_videos_and_rows_are_recorded_with_reasons(tmp_path):
     write_egoclip(tmp_path / "e.csv", rows)
     manifest, ok = _run(tmp_path)
     assert not ok  # 8 failures of 10 rows exceed 5 %
-    reasons = {f["id"]: f["reason"] for f in manifest["failures"]}
-    assert manifest["total_samples"] == 2 and manifest["rows_planned"] == 10
-    assert "missing video" in reasons["missing_2"]
-    assert "corrupt video" in reasons["corrupt_3"]
-    assert "truncated_4" in reasons  # moov atom cut off or frames stop early: either way recorded
-    assert "clip outside video" in reasons["good_5"]
-    assert "non-positive length" in reasons["6"] and "empty text" in reasons["7"]
-    assert "malformed tags" in reasons["8"] and reasons["good_1"] == "duplicate id"
-    assert len(reasons) == 8
+    lines = (tmp_path / "s" / "failures.jsonl").read_text().splitlines()
+    failures = {f["id"]: f for f in map(json.loads, lines)}
+    assert manifest["total_samples"] == 2 and manifest["rows_planned"] == 10 and manifest["rows_failed"] == 8
+    assert failures["missing_2"]["reason"] == "missing_video" and failures["missing_2"]["detail"] == "missing.mp4"
+    assert failures["corrupt_3"]["reason"] == "corrupt_video"
+    assert "truncated_4" in failures  # moov atom cut off or frames stop early: either way recorded
+    assert failures["good_5"]["reason"] == "clip_outside_video"
+    assert "non-positive length" in failures["6"]["detail"] and "empty text" in failures["7"]["detail"]
+    assert "malformed tags" in failures["8"]["detail"] and failures["good_1"]["reason"] == "duplicate_id"
+    assert len(failures) == 8 and str(tmp_path) not in "\n".join(lines)  # paths relative to --videos
+    assert sum(manifest["failures"].values()) == 8 and manifest["failures"]["bad_row"] == 3
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["videos_referenced"] == 4 and summary["videos_found"] == 3
+    assert (tmp_path / "s" / "missing_videos.txt").read_text() == "missing\n"
     manifest, ok = _run(tmp_path, max_failure_fraction=0.9)
     assert ok
 
@@ -90,3 +95,20 @@ def test_limit_and_manifest_totals(tmp_path):
     assert ok and on_disk["total_samples"] == 2 == sum(s["samples"] for s in on_disk["shards"])
     assert on_disk["total_bytes"] == sum((tmp_path / "s" / s["name"]).stat().st_size for s in on_disk["shards"])
     assert on_disk["source_seconds"] > 0.7
+
+
+def test_plan_only_summarises_a_partial_download_without_writing(tmp_path):
+    v = tmp_path / "v"
+    v.mkdir()
+    write_numbered_video(v / "here.mp4", 75, 25.0)
+    rows = [egoclip_row(k, uid, 0.5 * k, 0.5 * k + 0.4, dur=3.0) for uid in ("here", "gone1", "gone2") for k in range(3)]
+    write_egoclip(tmp_path / "e.csv", rows + [egoclip_row(9, "here", 1.0, 0.5)])
+    manifest, ok = _run(tmp_path, plan_only=True)
+    assert manifest is None and not list((tmp_path / "s").glob("*.tar"))
+    summary = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert summary["rows_planned"] == 10 and summary["rows_to_write"] == 3 and summary["rows_failed"] == 7
+    assert summary["failed_by_reason"] == {"bad_row": 1, "missing_video": 6}
+    assert (summary["videos_referenced"], summary["videos_found"], summary["videos_missing"]) == (3, 1, 2)
+    assert summary["source_hours_referenced"] == round(9.0 / 3600, 3)  # three videos of 3 s each
+    assert summary["source_hours_found"] == round(3.0 / 3600, 3)
+    assert sorted((tmp_path / "s" / "missing_videos.txt").read_text().split()) == ["gone1", "gone2"]

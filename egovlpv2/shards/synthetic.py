@@ -19,8 +19,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from egovlpv2.data.egoclip import write_egoclip
 from egovlpv2.fileio import atomic_write_json
+from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
 
 # (narration verb, motion); the tag index is the position.

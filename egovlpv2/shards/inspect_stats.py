@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import tarfile
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from egovlpv2.data.shard_writer import read_manifest
+from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.data.video_io import FrameDecoder, SampleError
 
@@ -25,7 +24,7 @@ def inspect_shards(shard_dir: str | Path, decode: bool = True, backend: str = "a
 
     manifest = read_manifest(shard_dir)
     decoder = FrameDecoder(backend)
-    shards, bad, durations, sizes, frames = [], [], [], [], Counter()
+    shards, bad, durations, sizes = [], [], [], []
     bar = tqdm(total=manifest["total_samples"], unit="sample", desc="inspect", disable=not progress)
     for entry in manifest["shards"]:
         count = 0
@@ -45,9 +44,8 @@ def inspect_shards(shard_dir: str | Path, decode: bool = True, backend: str = "a
                         if timing.get("fps"):
                             durations.append(timing["num_frames"] / timing["fps"])
                         if decode:
-                            out = decoder(name.split(".")[-1], sample[name], lambda n: list(range(n)),
-                                          int(timing.get("num_frames", 0)))
-                            frames[len(out)] += 1
+                            decoder(name.split(".")[-1], sample[name], lambda n: list(range(n)),
+                                    int(timing.get("num_frames", 0)))
                 except (ValueError, SampleError) as exc:
                     bad.append({"shard": entry["name"], "id": key, "reason": str(exc)})
         except (OSError, EOFError, ValueError, tarfile.TarError) as exc:
@@ -56,7 +54,7 @@ def inspect_shards(shard_dir: str | Path, decode: bool = True, backend: str = "a
                        "ok": count == entry["samples"]})
     bar.close()
     return {"task": manifest["task"], "shards": shards, "bad": bad, "durations": durations, "sizes": sizes,
-            "samples": sum(s["samples"] for s in shards), "manifest_failures": len(manifest["failures"])}
+            "samples": sum(s["samples"] for s in shards), "manifest_failures": manifest["rows_failed"]}
 
 
 def histogram(values: list[float], bins: int = 10, width: int = 40, unit: str = "") -> list[str]:

@@ -1,7 +1,16 @@
+import numpy as np
 import pytest
 
-from egovlpv2.data.egoclip import read_egoclip, sanitize_key, write_egoclip
+from egovlpv2.errors import UserError
+from egovlpv2.shards.egoclip_csv import sanitize_key, write_egoclip
+from egovlpv2.shards.egoclip_table import load_rows, scan_egoclip
 from tests.data.data_helpers import egoclip_row
+
+
+def read_egoclip(path):
+    """All valid rows (read back from their offsets, as a shard's writer does) and the failures."""
+    table = scan_egoclip(path)
+    return load_rows(path, table.header, table.offsets, table.numbers), table.failures
 
 
 def _write_lines(path, header, lines: list[bytes]):
@@ -27,7 +36,7 @@ def test_valid_rows_and_bad_rows_each_get_a_reason(tmp_path):
     rows, failures = read_egoclip(csv_path)
     assert [r.clip_idx for r in rows] == ["0", "1"]
     assert rows[1].verbs == (1, 2) and rows[1].nouns == (7,)
-    reasons = [f.reason for f in failures]
+    reasons = [f.detail for f in failures]
     assert len(failures) == len(bad) + 3
     for expected in bad:
         assert any(expected in r for r in reasons), (expected, reasons)
@@ -43,7 +52,7 @@ def test_unnamed_index_column_and_missing_columns(tmp_path):
     rows, failures = read_egoclip(path)
     assert not failures and rows[0].clip_idx == "17" and rows[0].key == "v1_17"
     _write_lines(path, "video_uid\tclip_start", [b"v1\t1.0"])
-    with pytest.raises(ValueError, match="missing columns"):
+    with pytest.raises(UserError, match="missing columns"):
         read_egoclip(path)
 
 
@@ -57,3 +66,20 @@ def test_scene_window_groups_by_video_and_minute(tmp_path):
     write_egoclip(path, [egoclip_row(0, "v", 59.0, 60.0), egoclip_row(1, "v", 60.0, 61.0), egoclip_row(2, "w", 10, 11)])
     rows, _ = read_egoclip(path)
     assert [r.group for r in rows] == ["v:0", "v:1", "w:0"]
+
+
+def test_parallel_scan_gives_the_columns_of_one_pass(tmp_path, monkeypatch):
+    from egovlpv2.shards import egoclip_table
+
+    rows = [egoclip_row(i, f"vid{i % 7}", 1.0 + i % 50, 2.0 + i % 50, dur=60.0 + i % 3) for i in range(600)]
+    rows += [egoclip_row(5, "vid5", 3.0, 4.0), egoclip_row(601, "vid1", 2.0, 1.0)]  # a duplicate, a bad row
+    write_egoclip(tmp_path / "e.csv", rows)
+    with open(tmp_path / "e.csv", "ab") as f:
+        f.write(b"\n\n602\tvid9\t600\ttoo few fields\n")
+    one = scan_egoclip(tmp_path / "e.csv", workers=1)
+    monkeypatch.setattr(egoclip_table, "PARALLEL_BYTES", 0)
+    many = scan_egoclip(tmp_path / "e.csv", workers=3)
+    assert len(one) == 600 and one.rows_read == 603 and len(one.failures) == 3
+    for name in ("offsets", "numbers", "video", "start", "keys", "video_dur"):
+        assert np.array_equal(getattr(one, name), getattr(many, name)), name
+    assert one.uids == many.uids and one.failures == many.failures and one.rows_read == many.rows_read

@@ -15,13 +15,12 @@ import math
 import re
 from pathlib import Path
 
-from egovlpv2.data.egoclip import sanitize_key
-from egovlpv2.data.shard_writer import ClipSpec, SampleSpec
+from egovlpv2.data.manifest import CAPTIONS_FILE, CLASSES_FILE
+from egovlpv2.errors import UserError
 from egovlpv2.fileio import atomic_write_json
 from egovlpv2.safe_pickle import load_pickled_array
-
-CAPTIONS_FILE = "captions.json"
-CLASSES_FILE = "classes.json"
+from egovlpv2.shards.egoclip_csv import sanitize_key
+from egovlpv2.shards.writer import ClipSpec, SampleSpec
 
 
 def _seconds(value) -> float:
@@ -58,7 +57,7 @@ def plan_egomcq(path: str) -> tuple[list[SampleSpec], list[dict]]:
             choices = [q["choices"][str(i)] for i in range(5)]
             clips = {f"c{i}": _clip(c, f"choice {i}") for i, c in enumerate(choices)}
         except (KeyError, TypeError, ValueError) as exc:
-            failures.append({"id": str(qid), "reason": f"bad question: {exc}"})
+            failures.append({"id": str(qid), "reason": "bad_row", "detail": f"bad question: {exc}"})
             continue
         meta = {"id": sanitize_key(f"q{qid}"), "question_id": str(qid), "text": text, "answer": answer, "type": kind,
                 "choices": [{"video_uid": c["video_uid"], "clip_start": s.start, "clip_end": s.end}
@@ -74,7 +73,7 @@ def _read_csv(path: str) -> list[dict]:
 
 def plan_epic_mir(path: str, sentence_csv: str, relevancy: str, out: str) -> tuple[list, list, dict]:
     if not sentence_csv:
-        raise ValueError("task epic_mir needs --sentence-csv (the unique captions)")
+        raise UserError("task epic_mir needs --sentence-csv (the unique captions)")
     samples, failures = [], []
     for i, row in enumerate(_read_csv(path)):
         nid = (row.get("narration_id") or "").strip() or f"row{i}"
@@ -84,7 +83,7 @@ def plan_epic_mir(path: str, sentence_csv: str, relevancy: str, out: str) -> tup
                 raise ValueError(f"non-positive length [{start}, {stop}]")
             vid, pid = row["video_id"].strip(), row["participant_id"].strip()
         except (KeyError, AttributeError, ValueError) as exc:
-            failures.append({"id": nid, "reason": f"bad row: {exc}"})
+            failures.append({"id": nid, "reason": "bad_row", "detail": f"bad row: {exc}"})
             continue
         meta = {"id": sanitize_key(nid), "narration_id": nid, "video_id": vid, "row": i,
                 "text": row.get("narration", ""), "start": start, "stop": stop}
@@ -94,7 +93,7 @@ def plan_epic_mir(path: str, sentence_csv: str, relevancy: str, out: str) -> tup
     captions = [(r[column] if column else list(r.values())[-1]) for r in sentences]
     atomic_write_json(Path(out, CAPTIONS_FILE), captions, indent=0)
     if relevancy and not Path(relevancy).is_file():
-        raise FileNotFoundError(f"relevancy pickle not found: {relevancy}")
+        raise UserError(f"relevancy pickle not found: {relevancy}")
     if relevancy:
         load_pickled_array(relevancy, ndim=2)  # refuse a bad or hostile file now, not at evaluation time
     extra = {"captions_file": CAPTIONS_FILE, "relevancy": str(Path(relevancy).resolve()) if relevancy else "",
@@ -108,14 +107,14 @@ def read_charades_classes(path: str) -> list[str]:
         if line.strip():
             code, _, name = line.strip().partition(" ")
             if code != f"c{len(names):03d}":
-                raise ValueError(f"{path}: expected class c{len(names):03d}, got {code!r}")
+                raise UserError(f"{path}: expected class c{len(names):03d}, got {code!r}")
             names.append(name)
     return names
 
 
 def plan_charades_ego(path: str, classes_path: str, out: str) -> tuple[list, list, dict]:
     if not classes_path:
-        raise ValueError("task charades_ego needs --classes (Charades_v1_classes.txt)")
+        raise UserError("task charades_ego needs --classes (Charades_v1_classes.txt)")
     classes = read_charades_classes(classes_path)
     atomic_write_json(Path(out, CLASSES_FILE), classes, indent=0)
     samples, failures = [], []
@@ -128,7 +127,7 @@ def plan_charades_ego(path: str, classes_path: str, out: str) -> tuple[list, lis
             if any(c >= len(classes) for c in labels):
                 raise ValueError(f"class outside the {len(classes)} classes")
         except ValueError as exc:
-            failures.append({"id": vid or "?", "reason": f"bad row: {exc}"})
+            failures.append({"id": vid or "?", "reason": "bad_row", "detail": f"bad row: {exc}"})
             continue
         meta = {"id": sanitize_key(vid), "video_id": vid, "labels": labels}
         samples.append(SampleSpec(meta["id"], meta, {"": ClipSpec(vid, 0.0, None)}))
@@ -138,7 +137,7 @@ def plan_charades_ego(path: str, classes_path: str, out: str) -> tuple[list, lis
 def plan_eval_task(run) -> tuple[list[SampleSpec], list[dict], dict]:
     if run.task == "egomcq":
         if not run.json:
-            raise ValueError("task egomcq needs --json (egomcq.json)")
+            raise UserError("task egomcq needs --json (egomcq.json)")
         samples, failures = plan_egomcq(run.json)
         extra = {}
     elif run.task == "epic_mir":

@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from egovlpv2.data.source_reader import SourceError, SourceReader
 from egovlpv2.paths import UnsafePathError, path_inside
+from egovlpv2.shards.source_reader import SourceError, SourceReader
 
 
 class ClipError(Exception):
-    """A clip that cannot be cut; the message is the failure reason recorded in the manifest."""
+    """A clip that cannot be cut: ``reason`` is the failure kind counted in the manifest, the message the detail."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -42,29 +46,43 @@ class Segment:
     offset_s: float                # time of the file's t=0 within the whole video
 
 
+def whole_video(root: str | Path, uid: str, subdirs: tuple[str, ...] = ("",)) -> Path | None:
+    """``root/{subdir}/{uid}.mp4`` (or ``.MP4``) where it exists; UnsafePathError for an id leading out of ``root``."""
+    for sub in subdirs:
+        for name in (f"{uid}.mp4", f"{uid}.MP4"):
+            path = path_inside(root, sub, name)
+            if path.is_file():
+                return path
+    return None
+
+
+def video_exists(root: str | Path, uid: str, subdirs: tuple[str, ...] = ("",)) -> bool:
+    """Whether video ``uid`` is under ``root``, whole or as a directory of chunks."""
+    return whole_video(root, uid, subdirs) is not None or path_inside(root, uid).is_dir()
+
+
 def video_segments(root: str | Path, uid: str, start: float, end: float | None, chunk_s: float = 600.0,
                    subdirs: tuple[str, ...] = ("",)) -> list[Segment]:
     """The files holding [start, end) of video ``uid``: ``root/{subdir}/{uid}.mp4`` (whole video) or the
     chunks ``root/{uid}/{k}.mp4`` (``end=None``: to the end of the video, whole files only)."""
     root = Path(root)
     try:
-        candidates = [path_inside(root, sub, f"{uid}{ext}") for sub in subdirs for ext in (".mp4", ".MP4")]
+        whole = whole_video(root, uid, subdirs)
         chunk_dir = path_inside(root, uid)
     except UnsafePathError as exc:
-        raise ClipError(str(exc)) from exc
-    for path in candidates:
-        if path.is_file():
-            return [Segment(str(path), 0.0)]
+        raise ClipError("unsafe_id", str(exc)) from exc
+    if whole is not None:
+        return [Segment(str(whole), 0.0)]
     if end is None:
-        raise ClipError(f"missing video: {root / (uid + '.mp4')}")
+        raise ClipError("missing_video", f"missing video: {root / (uid + '.mp4')}")
     if not chunk_dir.is_dir():
-        raise ClipError(f"missing video: neither {root / (uid + '.mp4')} nor {chunk_dir}/")
+        raise ClipError("missing_video", f"missing video: neither {root / (uid + '.mp4')} nor {chunk_dir}/")
     first, last = int(start // chunk_s), int(max(start, math.nextafter(end, -math.inf)) // chunk_s)
     segments = []
     for k in range(first, last + 1):
         path = chunk_dir / f"{k}.mp4"
         if not path.is_file():
-            raise ClipError(f"missing video chunk: {path}")
+            raise ClipError("missing_chunk", f"missing video chunk: {path}")
         segments.append(Segment(str(path), k * chunk_s))
     return segments
 
@@ -92,18 +110,18 @@ def decode_range(segments: list[Segment], start: float, end: float,
             local = reader.frames(seg.path, max(0.0, start - seg.offset_s), end - seg.offset_s)
             frames += [(seg.offset_s + t, f) for t, f in local]
     except SourceError as exc:
-        raise ClipError(str(exc)) from exc
+        raise ClipError("corrupt_video", str(exc)) from exc
     finally:
         if own:
             reader.close()
     if not rate:
-        raise ClipError(f"unknown frame rate in {segments[0].path}")
+        raise ClipError("corrupt_video", f"unknown frame rate in {segments[0].path}")
     if start >= covered:
-        raise ClipError(f"clip outside video: starts at {start:.3f} s, video lasts {covered:.3f} s")
+        raise ClipError("clip_outside_video", f"clip outside video: starts at {start:.3f} s, video lasts {covered:.3f} s")
     if not frames:
-        raise ClipError(f"no frames decoded in [{start:.3f}, {end:.3f}) (truncated or corrupt video)")
+        raise ClipError("truncated_video", f"no frames decoded in [{start:.3f}, {end:.3f}) (truncated or corrupt video)")
     if covered - frames[-1][0] > 2.0 / float(rate) and end - frames[-1][0] > 2.0 / float(rate) + 0.5:
-        raise ClipError(f"truncated video: frames stop at {frames[-1][0]:.3f} s, clip ends at {end:.3f} s")
+        raise ClipError("truncated_video", f"truncated video: frames stop at {frames[-1][0]:.3f} s, clip ends at {end:.3f} s")
     return frames, Fraction(rate), covered
 
 
@@ -164,7 +182,7 @@ def _encode_jpegs(images: list[np.ndarray], opts: EncodeOptions) -> tuple[bytes,
         ok, enc = cv2.imencode(".jpg", cv2.cvtColor(images[i], cv2.COLOR_RGB2BGR),
                                [cv2.IMWRITE_JPEG_QUALITY, opts.jpeg_quality])
         if not ok:
-            raise ClipError("JPEG encoding failed")
+            raise ClipError("encode_error", "JPEG encoding failed")
         jpegs.append(enc.tobytes())
     return pack_jpegs(jpegs), picks
 
@@ -179,7 +197,7 @@ def cut_clip(segments: list[Segment], start: float, end: float | None, opts: Enc
     first = frames[0][1]
     width, height = _output_size(first.width, first.height, opts.short_side)
     if width < 2 or height < 2:  # yuv420p needs even sides of at least 2; x264 rejects anything smaller
-        raise ClipError(f"video too small to encode: {first.width}x{first.height} pixels")
+        raise ClipError("encode_error", f"video too small to encode: {first.width}x{first.height} pixels")
     images = [f.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
               for _, f in frames]
     info = {"fps": float(rate), "t0": round(frames[0][0], 6), "num_frames": len(images),

@@ -4,12 +4,12 @@ import random
 
 import pytest
 
-from egovlpv2.data.egoclip import write_egoclip
+from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.data.pipeline import frames_member
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.data.shard_tasks import ShardRun, make_shards
+from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.stream import parse_meta, read_tar
-from egovlpv2.data.transcode import EncodeOptions
+from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.data.video_io import FrameDecoder
 from tests.data.data_helpers import egoclip_row, read_number, write_numbered_video
 

@@ -1,0 +1,33 @@
+"""The shard directory's manifest: the one file every reader of shards opens first.
+
+Written offline by ``egovlpv2.shards``; read here, at training and evaluation time. It lists the shards
+with their sample counts and sizes, the totals, the options the shards were written with, and failure
+counts by reason. Per-row failures live in a separate file that no training-time reader opens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from egovlpv2.paths import path_inside
+
+MANIFEST = "manifest.json"
+# 2: failures are counted by reason here and listed in failures.jsonl (1 listed every failed row here).
+FORMAT_VERSION = 2
+CAPTIONS_FILE = "captions.json"   # EPIC-KITCHENS-100 MIR unique captions, beside the shards
+CLASSES_FILE = "classes.json"     # Charades-Ego class names, beside the shards
+
+
+def read_manifest(shard_dir: str | Path) -> dict:
+    path = Path(shard_dir, MANIFEST)
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in {shard_dir}: write the shards with shard_tools/make_shards.py")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: shard format {manifest.get('format_version')} is not {FORMAT_VERSION}; write the "
+                         f"shards again with shard_tools/make_shards.py")
+    # Readers join these names to the shard directory: none may lead out of it.
+    for name in [s["name"] for s in manifest["shards"]] + [manifest[k] for k in ("captions_file", "classes_file")
+                                                             if k in manifest]:
+        path_inside(shard_dir, name)
+    return manifest
