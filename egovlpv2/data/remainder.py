@@ -70,15 +70,18 @@ def plan_stage(stage: int, base: np.ndarray, names: list[str], offsets: dict[str
                seed: int, epoch: int, rank: int, world_size: int, num_workers: int, batch_size: int,
                finished: bool = False) -> StagePlan:
     """This rank's share of the samples that ``base`` has not used (see the module docstring)."""
-    remaining = [offsets[name] + i for name in epoch_order(names, seed, epoch) for i in range(counts[name])
-                 if not base[offsets[name] + i]]
+    runs = []
+    for name in epoch_order(names, seed, epoch):
+        indices = np.arange(offsets[name], offsets[name] + counts[name])
+        runs.append(indices[~base[indices]])
+    remaining = np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
     num_batches = 0 if finished else len(remaining) // (world_size * batch_size)
     start = rank * num_batches * batch_size
     mine = remaining[start:start + num_batches * batch_size]
     chunks, at = {}, 0
     for w in range(num_workers):
         size = len(range(w, num_batches, num_workers)) * batch_size  # batch j comes from worker j % num_workers
-        chunks[w] = mine[at:at + size]
+        chunks[w] = mine[at:at + size].tolist()
         at += size
     return StagePlan(stage, num_batches, chunks)
 
