@@ -10,6 +10,8 @@ only, and each pair's frame sampling and augmentation draw from their own genera
 place in the stream. Resume therefore replays a worker's stream from the epoch start, passing over the
 consumed pairs without decoding them, and rotates the DataLoader's worker ids so that its round-robin
 continues with the worker that the uninterrupted run would have asked next: the batches are identical.
+A resume with another world size or worker count starts a new *stage* of the epoch instead: the samples no
+rank used yet are dealt over the new ranks and workers (egovlpv2.data.remainder).
 """
 from __future__ import annotations
 
@@ -89,7 +91,7 @@ class PretrainStream(IterableDataset):
         self.offsets = shard_offsets(shard_counts(cfg))
 
     def _shard(self, name: str, skips: Counter) -> Iterator:
-        """(meta, sample) of one shard, each sample tagged with its global index; yields how many it read last."""
+        """(meta, sample) of one shard, each sample tagged with its global index; returns how many it read."""
         got = 0
         try:
             for sample in read_tar(f"{self.cfg.shards}/{name}"):

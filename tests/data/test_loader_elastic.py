@@ -1,5 +1,6 @@
-"""The pre-training loader resumed on another number of ranks and workers: the rest of the epoch is
-re-dealt, every rank yields as many batches as the others, and over the epoch each sample is an anchor once."""
+"""The pre-training loader resumed on another number of ranks and workers (directly, and through the
+trainer's EpochSource): the rest of the epoch is re-dealt, every rank yields as many batches as the others,
+and over the epoch each sample is an anchor once."""
 import dataclasses
 import json
 import shutil
@@ -11,6 +12,7 @@ import pytest
 from egovlpv2.data import build_pretrain_loader
 from egovlpv2.data.pipeline import reshard_loader_states
 from egovlpv2.data.stream import parse_meta, read_tar
+from egovlpv2.train.pretrain import EpochSource
 
 
 @pytest.fixture
@@ -57,8 +59,16 @@ def test_epoch_continues_on_other_world_sizes_with_each_sample_once(even_cfg):
     # An exact resume inside the new stage, at the same size.
     ids2, counts2, states = run_stage(even_cfg, 4, 2, states, batches=1)
     assert counts2 == [(1, 3)] * 4
-    # 4 ranks -> 1 rank to the end of the epoch: 8 samples left, 4 batches.
-    ids3, counts3, _ = run_stage(even_cfg, 1, 0, reshard_loader_states(even_cfg, states))
-    assert counts3 == [(4, 4)]
-    used = ids0 + ids1 + ids2 + ids3
+    # 4 ranks -> 1 rank, through the trainer's data source: 8 samples left, 4 batches; 2 of them here.
+    old = [{"epoch": 0, "loader": state, "past_skips": {}} for state in states]
+    source = EpochSource(even_cfg, 0, 1, {"resharded_from": old})
+    batches = iter(source)
+    ids3 = [i for _ in range(2) for i in next(batches)["sample_id"][:2]]
+    assert len(source.loader) == 4
+    # The same rank with 2 workers instead of 1 (another GPU type): the last 4 samples, 2 batches.
+    source = EpochSource(dataclasses.replace(even_cfg, num_workers=2), 0, 1, source.state_dict())
+    batches = iter(source)
+    ids4 = [i for _ in range(2) for i in next(batches)["sample_id"][:2]]
+    assert (source.epoch, len(source.loader), source.loader.batches_done) == (0, 2, 2)
+    used = ids0 + ids1 + ids2 + ids3 + ids4
     assert Counter(used).most_common(1)[0][1] == 1 and sorted(used) == every

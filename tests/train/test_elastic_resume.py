@@ -1,5 +1,6 @@
 """Elastic resume of the model and optimizer: a checkpoint written by 2 ranks under ZeRO-2 or ZeRO-3
 resumes on 1 or 4 ranks and under the other stage, with the same fp32 weights and AdamW moments."""
+import shutil
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,32 @@ def expected_lr(step: int) -> float:
     return scheduler.get_last_lr()[0]
 
 
+@pytest.fixture(scope="module")
+def saved_runs(tmp_path_factory):
+    """stage -> (run directory, dump prefix) of a 2-rank run stopped after STOP steps, made on first use."""
+    made = {}
+
+    def get(stage):
+        if stage not in made:
+            root = tmp_path_factory.mktemp(f"saved-{stage}")
+            torchrun(WORKER, [CONFIGS / f"{stage}.json", root / "run", TOTAL, root / "dump", "--stop-after", STOP])
+            made[stage] = (root / "run", root / "dump")
+        return made[stage]
+
+    return get
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("saved_stage,resumed_stage,resumed_world", [
     ("zero2", "zero2", 1), ("zero2", "zero2", 4), ("zero3", "zero3", 1), ("zero3", "zero3", 4), ("zero2", "zero3", 2),
 ])
-def test_resume_on_another_world_size_or_stage(tmp_path, saved_stage, resumed_stage, resumed_world):
+def test_resume_on_another_world_size_or_stage(saved_runs, tmp_path, saved_stage, resumed_stage, resumed_world):
+    saved_run, saved_dump = saved_runs(saved_stage)
     run, dump = tmp_path / "run", tmp_path / "dump"
-    torchrun(WORKER, [CONFIGS / f"{saved_stage}.json", run, TOTAL, dump, "--stop-after", STOP])
+    shutil.copytree(saved_run, run)
     torchrun(WORKER, [CONFIGS / f"{resumed_stage}.json", run, TOTAL, dump, "--resume-at", STOP], nproc=resumed_world)
-    saved, loaded, final = (torch.load(f"{dump}.{k}.pt", weights_only=False) for k in ("saved", "loaded", "final"))
+    saved = torch.load(f"{saved_dump}.saved.pt", weights_only=False)
+    loaded, final = (torch.load(f"{dump}.{k}.pt", weights_only=False) for k in ("loaded", "final"))
 
     assert set(loaded["params"]) == set(saved["params"])
     for name, tensors in saved["params"].items():
