@@ -9,6 +9,9 @@ position but not what sat in its shuffle buffer and scene window (a documented b
 at an epoch boundary. Here an epoch is one step (16 samples, 8 anchors on each of 2 ranks), so every
 checkpoint sits on a boundary and what is compared is the launcher's part: the right checkpoint, model,
 optimizer, scheduler, RNG and step restored after the requeue.
+
+A third run is signalled on 2 nodes and resubmitted on 1 (elastic resume): it must finish the epoch with
+every sample used once as an anchor.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 def _recipe_args(data: Path, run_dir: Path) -> list[str]:
     return [
-        "--config", "demo", "--deepspeed", "ds_configs/zero2.json",
+        "--config", "demo", "--deepspeed", "zero2",
         f"data.shards={data / 'shards'}", f"data.tokenizer={data / 'src' / 'tokenizer'}",
         "data.batch_size=8", "data.num_workers=0", f"train.max_steps={STEPS}", f"train.output_dir={run_dir}",
         "checkpoint.every_steps=2", "logging.every_steps=1", "logging.progress_bar=false", "eval.egomcq_shards=null",

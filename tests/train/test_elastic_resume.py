@@ -11,7 +11,6 @@ from egovlpv2.train.optim import build_scheduler
 from tests.train.conftest import torchrun
 
 WORKER = Path(__file__).with_name("elastic_worker.py")
-CONFIGS = Path(__file__).resolve().parents[2] / "ds_configs"
 TOTAL, STOP = 5, 3
 
 
@@ -32,7 +31,7 @@ def saved_runs(tmp_path_factory):
     def get(stage):
         if stage not in made:
             root = tmp_path_factory.mktemp(f"saved-{stage}")
-            torchrun(WORKER, [CONFIGS / f"{stage}.json", root / "run", TOTAL, root / "dump", "--stop-after", STOP])
+            torchrun(WORKER, [stage, root / "run", TOTAL, root / "dump", "--stop-after", STOP])
             made[stage] = (root / "run", root / "dump")
         return made[stage]
 
@@ -47,7 +46,7 @@ def test_resume_on_another_world_size_or_stage(saved_runs, tmp_path, saved_stage
     saved_run, saved_dump = saved_runs(saved_stage)
     run, dump = tmp_path / "run", tmp_path / "dump"
     shutil.copytree(saved_run, run)
-    torchrun(WORKER, [CONFIGS / f"{resumed_stage}.json", run, TOTAL, dump, "--resume-at", STOP], nproc=resumed_world)
+    torchrun(WORKER, [resumed_stage, run, TOTAL, dump, "--resume-at", STOP], nproc=resumed_world)
     saved = torch.load(f"{saved_dump}.saved.pt", weights_only=False)
     loaded, final = (torch.load(f"{dump}.{k}.pt", weights_only=False) for k in ("loaded", "final"))
 
