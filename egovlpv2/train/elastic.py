@@ -99,9 +99,12 @@ def _engine_scalars(engine) -> dict:
 
 
 def save_full_state(engine, tag_dir: Path) -> None:
-    """Collective: write this rank's share of the world-size-independent state under ``tag_dir``."""
+    """Collective: write this rank's share of the world-size-independent state under ``tag_dir`` (ZeRO-1/2/3;
+    nothing without ZeRO, whose DeepSpeed checkpoint is not partitioned)."""
     from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
+    if engine.zero_optimization_stage() == 0:
+        return
     rank, world = _rank_world()
     _ensure_optimizer_states(engine)
     share = {}
