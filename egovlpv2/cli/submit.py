@@ -65,6 +65,7 @@ def main(argv=None) -> int:
         )
         prepared = entry.prepare(entry_argv, args.output_dir)
         not_needed = entry.preflight(prepared, spec.world_size) if entry.preflight else None
+        plan = entry.plan(prepared, spec.world_size) if entry.plan and not not_needed else None
     except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -75,14 +76,16 @@ def main(argv=None) -> int:
         if prepared.resolved_config:
             print("# resolved config")
             print(prepared.resolved_config)
-        if not_needed:
-            print(f"# {not_needed}")
+        if not_needed or plan:
+            print(f"# {not_needed or plan}")
         return 0
     if not_needed:
         print(not_needed)
         return 0
     submitted = submit(entry.target, prepared.argv, spec, prepared.output_dir, cluster=args.cluster)
     print(submitted.describe(), flush=True)
+    if plan:
+        print(plan, flush=True)
     if args.cluster == "debug":
         submitted.job.result()
     return 0

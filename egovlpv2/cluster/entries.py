@@ -26,6 +26,8 @@ class Entry:
     # Checks before submitting, against the run directory: a reason not to submit (the run is done),
     # or an exception for a submission that cannot work.
     preflight: Optional[Callable[[Prepared, int], Optional[str]]] = None
+    # What the submission will do with the run directory, when worth saying (printed before submitting).
+    plan: Optional[Callable[[Prepared, int], Optional[str]]] = None
 
 
 def _prepare_plain(argv: list[str], output_dir: Path | None) -> Prepared:
@@ -80,8 +82,8 @@ def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
                            args.ds_config, [])
 
 
-def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
-    """A finished run is not submitted again; a checkpoint of another world size cannot resume exactly."""
+def _latest_state(prepared: Prepared) -> Optional[tuple[Path, dict]]:
+    """(tag directory, trainer_state.json) of the run directory's latest checkpoint, or None."""
     ckpt = prepared.output_dir / "checkpoints"
     latest = ckpt / "latest"
     if not latest.is_file():
@@ -89,15 +91,53 @@ def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
     state_file = ckpt / latest.read_text().strip() / "trainer_state.json"
     if not state_file.is_file():
         return None  # an incomplete layout: the job reports it with the full context
-    state = json.loads(state_file.read_text())
-    if state.get("world_size") not in (None, world_size):
+    return state_file.parent, json.loads(state_file.read_text())
+
+
+def _zero_stage(prepared: Prepared) -> Optional[int]:
+    from egovlpv2.recipes import resolve_recipe
+
+    ds_config = json.loads(resolve_recipe("deepspeed", _pretrain_parser().parse_known_args(prepared.argv)[0].ds_config).read_text())
+    return ds_config.get("zero_optimization", {}).get("stage", 0)
+
+
+def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
+    """A finished run is not submitted again; a checkpoint from before elastic resume needs its own world size."""
+    from egovlpv2.train.elastic import has_full_state, needs_elastic_load
+
+    found = _latest_state(prepared)
+    if found is None:
+        return None
+    tag_dir, state = found
+    if needs_elastic_load(state, world_size, _zero_stage(prepared)) and not has_full_state(tag_dir):
         raise ValueError(
-            f"{state_file.parent} was written by {state['world_size']} ranks but this submission has {world_size}: "
-            "resume needs the same number of GPUs (change --nodes/--gpus-per-node, or export the weights and start a new run)"
+            f"{tag_dir} was written by {state['world_size']} ranks (ZeRO stage {state.get('zero_stage', '?')}) without "
+            f"the world-size-independent full_state/, and this submission has {world_size} ranks (stage "
+            f"{_zero_stage(prepared)}): resume it with the same GPUs and ZeRO stage"
         )
     if state.get("total_steps") is not None and state["step"] >= state["total_steps"]:
         return f"{prepared.output_dir} already finished (step {state['step']} of {state['total_steps']}); nothing to submit"
     return None
+
+
+def _finetune_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
+    """As for pre-training, except that fine-tuning's loader position is per rank: it resumes only at the
+    world size that wrote the checkpoint."""
+    found = _latest_state(prepared)
+    if found is not None and found[1].get("world_size") not in (None, world_size):
+        raise ValueError(f"{found[0]} was written by {found[1]['world_size']} ranks but this submission has "
+                         f"{world_size}: fine-tuning resumes with the same number of GPUs")
+    return _pretrain_preflight(prepared, world_size)
+
+
+def _pretrain_plan(prepared: Prepared, world_size: int) -> Optional[str]:
+    """Say when the job will resume elastically (another world size or ZeRO stage than the checkpoint's)."""
+    from egovlpv2.train.elastic import describe, needs_elastic_load
+
+    found = _latest_state(prepared)
+    if found is None or not needs_elastic_load(found[1], world_size, _zero_stage(prepared)):
+        return None
+    return f"elastic resume of {found[0]}: {describe(found[1], world_size, _zero_stage(prepared))}"
 
 
 def pretrain(argv: list[str]):
@@ -191,14 +231,14 @@ def shards(argv: list[str]) -> int:
 
 ENTRIES: dict[str, Entry] = {
     "pretrain": Entry("egovlpv2.cluster.entries:pretrain", _prepare_pretrain,
-                      "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight),
+                      "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight,
+                      _pretrain_plan),
     "eval": Entry("egovlpv2.cli.evaluate:evaluate", _prepare_plain, "egovlpv2-evaluate on every task"),
     "shards": Entry("egovlpv2.cluster.entries:shards", _prepare_plain,
                     "egovlpv2-make-shards on CPU nodes, one part of the shards per task"),
     "check": Entry("egovlpv2.cluster.check:main", _prepare_plain, "all-reduce across every task, then exit"),
-    # fine-tuning checkpoints have pre-training's layout (the same loop): the same checks apply
     "finetune": Entry("egovlpv2.cli.finetune:finetune", _prepare_finetune,
-                      "fine-tuning with egovlpv2-finetune's arguments (requeued until done)", _pretrain_preflight),
+                      "fine-tuning with egovlpv2-finetune's arguments (requeued until done)", _finetune_preflight),
     "features": Entry("egovlpv2.cluster.entries:features", _prepare_features,
                       "egovlpv2-extract-features' arguments, clips split over the tasks (requeued until done)",
                       _features_preflight),

@@ -10,18 +10,22 @@ only, and each pair's frame sampling and augmentation draw from their own genera
 place in the stream. Resume therefore replays a worker's stream from the epoch start, passing over the
 consumed pairs without decoding them, and rotates the DataLoader's worker ids so that its round-robin
 continues with the worker that the uninterrupted run would have asked next: the batches are identical.
+A resume with another world size or worker count starts a new *stage* of the epoch instead: the samples no
+rank used yet are dealt over the new ranks and workers (egovlpv2.data.remainder).
 """
 from __future__ import annotations
 
 import random
 import tarfile
 from collections import Counter
-from typing import Iterator
+from typing import Iterator, Optional
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from egovlpv2.data.config import DataConfig
+from egovlpv2.data.remainder import StagePlan, chunk_shards, decode_bitmap, encode_bitmap, merge_states, plan_stage
 from egovlpv2.data.sample_schema import check_clips, check_pretrain_meta
 from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.manifest import read_manifest
@@ -42,6 +46,19 @@ def shard_names(cfg: DataConfig) -> tuple[list[str], int]:
         raise ValueError(f"{cfg.shards} holds {manifest['task']} shards, not pre-training (egoclip) shards")
     names = [s["name"] for s in manifest["shards"] if s["samples"] > 0]
     return names, manifest["total_samples"]
+
+
+def shard_counts(cfg: DataConfig) -> dict[str, int]:
+    """Samples per non-empty shard, in the manifest's order (which defines each sample's global index)."""
+    return {s["name"]: int(s["samples"]) for s in read_manifest(cfg.shards)["shards"] if s["samples"] > 0}
+
+
+def shard_offsets(counts: dict[str, int]) -> dict[str, int]:
+    """Global index of each shard's first sample."""
+    offsets, at = {}, 0
+    for name, count in counts.items():
+        offsets[name], at = at, at + count
+    return offsets
 
 
 def batches_per_epoch(cfg: DataConfig, world_size: int) -> int:
@@ -66,35 +83,42 @@ class PretrainStream(IterableDataset):
     """Endless stream of batches for one rank; each DataLoader worker reads its own shards."""
 
     def __init__(self, cfg: DataConfig, names: list[str], rank: int, world_size: int, epoch: int,
-                 consumed: dict[int, int], rotation: int):
+                 consumed: dict[int, int], rotation: int, plan: Optional[StagePlan] = None):
         """``consumed``: pairs each (logical) worker already used; DataLoader worker i plays logical worker
-        ``(i + rotation) % num_workers``, so the round-robin resumes with the worker due next."""
+        ``(i + rotation) % num_workers``, so the round-robin resumes with the worker due next. ``plan``: the
+        anchors of a later stage of the epoch (egovlpv2.data.remainder), None for the epoch's own stream."""
         self.cfg, self.names, self.rank, self.world_size, self.epoch = cfg, names, rank, world_size, epoch
-        self.consumed, self.rotation = consumed, rotation
+        self.consumed, self.rotation, self.plan = consumed, rotation, plan
+        self.offsets = shard_offsets(shard_counts(cfg))
 
-    def _samples(self, worker: int, num_workers: int, skips: Counter) -> Iterator:
+    def _shard(self, name: str, skips: Counter) -> Iterator:
+        """(meta, sample) of one shard, each sample tagged with its global index; returns how many it read."""
+        got = 0
+        try:
+            for sample in read_tar(f"{self.cfg.shards}/{name}"):
+                sample["__index__"] = self.offsets[name] + got
+                got += 1
+                try:
+                    yield parse_meta(sample), sample
+                except ValueError:
+                    skips["bad_json"] += 1
+        except FileNotFoundError:
+            raise  # a shard listed in the manifest is gone: a setup error, not bad data
+        except (OSError, ValueError, EOFError, tarfile.TarError):  # truncated or corrupt tar
+            skips["shard_read_error"] += 1
+        return got
+
+    def _samples(self, worker: int, num_workers: int, skips: Counter, epoch: int) -> Iterator:
         """(meta, sample) in read order from the epoch start; None ends a shard, ``EPOCH_END`` an epoch's shards."""
         empty_run = 0
         for k in range(1 << 62):
-            name = worker_shard(self.names, self.cfg.seed, self.epoch, worker, num_workers, k)
-            got = 0
-            try:
-                for sample in read_tar(f"{self.cfg.shards}/{name}"):
-                    got += 1
-                    try:
-                        yield parse_meta(sample), sample
-                    except ValueError:
-                        skips["bad_json"] += 1
-            except FileNotFoundError:
-                raise  # a shard listed in the manifest is gone: a setup error, not bad data
-            except (OSError, ValueError, EOFError, tarfile.TarError):  # truncated or corrupt tar
-                skips["shard_read_error"] += 1
+            got = yield from self._shard(worker_shard(self.names, self.cfg.seed, epoch, worker, num_workers, k), skips)
             empty_run = 0 if got else empty_run + 1
             if empty_run > len(self.names):
                 raise RuntimeError(f"a full pass over {len(self.names)} shards gave no samples ({dict(skips)})")
             yield None
-            if shard_epoch(len(self.names), self.epoch, worker, num_workers, k + 1) != \
-                    shard_epoch(len(self.names), self.epoch, worker, num_workers, k):
+            if shard_epoch(len(self.names), epoch, worker, num_workers, k + 1) != \
+                    shard_epoch(len(self.names), epoch, worker, num_workers, k):
                 yield EPOCH_END
 
     def _pairs(self, samples: Iterator, rng: random.Random, skips: Counter) -> Iterator:
@@ -109,12 +133,33 @@ class PretrainStream(IterableDataset):
                 window.append(item)
                 group = item[0].get("group")
 
-    def pair_stream(self, w: int, num_w: int, skips: Counter) -> Iterator:
+    def pair_stream(self, w: int, num_w: int, skips: Counter, epoch: Optional[int] = None) -> Iterator:
         """Shuffled ((meta, sample), (meta, sample)) anchor/partner pairs of logical worker ``w`` of ``num_w``
         from the epoch start: a function of (seed, epoch, rank, w) and the shards' metadata only."""
-        rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{self.epoch}:{self.rank}:{w}")
-        samples = self._samples(self.rank * num_w + w, self.world_size * num_w, skips)
+        epoch = self.epoch if epoch is None else epoch
+        rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{epoch}:{self.rank}:{w}")
+        samples = self._samples(self.rank * num_w + w, self.world_size * num_w, skips, epoch)
         return shuffle_buffer(self._pairs(samples, rng, skips), self.cfg.shuffle_buffer, rng)
+
+    def stage_pair_stream(self, w: int, num_w: int, skips: Counter) -> Iterator:
+        """Pairs of logical worker ``w`` in a later stage of the epoch: its chunk's anchors (partners drawn from
+        their scene windows as in stage 0), shuffled, then the next epoch's stream (egovlpv2.data.remainder)."""
+        chunk = self.plan.chunks.get(w, [])
+        wanted = set(chunk)
+        rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{self.epoch}.{self.plan.stage}:{self.rank}:{w}")
+
+        def samples():
+            for name in chunk_shards(chunk, self.names, self.offsets):
+                yield from self._shard(name, skips)
+                yield None
+
+        pairing: Counter = Counter()  # partner_is_self is counted for this chunk's anchors only
+        for pair in shuffle_buffer((p for p in self._pairs(samples(), rng, pairing) if p[0][1]["__index__"] in wanted),
+                                   self.cfg.shuffle_buffer, rng):
+            if pair[0] is pair[1]:
+                skips["partner_is_self"] += 1
+            yield pair
+        yield from self.pair_stream(w, num_w, skips, self.epoch + 1)
 
     def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random) -> torch.Tensor:
         cfg = self.cfg
@@ -127,17 +172,19 @@ class PretrainStream(IterableDataset):
         info = get_worker_info()
         i, num_w = (info.id, info.num_workers) if info else (0, 1)
         w = (i + self.rotation) % num_w
-        seed, epoch = self.cfg.seed, self.epoch
+        seed, epoch = self.cfg.seed, self.epoch if self.plan is None else f"{self.epoch}.{self.plan.stage}"
         decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s)
         tokenizer = load_tokenizer(self.cfg.tokenizer)
         skips: Counter = Counter()
         replay = self.consumed.get(w, 0)
-        items, run = [], 0
-        for n, ((meta_a, sample_a), (meta_p, sample_p)) in enumerate(self.pair_stream(w, num_w, skips)):
+        items, run, used = [], 0, []
+        pairs = self.pair_stream(w, num_w, skips) if self.plan is None else self.stage_pair_stream(w, num_w, skips)
+        for n, ((meta_a, sample_a), (meta_p, sample_p)) in enumerate(pairs):
             if n < replay:  # consumed before the resume: only its tar reading and metadata are repeated
                 if n == replay - 1:
                     skips.clear()  # counted up to here already (the saved state holds them)
                 continue
+            used.append(sample_a["__index__"])
             clip_rng = random.Random(f"egovlpv2-clip:{seed}:{epoch}:{self.rank}:{w}:{n}")
             try:
                 video_a = self._clip(meta_a, sample_a, decoder, clip_rng)
@@ -151,9 +198,9 @@ class PretrainStream(IterableDataset):
             run = 0
             items.append(((video_a, video_p), (meta_a, meta_p)))
             if len(items) == self.cfg.batch_size:
-                state = {"worker": w, "consumed": n + 1, "skips": dict(skips)}
+                state = {"worker": w, "consumed": n + 1, "skips": dict(skips), "used": used}
                 yield self._collate(items, tokenizer, state)
-                items = []
+                items, used = [], []
 
     def _collate(self, items: list, tokenizer, state: dict) -> dict:
         """Anchors in rows 0..B-1, their partners in rows B..2B-1."""
@@ -179,27 +226,44 @@ class PretrainLoader:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
-        self.names, _ = shard_names(cfg)
+        self.names, total = shard_names(cfg)
         self.num_batches = batches_per_epoch(cfg, world_size)
         self.num_workers = max(1, cfg.num_workers)
         self.batches_done = 0
-        self.consumed: dict[int, int] = {}  # pairs used (decoded or skipped) per worker, from the epoch start
+        self.consumed: dict[int, int] = {}  # pairs used (decoded or skipped) per worker, from the stage start
+        self.used = np.zeros(total, dtype=bool)  # anchors this rank used in this stage, by global sample index
+        self.base: Optional[str] = None  # encoded bitmap of what earlier stages of the epoch used (all ranks)
+        self.plan: Optional[StagePlan] = None  # None: stage 0, the epoch's own stream
         self._base_skips: Counter = Counter()
         self._worker_skips: dict[int, dict] = {}
-        if resume_state is not None:
+        if resume_state is not None and not resume_state.get("fresh"):
             self._load(resume_state)
 
     def _load(self, state: dict) -> None:
-        expected = {"epoch": self.epoch, "world_size": self.world_size, "num_workers": self.num_workers,
-                    "seed": self.cfg.seed, "rank": self.rank}
+        if state.get("reshard"):  # the first batch of a new stage (egovlpv2.data.remainder.merge_states)
+            expected = {"epoch": self.epoch, "seed": self.cfg.seed}
+        else:
+            expected = {"epoch": self.epoch, "world_size": self.world_size, "num_workers": self.num_workers,
+                        "seed": self.cfg.seed, "rank": self.rank}
         wrong = {k: (state.get(k), v) for k, v in expected.items() if state.get(k) != v}
         if wrong:
             raise ValueError(f"loader resume state does not fit this loader (saved, now): {wrong}")
+        if state.get("stage", 0) > 0:
+            self.base = state["base"]
+            self.plan = plan_stage(state["stage"], decode_bitmap(self.base, len(self.used)), self.names,
+                                   shard_offsets(shard_counts(self.cfg)), shard_counts(self.cfg), self.cfg.seed,
+                                   self.epoch, self.rank, self.world_size, self.num_workers, self.cfg.batch_size,
+                                   bool(state.get("finished")))
+            self.num_batches = self.plan.num_batches
+        if state.get("reshard"):
+            return
         if "consumed" not in state:
             raise ValueError("loader resume state lacks 'consumed' (saved by an older loader that resumed inexactly)")
         self.batches_done = int(state["batches_done"])
         self.consumed = {int(w): int(n) for w, n in state["consumed"].items()}
         self._base_skips = Counter(state.get("skips", {}))
+        if "used" in state:
+            self.used = decode_bitmap(state["used"], len(self.used))
 
     def __len__(self) -> int:
         return self.num_batches
@@ -214,7 +278,9 @@ class PretrainLoader:
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "world_size": self.world_size, "num_workers": self.num_workers,
                 "seed": self.cfg.seed, "rank": self.rank, "batches_done": self.batches_done,
-                "consumed": {str(w): n for w, n in self.consumed.items()}, "skips": self.skip_counts()}
+                "num_batches": self.num_batches, "consumed": {str(w): n for w, n in self.consumed.items()},
+                "skips": self.skip_counts(), "used": encode_bitmap(self.used),
+                "stage": self.plan.stage if self.plan else 0, "base": self.base}
 
     def __iter__(self) -> Iterator[dict]:
         if self.batches_done >= self.num_batches:
@@ -223,7 +289,7 @@ class PretrainLoader:
         self._base_skips, self._worker_skips = Counter(self.skip_counts()), {}
         # Batch j of a DataLoader over endless IterableDataset workers comes from worker j % num_workers.
         dataset = PretrainStream(self.cfg, self.names, self.rank, self.world_size, self.epoch,
-                                 dict(self.consumed), self.batches_done % self.num_workers)
+                                 dict(self.consumed), self.batches_done % self.num_workers, self.plan)
         workers = self.cfg.num_workers
         # Its own generator: starting an iterator draws a base seed, which must not advance the global torch
         # RNG (a resumed run starts its iterator mid-epoch, so dropout would drift from the uninterrupted run).
@@ -237,6 +303,7 @@ class PretrainLoader:
                 state = batch.pop("_state")
                 self.consumed[state["worker"]] = state["consumed"]
                 self._worker_skips[state["worker"]] = state["skips"]
+                self.used[state["used"]] = True
                 self.batches_done += 1
                 yield batch
         finally:
@@ -247,3 +314,9 @@ def build_pretrain_loader(cfg: DataConfig, rank: int, world_size: int, epoch: in
                           resume_state: dict | None = None) -> PretrainLoader:
     """The loader the trainer iterates once per epoch (``len()`` batches, the same on every rank)."""
     return PretrainLoader(cfg, rank, world_size, epoch, resume_state)
+
+
+def reshard_loader_states(cfg: DataConfig, states: list[dict]) -> dict:
+    """A resume state for any rank of a new world size or worker count, from the states of every old rank
+    (old rank order): the loader built from it yields the samples of the epoch that none of them used."""
+    return merge_states(states, shard_names(cfg)[1])

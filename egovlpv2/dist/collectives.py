@@ -78,6 +78,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def gather_objects(obj) -> list:
+    """Every rank's picklable ``obj``, in rank order (small control data, such as resume states)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def gather_sizes(n: int, device: torch.device | str = "cpu") -> list[int]:
     """The first-dimension size every rank holds, so that uneven batches can be gathered."""
     if not is_distributed():

@@ -6,6 +6,7 @@ Layout of ``<output_dir>/checkpoints``::
     step00001000/             # DeepSpeed's model/optimizer/scheduler files (ZeRO-2 or ZeRO-3 shards)
         trainer_state.json    # step, world size, samples seen: what the whole run agrees on
         rank_00000.pt         # per rank: RNG states (python, numpy, torch, CUDA) and the loader position
+        full_state/           # the same model and optimizer state for any world size or ZeRO stage (elastic.py)
 
 A tag is complete once ``latest`` names it: per-rank files are written before DeepSpeed's save, which
 writes ``latest`` at its very end, so a crash mid-save leaves the previous checkpoint in charge.
@@ -28,6 +29,8 @@ from typing import Any, Iterable, Optional
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from egovlpv2.train import elastic
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +116,11 @@ class CheckpointManager:
         tag_dir = self.directory / tag
         tag_dir.mkdir(parents=True, exist_ok=True)
         torch.save({"rng": rng_state(), **rank_state}, tag_dir / f"rank_{self.rank:05d}.pt")
+        elastic.save_full_state(self.engine, tag_dir)
         if self.rank == 0:
-            state = {"step": step, "world_size": self.world_size, **trainer_state}
+            state = {"step": step, "world_size": self.world_size,
+                     "zero_stage": self.engine.zero_optimization_stage(),
+                     "global_samples": self.engine.global_samples, **trainer_state}
             (tag_dir / "trainer_state.json").write_text(json.dumps(state, indent=1))
         if dist.is_initialized():
             dist.barrier()
@@ -136,11 +142,8 @@ class CheckpointManager:
             return None
         tag_dir = self.directory / tag
         trainer_state = json.loads((tag_dir / "trainer_state.json").read_text())
-        if trainer_state["world_size"] != self.world_size:
-            raise RuntimeError(
-                f"{tag_dir} was written by {trainer_state['world_size']} ranks, this run has {self.world_size}: "
-                "exact resume needs the same world size (export the weights and start a new run otherwise)"
-            )
+        if elastic.needs_elastic_load(trainer_state, self.world_size, self.engine.zero_optimization_stage()):
+            return self._load_elastic(tag_dir, trainer_state)
         path, _ = self.engine.load_checkpoint(str(self.directory), tag=tag)
         if path is None:
             raise RuntimeError(f"DeepSpeed could not load the checkpoint in {tag_dir}")
@@ -148,4 +151,17 @@ class CheckpointManager:
         rank_state = torch.load(tag_dir / f"rank_{self.rank:05d}.pt", weights_only=True)
         set_rng_state(rank_state.pop("rng"))
         log.info("resumed from %s (step %d)", tag_dir, trainer_state["step"])
+        return trainer_state, rank_state
+
+    def _load_elastic(self, tag_dir: Path, trainer_state: dict) -> tuple[dict, dict]:
+        """Resume at another world size or ZeRO stage (see egovlpv2.train.elastic)."""
+        if not elastic.has_full_state(tag_dir):
+            raise RuntimeError(f"{tag_dir} was written by {trainer_state['world_size']} ranks, this run has "
+                               f"{self.world_size}, and it has no {elastic.FULL_STATE_DIR}/ to resume from elsewhere")
+        log.warning("elastic resume from %s, %s", tag_dir,
+                    elastic.describe(trainer_state, self.world_size, self.engine.zero_optimization_stage()))
+        elastic.load_full_state(self.engine, tag_dir)
+        rng, rank_state = elastic.resharded_rank_state(tag_dir, self.rank, self.world_size, trainer_state["world_size"])
+        if rng is not None:
+            set_rng_state(rng)
         return trainer_state, rank_state

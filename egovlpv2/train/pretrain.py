@@ -7,7 +7,6 @@ instead of a hang at the first all-reduce.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import sys
 from collections import Counter
@@ -19,11 +18,14 @@ import torch
 
 from egovlpv2.config import ConfigError
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
+from egovlpv2.data.pipeline import reshard_loader_states
 from egovlpv2.data.tokenizer import load_tokenizer
+from egovlpv2.dist.collectives import gather_objects
 from egovlpv2.dist.env import detect, init_distributed, select_device
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.train.config import PretrainConfig, save_resolved
+from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
 from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.train.loop import LoopSettings, RunResult, Task, accumulate_step, run_loop
@@ -32,14 +34,36 @@ log = logging.getLogger(__name__)
 
 
 class EpochSource:
-    """The loop's DataSource over per-epoch pre-training loaders; the state is (epoch, loader position)."""
+    """The loop's DataSource over per-epoch pre-training loaders; the state is (epoch, loader position).
+
+    ``state`` may also be ``{"resharded_from": [every old rank's state]}`` (a resume at another world size,
+    see egovlpv2.train.elastic), and a state saved with another ``data.num_workers`` is re-dealt the same way:
+    the rest of the epoch goes to the new ranks and workers (egovlpv2.data.remainder).
+    """
 
     def __init__(self, cfg, rank: int, world_size: int, state: Optional[dict]):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        if state is not None and "resharded_from" in state:
+            state = self._reshard(state["resharded_from"])
+        elif state is not None and state["loader"] and state["loader"]["num_workers"] != max(1, cfg.num_workers):
+            state = self._reshard(gather_objects(state))  # every rank sees the same change: all take part
         state = state or {"epoch": 0, "loader": None, "past_skips": {}}
         self.epoch = state["epoch"]
         self.past_skips = Counter(state["past_skips"])
         self.loader = build_pretrain_loader(cfg, rank, world_size, self.epoch, state["loader"])
+
+    def _reshard(self, states: list) -> Optional[dict]:
+        """This rank's state from every old rank's: the epoch goes on, each old rank's skip counts are
+        carried by one new rank (so their sum over ranks stays), the loader re-deals the rest of the epoch."""
+        if all(s is None for s in states):
+            return None
+        past = Counter()
+        for old_rank, s in enumerate(states):
+            if old_rank % self.world_size == self.rank:
+                past.update(s["past_skips"])
+                past.update(s["loader"]["skips"] if s["loader"] else {})
+        loader = reshard_loader_states(self.cfg, [s["loader"] for s in states])
+        return {"epoch": states[0]["epoch"], "loader": loader, "past_skips": dict(past)}
 
     def _next_epoch(self) -> None:
         self.past_skips.update(self.loader.skip_counts())
@@ -151,12 +175,14 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
     if per_epoch < 1:
         raise ConfigError(f"an epoch holds fewer than {cfg.train.grad_accum_steps} batches per rank")
-    total = cfg.train.max_steps or math.ceil(cfg.train.epochs * per_epoch)
+    global_batch = cfg.data.batch_size * cfg.train.grad_accum_steps * env.world_size
+    total = cfg.train.max_steps or steps_for_epochs(out / "checkpoints", env.world_size, cfg.train.epochs, per_epoch,
+                                                    global_batch)
     if env.rank == 0:
         save_resolved(cfg, out)
     log.info("world size %d (%s), device %s, %d steps (%d per epoch), global batch %d anchors",
              env.world_size, env.source, device, total, per_epoch,
-             cfg.data.batch_size * cfg.train.grad_accum_steps * env.world_size)
+             global_batch)
 
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
     model = egovlpv2.create_model(cfg.model)

@@ -9,6 +9,9 @@ position but not what sat in its shuffle buffer and scene window (a documented b
 at an epoch boundary. Here an epoch is one step (16 samples, 8 anchors on each of 2 ranks), so every
 checkpoint sits on a boundary and what is compared is the launcher's part: the right checkpoint, model,
 optimizer, scheduler, RNG and step restored after the requeue.
+
+A third run is signalled on 2 nodes and resubmitted on 1 (elastic resume): it must finish the epoch with
+every sample used once as an anchor.
 """
 from __future__ import annotations
 
@@ -105,3 +108,56 @@ def test_a_finished_run_is_not_submitted_again(runs, demo_data):
     printed = run_submit("--nodes", "2", "--gpus-per-node", "0", *_recipe_args(demo_data, run_dir), env=ENV)
     assert "already finished" in printed and f"step {STEPS} of {STEPS}" in printed
     assert sorted(p.name for p in (run_dir / "slurm").iterdir()) == before, "nothing was submitted"
+
+
+def test_run_signalled_on_two_nodes_finishes_on_one_with_each_sample_once(slurm_cluster, demo_data, tmp_path):
+    import numpy as np
+    import torch
+
+    from egovlpv2.data.remainder import decode_bitmap
+
+    run_dir = tmp_path / "elastic"
+    args = [*_recipe_args(demo_data, run_dir), "data.batch_size=2", "train.max_steps=null", "train.epochs=2",
+            "checkpoint.every_steps=1", "checkpoint.keep_last=20"]
+    first = job_id_of(run_submit("--nodes", "2", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "10",
+                                 "--job-name", "elastic", *args, env=ENV))
+    latest = run_dir / "checkpoints" / "latest"
+    deadline = time.monotonic() + 240
+    while not latest.is_file() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR2", first], check=True, timeout=30)
+    train_log = run_dir / "train.log"
+    while "stop requested: saved step" not in (train_log.read_text() if train_log.is_file() else ""):
+        if time.monotonic() > deadline:
+            subprocess.run(["scancel", first], timeout=30)
+            pytest.fail(f"job {first} did not stop\n{logs_of(run_dir, first)}")
+        time.sleep(0.5)
+    subprocess.run(["scancel", first], check=True, timeout=30)  # the requeued 2-node attempt is not wanted
+    while subprocess.run(["squeue", "-h", "-j", first], capture_output=True, text=True, timeout=30).stdout.strip():
+        if time.monotonic() > deadline + 120:
+            pytest.fail(f"job {first} did not leave the queue after scancel")
+        time.sleep(0.5)
+
+    printed = run_submit("--nodes", "1", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "10",
+                         "--job-name", "elastic", *args, env=ENV)
+    assert "elastic resume" in printed and "world size 2 -> 1" in printed, printed
+    second = job_id_of(printed)
+    assert wait_for_job(second, run_dir, timeout=400) == "COMPLETED", logs_of(run_dir, second)
+
+    resumed = [line for line in train_log.read_text().splitlines() if "elastic resume from" in line]
+    assert len(resumed) == 1, train_log.read_text()
+    k = int(resumed[0].split("/step")[1][:8])
+    # Epoch 0 holds 16 samples: 4 steps of 2 x 2 anchors on 2 nodes, 8 steps of 2 on 1 node. It ends at step
+    # k + (16 - 4k) / 2 on 1 node; the second epoch follows at the new size (8 steps).
+    assert 1 <= k < 4
+    end_of_epoch = k + (16 - 4 * k) // 2
+    result = _result(run_dir, second)
+    assert result.finished and result.step == end_of_epoch + 8
+    state = torch.load(run_dir / "checkpoints" / f"step{end_of_epoch:08d}" / "rank_00000.pt", weights_only=False)
+    loader = state["loader"]["loader"]
+    # The checkpoint at the end of epoch 0: the one rank yielded the 16 - 4k anchors left as (16 - 4k) / 2
+    # batches, and with the 4k used before the union is every sample: none twice, none lost.
+    assert state["loader"]["epoch"] == 0 and loader["stage"] == 1
+    assert loader["batches_done"] == loader["num_batches"] == (16 - 4 * k) // 2
+    base, used = decode_bitmap(loader["base"], 16), decode_bitmap(loader["used"], 16)
+    assert np.count_nonzero(base) == 4 * k and np.count_nonzero(used) == 16 - 4 * k and (base | used).all()
