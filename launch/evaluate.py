@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
+from egovlpv2.cli import run_cli  # noqa: E402
 from egovlpv2.eval.checkpoints import load_eval_model  # noqa: E402
 from egovlpv2.eval.report import write_report  # noqa: E402
 from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
@@ -23,7 +24,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--checkpoint", required=True, help="our exported model file or the released EgoVLPv2*.pth")
-    p.add_argument("--data", required=True, help="eval shard directory from shard_tools/make_shards.py --task ...")
+    p.add_argument("--data", required=True, help="eval shard directory or URL (s3://, gs://, https://) from "
+                   "shard_tools/make_shards.py --task ...")
     p.add_argument("--tokenizer", required=True, help="local Hugging Face tokenizer directory (roberta-base for the released weights)")
     p.add_argument("--model", default="auto", help="model recipe or YAML; 'auto' infers base/smallproj from the checkpoint")
     p.add_argument("--num-frames", type=int, default=16)
@@ -59,5 +61,10 @@ def main(argv=None) -> dict:
     return results
 
 
+def cli(argv=None) -> int:
+    main(argv)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(cli))

@@ -14,6 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from egovlpv2.config import ConfigError  # noqa: E402
+from egovlpv2.errors import UserError  # noqa: E402
 from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import load_pretrain_config  # noqa: E402
 
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
 
     try:
         result = run_pretraining(cfg, args.ds_config)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result.stopped:

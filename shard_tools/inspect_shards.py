@@ -5,12 +5,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
+from egovlpv2.cli import run_cli  # noqa: E402
 from egovlpv2.data.inspect import histogram, inspect_shards  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("shards", help="shard directory with manifest.json")
+    p.add_argument("shards", help="shard directory or URL (s3://, gs://, https://) with manifest.json")
     p.add_argument("--no-decode", action="store_true", help="only count and measure, do not decode")
     p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto")
     p.add_argument("--bins", type=int, default=10)
@@ -33,4 +34,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -5,7 +5,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse  # noqa: E402
 
-from egovlpv2.data.shard_tasks import TASKS, ShardRun, make_shards  # noqa: E402
+from egovlpv2.cli import run_cli  # noqa: E402
+from egovlpv2.data.shard_publish import write_shards_to  # noqa: E402
+from egovlpv2.data.shard_tasks import TASKS, ShardRun  # noqa: E402
 from egovlpv2.data.transcode import EncodeOptions  # noqa: E402
 
 
@@ -18,7 +20,9 @@ def main(argv=None) -> int:
     p.add_argument("--relevancy", default="", help="caption_relevancy_EPIC_100_retrieval_test.pkl (task epic_mir)")
     p.add_argument("--classes", default="", help="Charades_v1_classes.txt (task charades_ego)")
     p.add_argument("--videos", required=True, help="video root: {uid}.mp4 files or {uid}/{k}.mp4 chunks")
-    p.add_argument("--out", required=True, help="shard directory (manifest.json is written there)")
+    p.add_argument("--out", required=True, help="shard directory or s3:// / gs:// URL prefix (manifest.json goes there)")
+    p.add_argument("--staging", default=None, help="local directory where shards for a URL --out are written before "
+                   "upload (default: one in the temp directory, found again by a rerun; removed after success)")
     p.add_argument("--workers", type=int, default=ShardRun.__dataclass_fields__["workers"].default_factory())
     p.add_argument("--samples-per-shard", type=int, default=0, help="default 1000 (egoclip), 200 (eval)")
     p.add_argument("--chunk-seconds", type=float, default=600.0)
@@ -43,10 +47,12 @@ def main(argv=None) -> int:
                    num_nouns=a.num_nouns, max_failure_fraction=a.max_failure_fraction, progress=not a.no_progress,
                    encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
                                         preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
-    manifest, ok = make_shards(run)
+    manifest, ok, uploaded = write_shards_to(run, a.staging)
     print(f"{manifest['total_samples']} samples in {len(manifest['shards'])} shards "
           f"({manifest['total_bytes'] / 1e6:.1f} MB), {len(manifest['failures'])} failures of "
           f"{manifest['rows_planned']} rows; {manifest['source_s_per_cpu_s']} source s per CPU s")
+    if uploaded:
+        print(f"uploaded {uploaded} shards to {a.out}")
     for failure in manifest["failures"][:20]:
         print(f"  failed {failure['id']}: {failure['reason']}")
     if not ok:
@@ -56,4 +62,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -29,6 +29,7 @@ from egovlpv2.data.stream import (EPOCH_END, pair_window, parse_meta, read_tar, 
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError
+from egovlpv2.storage import StorageError, join
 
 # A worker that skips this many samples in a row is reading broken data; fail loudly instead of spinning.
 MAX_CONSECUTIVE_SKIPS = 1000
@@ -78,14 +79,14 @@ class PretrainStream(IterableDataset):
             name = worker_shard(self.names, self.cfg.seed, self.epoch, worker, num_workers, k)
             got = 0
             try:
-                for sample in read_tar(f"{self.cfg.shards}/{name}"):
+                for sample in read_tar(join(self.cfg.shards, name)):
                     got += 1
                     try:
                         yield parse_meta(sample), sample
                     except ValueError:
                         skips["bad_json"] += 1
-            except FileNotFoundError:
-                raise  # a shard listed in the manifest is gone: a setup error, not bad data
+            except (FileNotFoundError, StorageError):
+                raise  # a listed shard is gone or unreachable: stop rather than run a shorter epoch
             except (OSError, ValueError, EOFError, tarfile.TarError):  # truncated or corrupt tar
                 skips["shard_read_error"] += 1
             empty_run = 0 if got else empty_run + 1

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from egovlpv2.data.source_reader import SourceReader
 from egovlpv2.data.transcode import ClipError, EncodeOptions, cut_clip, video_segments
+from egovlpv2.storage import exists, join, read_bytes
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -149,10 +150,11 @@ def write_manifest(out_dir: str | Path, task: str, records: list[dict], plan_fai
 
 
 def read_manifest(shard_dir: str | Path) -> dict:
-    path = Path(shard_dir, MANIFEST)
-    if not path.is_file():
+    """The manifest of a shard directory or URL prefix."""
+    path = join(str(shard_dir), MANIFEST)
+    if not exists(path):
         raise FileNotFoundError(f"no {MANIFEST} in {shard_dir}: write the shards with shard_tools/make_shards.py")
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(read_bytes(path))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: shard format {manifest.get('format_version')} is not {FORMAT_VERSION}")
     return manifest
