@@ -109,9 +109,23 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def missing_bucket(url: str) -> str | None:
+    """The bucket of an s3:// or gs:// URL when that bucket does not exist (None otherwise, or when unknown)."""
+    scheme, _, path = url.partition("://")
+    if scheme not in ("s3", "gs", "gcs"):
+        return None
+    fs, _ = _filesystem(url)
+    bucket = path.split("/", 1)[0]
+    try:
+        return None if fs.exists(bucket) else bucket
+    except Exception:  # noqa: BLE001 - only a better message is at stake; the caller reports the original error
+        return None
+
+
 def _final(loc: str, what: str, exc: BaseException, tries: int) -> StorageError:
     if isinstance(exc, FileNotFoundError):
-        reason = "not found (a missing bucket or object)"
+        bucket = missing_bucket(loc)
+        reason = f"bucket {bucket!r} does not exist" if bucket else "no such object"
     elif isinstance(exc, PermissionError):
         reason = "access denied (check the credentials: AWS_ACCESS_KEY_ID / AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS)"
     else:
@@ -223,7 +237,12 @@ def read_range(loc: str, offset: int, size: int) -> bytes:
 def exists(loc: str) -> bool:
     if is_url(loc):
         fs, path = _filesystem(loc)
-        return retrying(loc, "look up", lambda: fs.exists(path))
+        if retrying(loc, "look up", lambda: fs.exists(path)):
+            return True
+        bucket = missing_bucket(loc)
+        if bucket:
+            raise StorageError(f"cannot look up {loc}: bucket {bucket!r} does not exist")
+        return False
     return os.path.exists(_local(loc))
 
 
