@@ -156,8 +156,8 @@ def retrying(loc: str, what: str, op: Callable[[], T]) -> T:
 class RetryingReader(io.RawIOBase):
     """A seekable binary stream of one object that reopens at the current byte after a transient failure."""
 
-    def __init__(self, url: str, block_size: int = STREAM_BLOCK):
-        self.url, self.block_size, self.pos = url, block_size, 0
+    def __init__(self, url: str, block_size: int | None = None):
+        self.url, self.block_size, self.pos = url, block_size or STREAM_BLOCK, 0
         self._fs, self._path = _filesystem(url)
         self._file = None
         self._open()
@@ -212,7 +212,7 @@ class RetryingReader(io.RawIOBase):
 def open_read(loc: str) -> io.BufferedReader:
     """A buffered, seekable binary stream of ``loc`` (memory bounded by ``STREAM_BLOCK`` for URLs)."""
     if is_url(loc):
-        return io.BufferedReader(RetryingReader(loc), buffer_size=1 << 20)
+        return io.BufferedReader(RetryingReader(loc), buffer_size=64 << 10)
     return open(_local(loc), "rb")
 
 
