@@ -1,6 +1,7 @@
 import os
 
 import pytest
+import torch
 
 from tests.s3_server import start_server, stop_server
 
@@ -29,15 +30,6 @@ def s3_server(tmp_path_factory):
         stop_server(proc)
 
 
-@pytest.fixture
-def s3_bucket(s3_server, request):
-    """A fresh bucket on the server, named after the test."""
-    name = "t-" + "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:50].strip("-")
-    fs = s3_server.filesystem()
-    fs.mkdir(name)
-    return name
-
-
 @pytest.fixture(scope="session")
 def s3_auth_server():
     """A second S3-compatible server that checks credentials (a known key with an s3:* policy)."""
@@ -46,3 +38,12 @@ def s3_auth_server():
         yield server
     finally:
         stop_server(proc)
+
+
+@pytest.fixture
+def one_thread():
+    """The single-process references run tiny ops: one thread avoids oversubscribing a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

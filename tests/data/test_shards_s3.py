@@ -2,7 +2,7 @@
 pre-training loader and its exact resume, and clear errors for a missing bucket, wrong credentials and a
 shard deleted mid-run."""
 import dataclasses
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -25,10 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def shard_tool(name: str, *args: str, capsys) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``shard_tools/<name>.py args`` run in this process."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "shard_tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """(exit status, stdout, stderr) of the command ``name`` (egovlpv2.cli.<name>) run in this process."""
+    module = importlib.import_module(f"egovlpv2.cli.{name}")
     capsys.readouterr()
     status = run_cli(module.main, list(args))
     out, err = capsys.readouterr()

@@ -15,9 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def evaluate(shards: str, checkpoint, tokenizer, out, workers: int) -> dict:
-    from launch.evaluate import main
+    from egovlpv2.cli.evaluate import evaluate
 
-    return synth.run_isolated(main, ["--task", "egomcq", "--checkpoint", str(checkpoint), "--data", shards,
+    return synth.run_isolated(evaluate, ["--task", "egomcq", "--checkpoint", str(checkpoint), "--data", shards,
                                      "--tokenizer", str(tokenizer), "--model", "egovlpv2-tiny", "--num-frames", "2",
                                      "--batch-size", "5", "--num-workers", str(workers), "--out", str(out)])
 

@@ -1,13 +1,11 @@
 """Pre-training on 2 real CPU ranks from shards on an S3-compatible server (moto on 127.0.0.1), written there
 by make_shards.py --out s3://: stopped mid-epoch and resumed, it gives the uninterrupted run's losses, and
 the end-of-run EgoMCQ evaluation reads its shards from the server too."""
-import importlib.util
-
 import pytest
 
-from egovlpv2.cli import run_cli
+from egovlpv2.cli import make_shards, run_cli
 from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic
-from tests.train.conftest import REPO, torchrun
+from tests.train.conftest import torchrun
 from tests.train.test_pretrain_e2e import WORKER, results
 
 pytestmark = pytest.mark.slow
@@ -19,9 +17,6 @@ def s3_shards(s3_server, tmp_path_factory):
     make_synthetic(root / "src", SyntheticSpec(videos=6, clips_per_video=8, mcq_videos=5, mcq_questions=6, size=64),
                    progress=False)
     s3_server.filesystem().mkdir("pretrain")
-    spec = importlib.util.spec_from_file_location("make_shards", REPO / "shard_tools" / "make_shards.py")
-    make_shards = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_shards)
     for task, flag, path in (("egoclip", "--csv", "egoclip.csv"), ("egomcq", "--json", "egomcq.json")):
         assert run_cli(make_shards.main, [
             "--task", task, flag, str(root / "src" / path), "--videos", str(root / "src" / "videos"),
@@ -41,7 +36,7 @@ def overrides(root, out, steps: int, **extra) -> list[str]:
 
 def test_resume_from_s3_shards_reproduces_the_uninterrupted_losses(s3_shards, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    zero2 = REPO / "ds_configs" / "zero2.json"
+    zero2 = "zero2"
     torchrun(WORKER, ["demo", zero2, *overrides(s3_shards, straight, 4)])
     torchrun(WORKER, ["demo", zero2, *overrides(s3_shards, resumed, 4, **{"train.stop_after_steps": 3,
                                                                           "eval.at_end": "false"})])
