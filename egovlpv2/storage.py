@@ -96,13 +96,12 @@ def is_transient(exc: BaseException) -> bool:
         seen.add(id(exc))
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, UserError)):
             return False
+        response = getattr(exc, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") in THROTTLE_CODES:
+            return True
         status = _status(exc)
-        if status is not None and (status >= 500 or status == 429):
-            return True
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code") if isinstance(
-            getattr(exc, "response", None), dict) else None
-        if code in THROTTLE_CODES:
-            return True
+        if status is not None:  # an HTTP answer: the server's trouble or throttling, not the request's
+            return status >= 500 or status in (408, 429)
         if isinstance(exc, (ConnectionError, TimeoutError, EOFError)) or type(exc).__module__.startswith("aiohttp"):
             return True
         exc = exc.__cause__ or exc.__context__

@@ -70,8 +70,8 @@ class FlakyServer:
                     return
                 server.gets += 1
                 action = server.script.pop(0) if server.script else "ok"
-                if action == "503":
-                    self.send_response(503)
+                if action in ("503", "403"):
+                    self.send_response(int(action))
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -146,4 +146,8 @@ def test_a_shard_that_keeps_failing_is_an_error_naming_it(fast_backoff):
             list(read_tar(f"{server.url}/a.tar"))
         with pytest.raises(StorageError, match="no such object"):
             list(read_tar(f"{server.url}/missing.tar"))
+        server.script, server.gets = ["403"] * 100, 0
+        with pytest.raises(StorageError, match="403"):
+            list(read_tar(f"{server.url}/a.tar"))
+        assert server.gets == 1  # refused: not retried
 
