@@ -237,7 +237,10 @@ class PretrainLoader:
         iterator = iter(loader)
         try:
             while self.batches_done < self.num_batches:
-                batch = next(iterator)
+                try:
+                    batch = next(iterator)
+                except StorageError as exc:  # a worker's: torch prefixes the message with the worker's traceback
+                    raise StorageError(str(exc).rstrip().splitlines()[-1].split("StorageError: ", 1)[-1]) from exc
                 state = batch.pop("_state")
                 self.consumed[state["worker"]] = state["consumed"]
                 self._worker_skips[state["worker"]] = state["skips"]

@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -130,15 +131,19 @@ def test_command_locations_are_refused(data_cfg, capsys):
 
 def test_a_shard_deleted_mid_run_stops_the_run_with_its_name(s3_server, data_cfg, s3_egoclip):
     fs = s3_server.filesystem()
-    fs.copy("shards/egoclip", "shards/doomed", recursive=True)
-    loader = build_pretrain_loader(dataclasses.replace(data_cfg, shards="s3://shards/doomed"), 0, 1, 0)
-    batches = iter(loader)
-    next(batches)
-    for path in fs.glob("shards/doomed/*.tar"):
-        fs.rm_file(path)
-    with pytest.raises(StorageError, match=r"s3://shards/doomed/egoclip-\d{6}\.tar: no such object"):
-        for _ in batches:
-            pass
+    for workers in (0, 2):
+        fs.copy("shards/egoclip", f"shards/doomed{workers}", recursive=True)
+        cfg = dataclasses.replace(data_cfg, shards=f"s3://shards/doomed{workers}", num_workers=workers)
+        batches = iter(build_pretrain_loader(cfg, 0, 1, 0))
+        next(batches)
+        for path in fs.glob(f"shards/doomed{workers}/*.tar"):
+            fs.rm_file(path)
+        with pytest.raises(StorageError) as caught:
+            for _ in batches:
+                pass
+        # One line naming the shard, also when a DataLoader worker hit it.
+        assert re.fullmatch(rf"cannot \w+ s3://shards/doomed{workers}/egoclip-\d{{6}}\.tar: no such object",
+                            str(caught.value)), str(caught.value)
 
 
 def test_wrong_credentials_are_a_clear_error(s3_auth_server, s3_egoclip, s3_server):
