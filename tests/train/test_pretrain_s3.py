@@ -1,5 +1,5 @@
 """Pre-training on 2 real CPU ranks from shards on an S3-compatible server (moto on 127.0.0.1), written there
-by make_shards.py --out s3://: stopped mid-epoch and resumed, it gives the uninterrupted run's losses, and
+by make_shards.py --out s3://: killed mid-epoch and resumed, it gives the uninterrupted run's losses, and
 the end-of-run EgoMCQ evaluation reads its shards from the server too."""
 import pytest
 
@@ -29,25 +29,26 @@ def overrides(root, out, steps: int, **extra) -> list[str]:
     items = {"data.shards": "s3://pretrain/egoclip", "data.tokenizer": root / "src" / "tokenizer",
              "eval.egomcq_shards": "s3://pretrain/egomcq", "train.output_dir": out, "train.max_steps": steps,
              "data.batch_size": 4, "data.num_workers": 2, "data.shuffle_buffer": 8, "optim.lr": 1e-3,
-             "optim.warmup_fraction": 0.0, "checkpoint.every_steps": 1000, "logging.every_steps": 2,
+             "optim.warmup_fraction": 0.0, "checkpoint.every_steps": 3, "logging.every_steps": 2,
              "logging.progress_bar": False, "eval.every_steps": 1000, "train.precision": "fp32", **extra}
     return [f"{k}={v}" for k, v in items.items()]
 
 
-def test_resume_from_s3_shards_reproduces_the_uninterrupted_losses(s3_shards, tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    zero2 = "zero2"
-    torchrun(WORKER, ["demo", zero2, *overrides(s3_shards, straight, 4)])
-    torchrun(WORKER, ["demo", zero2, *overrides(s3_shards, resumed, 4, **{"train.stop_after_steps": 3,
-                                                                          "eval.at_end": "false"})])
-    torchrun(WORKER, ["demo", zero2, *overrides(s3_shards, resumed, 4, **{"eval.at_end": "false"})])
+def test_killed_run_on_s3_shards_resumes_to_the_uninterrupted_losses(s3_shards, tmp_path):
+    """Rank 1 is SIGKILLed in step 5 (mid-epoch: 6 batches an epoch); the checkpoint of step 3 resumes it."""
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, straight, 5)])
+    torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, killed, 5, **{"eval.at_end": "false"})],
+             env_extra={"PRETRAIN_WORKER_KILL_AT_BATCH": "5"}, expect_failure=True)
+    assert (killed / "checkpoints" / "latest").read_text().strip() == "step00000003"
+    assert not results(killed, 0)  # it died before writing any result
+    torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, killed, 5, **{"eval.at_end": "false"})])
     keys = ("step", "loss", "egonce", "mlm", "vtm", "grad_norm")
     for rank in (0, 1):
         (full,) = results(straight, rank)
-        first, second = results(resumed, rank)
-        assert [h["step"] for h in first["history"]] == [1, 2, 3] and [h["step"] for h in second["history"]] == [4]
-        assert [[h[k] for k in keys] for h in first["history"] + second["history"]] == \
-            [[h[k] for k in keys] for h in full["history"]]
-    final = results(straight, 0)[0]["evaluations"]["4"]  # EgoMCQ from s3://pretrain/egomcq
+        (resumed,) = results(killed, rank)
+        assert [h["step"] for h in resumed["history"]] == [4, 5]  # continued from the step-3 checkpoint
+        assert [[h[k] for k in keys] for h in resumed["history"]] == [[h[k] for k in keys] for h in full["history"][3:]]
+    final = results(straight, 0)[0]["evaluations"]["5"]  # EgoMCQ from s3://pretrain/egomcq
     assert set(final) == {f"{k}_{s}" for k in ("dual", "vtm", "ensemble") for s in ("inter", "intra")}
     assert all(0 <= v <= 100 for v in final.values())
