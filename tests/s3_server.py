@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -76,7 +77,7 @@ def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
+    proc.send_signal(signal.SIGINT)  # the server's own shutdown path (it may sit through a SIGTERM)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
