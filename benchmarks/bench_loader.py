@@ -6,6 +6,10 @@ throughput in source-video seconds per CPU second. Then measures, in clips per C
 - baseline: OpenCV opens the chunk and seeks to each of 4 frames per clip (one decoder thread);
 - the full loader: anchor + partner clips, 4 frames, 224 px crops, batches out of a multi-worker DataLoader.
 CPU time includes the DataLoader workers (reaped children), so other load on the machine does not inflate it.
+
+With --s3 it instead compares storage: the same mp4 shards read by the full loader from local disk and from
+an S3-compatible server on 127.0.0.1 (moto, started here; its own CPU time is not counted, as a remote
+store's would not be), alternating the two --repeats times in one run.
 """
 import sys
 from pathlib import Path
@@ -31,8 +35,8 @@ from egovlpv2.shards.transcode import EncodeOptions  # noqa: E402
 from egovlpv2.data.transforms import train_transform  # noqa: E402
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and its live children (the DataLoader workers), from /proc."""
+def cpu_seconds(exclude: tuple[int, ...] = ()) -> float:
+    """CPU time of this process and its live children (the DataLoader workers) but ``exclude``, from /proc."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     total, me, tick = own.ru_utime + own.ru_stime, os.getpid(), os.sysconf("SC_CLK_TCK")
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -40,7 +44,7 @@ def cpu_seconds() -> float:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[1]) == me:  # ppid; utime and stime follow at fields 11 and 12
+        if int(fields[1]) == me and int(stat.parent.name) not in exclude:  # ppid; utime, stime at 11 and 12
             total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
@@ -124,7 +128,7 @@ def bench_baseline(chunk: str, rows: list, frames: int, img_size: int, limit: in
 
 
 def bench_loader(shards: str, tokenizer: str, frames: int, img_size: int, batch: int, workers: int,
-                 backend: str, warmup: int = 3) -> dict:
+                 backend: str, warmup: int = 3, exclude: tuple[int, ...] = ()) -> dict:
     """Steady state: CPU time of the main process and the live workers between batch ``warmup`` and the last."""
     cfg = DataConfig(shards=shards, tokenizer=tokenizer, num_frames=frames, img_size=img_size, batch_size=batch,
                      num_workers=workers, shuffle_buffer=64, decode_backend=backend)
@@ -134,12 +138,37 @@ def bench_loader(shards: str, tokenizer: str, frames: int, img_size: int, batch:
     clips, began = 0, time.time()
     for i, b in enumerate(loader):
         if i == warmup:
-            began_cpu, began_wall, clips = cpu_seconds(), time.time(), 0
+            began_cpu, began_wall, clips = cpu_seconds(exclude), time.time(), 0
         clips += b["video"].shape[0]  # anchors and partners: each is a decoded clip
         if i == len(loader) - 1:
-            cpu, wall = cpu_seconds() - began_cpu, time.time() - began_wall
+            cpu, wall = cpu_seconds(exclude) - began_cpu, time.time() - began_wall
     return {"clips": clips, "cpu_s": cpu, "wall_s": wall, "clips_per_cpu_s": clips / cpu, "clips_per_s": clips / wall,
             "workers": workers, "backend": backend, "total_wall_s": time.time() - began}
+
+
+def bench_storage(prep: dict, work: Path, a) -> dict:
+    """The loader on the mp4 shards from local disk and from a local S3 server, alternated ``a.repeats`` times."""
+    from tests.s3_server import start_server, stop_server
+
+    proc, server = start_server()
+    try:
+        os.environ.update(server.env())  # the standard variables: the DataLoader workers inherit them
+        fs = server.filesystem()
+        fs.mkdir("bench")
+        fs.put(prep["mp4"]["shards"].rstrip("/") + "/", "bench/shards_mp4/", recursive=True)
+        runs = {"local": [], "s3": []}
+        for _ in range(a.repeats):
+            for where, shards in (("local", prep["mp4"]["shards"]), ("s3", "s3://bench/shards_mp4")):
+                res = bench_loader(shards, str(work / "tokenizer"), a.frames, a.img_size, a.batch, a.workers,
+                                   a.backend, exclude=(proc.pid,))
+                runs[where].append(res)
+                print(f"loader from {where:5s} ({a.backend}, {a.workers} workers): {res['clips_per_cpu_s']:.2f} "
+                      f"clips per CPU s, {res['clips_per_s']:.2f} clips/s wall ({res['clips']} clips)", flush=True)
+    finally:
+        stop_server(proc)
+    best = {k: max(r["clips_per_cpu_s"] for r in v) for k, v in runs.items()}
+    print(f"s3 / local: {best['s3'] / best['local']:.1%} of local clips per CPU s (best of {a.repeats} each)")
+    return {"runs": runs, "best_clips_per_cpu_s": best, "s3_vs_local": best["s3"] / best["local"]}
 
 
 def main() -> int:
@@ -153,10 +182,17 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=16, help="anchors per batch (the batch holds twice as many clips)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rebuild", action="store_true", help="rewrite cached shards (measures make_shards again)")
+    p.add_argument("--s3", action="store_true", help="only compare local disk with a local S3 server (see above)")
+    p.add_argument("--repeats", type=int, default=2, help="--s3: alternating passes per location")
+    p.add_argument("--backend", default="auto", help="--s3: the decode backend")
     a = p.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     prep = prepare(work, a.chunk_seconds, a.clips, a.workers, a.rebuild)
+    if a.s3:
+        results = {"args": vars(a), "storage": bench_storage(prep, work, a)}
+        (work / "results_s3.json").write_text(json.dumps(results, indent=1))
+        return 0
     for fmt in ("mp4", "jpgs"):
         print(f"make_shards ({fmt}): {prep[fmt]['samples']} clips, {prep[fmt]['bytes'] / 1e6:.1f} MB, "
               f"{prep[fmt]['source_s_per_cpu_s']:.1f} source s per CPU s, {prep[fmt]['wall_s']:.1f} s wall")

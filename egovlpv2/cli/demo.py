@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     import torch
 
     from egovlpv2.dist.env import free_port
+    from egovlpv2.storage import exists, join
     from egovlpv2.train.config import load_pretrain_config
 
     cfg = load_pretrain_config("demo", args.overrides)
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
         run([py, "-m", "egovlpv2.cli.make_synthetic", "--out", str(src), "--no-progress"])
     for task, flag, path, shards in (("egoclip", "--csv", src / "egoclip.csv", cfg.data.shards),
                                      ("egomcq", "--json", src / "egomcq.json", cfg.eval.egomcq_shards)):
-        if not (Path(shards) / "manifest.json").is_file():
+        if not exists(join(str(shards), "manifest.json")):
             run([py, "-m", "egovlpv2.cli.make_shards", "--task", task, flag, str(path), "--videos", str(src / "videos"),
                  "--out", str(shards), "--workers", "2", "--samples-per-shard", "64", "--no-progress"])
     print(f"data ready in {time.time() - start:.0f} s", flush=True)

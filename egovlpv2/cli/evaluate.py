@@ -23,7 +23,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--checkpoint", required=True, help="our exported model file or the released EgoVLPv2*.pth")
-    p.add_argument("--data", required=True, help="eval shard directory from egovlpv2-make-shards --task ...")
+    p.add_argument("--data", required=True, help="eval shard directory or URL (s3://, gs://, https://) from "
+                   "egovlpv2-make-shards --task ...")
     p.add_argument("--tokenizer", required=True, help="local Hugging Face tokenizer directory (roberta-base for the released weights)")
     p.add_argument("--model", default="auto", help="model recipe or YAML; 'auto' infers base/smallproj from the checkpoint")
     p.add_argument("--num-frames", type=int, default=16)

@@ -10,7 +10,7 @@ from egovlpv2.shards.inspect_stats import histogram, inspect_shards
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("shards", help="shard directory with manifest.json")
+    p.add_argument("shards", help="shard directory or URL (s3://, gs://, https://) with manifest.json")
     p.add_argument("--no-decode", action="store_true", help="only count and measure, do not decode")
     p.add_argument("--backend", choices=("auto", "decord", "pyav"), default="auto")
     p.add_argument("--bins", type=int, default=10)

@@ -1,12 +1,11 @@
 """Metadata + videos -> webdataset tar shards with a manifest (see README, "Preparing data")."""
 import argparse
-import json
 import sys
-from pathlib import Path
 
 from egovlpv2.cli import run_cli
-from egovlpv2.shards.merge import SUMMARY, format_summary
-from egovlpv2.shards.tasks import TASKS, ShardRun, make_shards
+from egovlpv2.shards.merge import format_summary
+from egovlpv2.shards.publish import write_shards_to
+from egovlpv2.shards.tasks import TASKS, ShardRun
 from egovlpv2.shards.transcode import EncodeOptions
 
 
@@ -19,7 +18,9 @@ def main(argv=None) -> int:
     p.add_argument("--relevancy", default="", help="caption_relevancy_EPIC_100_retrieval_test.pkl (task epic_mir)")
     p.add_argument("--classes", default="", help="Charades_v1_classes.txt (task charades_ego)")
     p.add_argument("--videos", required=True, help="video root: {uid}.mp4 files or {uid}/{k}.mp4 chunks")
-    p.add_argument("--out", required=True, help="shard directory (manifest.json is written there)")
+    p.add_argument("--out", required=True, help="shard directory or s3:// / gs:// URL prefix (manifest.json goes there)")
+    p.add_argument("--staging", default=None, help="local directory where shards for a URL --out are written before "
+                   "upload (default: one in the temp directory, found again by a rerun; removed after success)")
     p.add_argument("--workers", type=int, default=ShardRun.__dataclass_fields__["workers"].default_factory())
     p.add_argument("--samples-per-shard", type=int, default=0, help="default 1000 (egoclip), 200 (eval)")
     p.add_argument("--chunk-seconds", type=float, default=600.0)
@@ -49,15 +50,15 @@ def main(argv=None) -> int:
                    part=a.part, parts=a.parts, plan_only=a.plan_only,
                    encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
                                         preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
-    manifest, ok = make_shards(run)
-    if a.plan_only:
-        print("\n".join(format_summary(json.loads(Path(a.out, SUMMARY).read_text()))))
-        return 0
-    if manifest is None:
+    manifest, summary, ok, uploaded = write_shards_to(run, a.staging)
+    if summary is None:
         print(f"part {a.part} of {a.parts} done; the last part to finish writes {a.out}/manifest.json")
         return 0
-    summary = json.loads(Path(a.out, SUMMARY).read_text())
     print("\n".join(format_summary(summary)))
+    if a.plan_only:
+        return 0
+    if uploaded:
+        print(f"uploaded {uploaded} shards to {a.out}")
     print(f"{manifest['source_s_per_cpu_s']} source s per CPU s; failed rows in {a.out}/failures.jsonl")
     if not ok:
         print(f"error: {summary['rows_failed']} of {summary['rows_planned']} rows failed, more than "

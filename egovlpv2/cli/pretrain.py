@@ -14,6 +14,7 @@ import sys
 
 from egovlpv2.cli import run_cli
 from egovlpv2.config import ConfigError
+from egovlpv2.errors import UserError
 from egovlpv2.train.checkpoint import install_stop_handlers
 from egovlpv2.train.config import load_pretrain_config
 
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
 
     try:
         result = run_pretraining(cfg, args.ds_config)
-    except (ConfigError, FileNotFoundError) as exc:
+    except (UserError, FileNotFoundError) as exc:  # UserError: ConfigError, unreachable shard storage
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result.stopped:

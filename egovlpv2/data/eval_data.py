@@ -6,7 +6,6 @@ the manifest lists, so nothing is skipped silently here.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -19,6 +18,7 @@ from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import eval_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError
+from egovlpv2.storage import join, read_bytes
 
 
 def _samples(shard_dir: str, task: str, limit: int | None) -> Iterator[tuple[dict, dict]]:
@@ -27,7 +27,7 @@ def _samples(shard_dir: str, task: str, limit: int | None) -> Iterator[tuple[dic
         raise ValueError(f"{shard_dir} holds {manifest['task']} shards, not {task}")
     count = 0
     for shard in manifest["shards"]:
-        for sample in read_tar(str(Path(shard_dir, shard["name"]))):
+        for sample in read_tar(join(shard_dir, shard["name"])):
             if limit is not None and count >= limit:
                 return
             count += 1
@@ -63,7 +63,7 @@ def iter_epic_mir_clips(shard_dir: str, cfg: DataConfig, limit: int | None = Non
 
 
 def load_epic_mir_captions(shard_dir: str) -> list[str]:
-    return json.loads(Path(shard_dir, read_manifest(shard_dir)["captions_file"]).read_text())
+    return json.loads(read_bytes(join(shard_dir, read_manifest(shard_dir)["captions_file"])))
 
 
 def epic_mir_relevancy_path(shard_dir: str) -> str:
@@ -80,7 +80,7 @@ def iter_charades_ego(shard_dir: str, cfg: DataConfig, limit: int | None = None)
 
 
 def load_charades_classes(shard_dir: str) -> list[str]:
-    return json.loads(Path(shard_dir, read_manifest(shard_dir).get("classes_file", CLASSES_FILE)).read_text())
+    return json.loads(read_bytes(join(shard_dir, read_manifest(shard_dir).get("classes_file", CLASSES_FILE))))
 
 
 __all__ = ["iter_egomcq", "iter_epic_mir_clips", "load_epic_mir_captions", "epic_mir_relevancy_path",

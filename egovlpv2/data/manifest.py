@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from egovlpv2.paths import path_inside
+from egovlpv2.storage import exists, join, read_bytes
 
 MANIFEST = "manifest.json"
 # 2: failures are counted by reason here and listed in failures.jsonl (1 listed every failed row here).
@@ -19,10 +20,11 @@ CLASSES_FILE = "classes.json"     # Charades-Ego class names, beside the shards
 
 
 def read_manifest(shard_dir: str | Path) -> dict:
-    path = Path(shard_dir, MANIFEST)
-    if not path.is_file():
+    """The manifest of a shard directory or URL prefix."""
+    path = join(str(shard_dir), MANIFEST)
+    if not exists(path):
         raise FileNotFoundError(f"no {MANIFEST} in {shard_dir}: write the shards with shard_tools/make_shards.py")
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(read_bytes(path))
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: shard format {manifest.get('format_version')} is not {FORMAT_VERSION}; write the "
                          f"shards again with shard_tools/make_shards.py")

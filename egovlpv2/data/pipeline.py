@@ -34,6 +34,7 @@ from egovlpv2.data.stream import (EPOCH_END, pair_window, parse_meta, read_tar, 
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError
+from egovlpv2.storage import StorageError, join
 
 # A worker that skips this many samples in a row is reading broken data; fail loudly instead of spinning.
 MAX_CONSECUTIVE_SKIPS = 1000
@@ -95,15 +96,15 @@ class PretrainStream(IterableDataset):
         """(meta, sample) of one shard, each sample tagged with its global index; returns how many it read."""
         got = 0
         try:
-            for sample in read_tar(f"{self.cfg.shards}/{name}"):
+            for sample in read_tar(join(self.cfg.shards, name)):
                 sample["__index__"] = self.offsets[name] + got
                 got += 1
                 try:
                     yield parse_meta(sample), sample
                 except ValueError:
                     skips["bad_json"] += 1
-        except FileNotFoundError:
-            raise  # a shard listed in the manifest is gone: a setup error, not bad data
+        except (FileNotFoundError, StorageError):
+            raise  # a listed shard is gone or unreachable: stop rather than run a shorter epoch
         except (OSError, ValueError, EOFError, tarfile.TarError):  # truncated or corrupt tar
             skips["shard_read_error"] += 1
         return got
@@ -299,7 +300,10 @@ class PretrainLoader:
         iterator = iter(loader)
         try:
             while self.batches_done < self.num_batches:
-                batch = next(iterator)
+                try:
+                    batch = next(iterator)
+                except StorageError as exc:  # a worker's: torch prefixes the message with the worker's traceback
+                    raise StorageError(str(exc).rstrip().splitlines()[-1].split("StorageError: ", 1)[-1]) from exc
                 state = batch.pop("_state")
                 self.consumed[state["worker"]] = state["consumed"]
                 self._worker_skips[state["worker"]] = state["skips"]

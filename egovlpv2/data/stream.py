@@ -8,6 +8,8 @@ from typing import Iterator
 
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
+from egovlpv2.storage import open_read
+
 
 def epoch_order(names: list[str], seed: int, epoch: int) -> list[str]:
     """The shard order of ``epoch``: a permutation seeded by (seed, epoch), the same on every rank."""
@@ -31,8 +33,8 @@ def shard_epoch(num_shards: int, epoch: int, worker: int, num_workers: int, k: i
 
 
 def read_tar(path: str) -> Iterator[dict]:
-    """Samples of one tar shard as ``{"__key__": key, ext: bytes, ...}``, in stored order."""
-    with open(path, "rb") as f:
+    """Samples of one tar shard (a path or URL, streamed) as ``{"__key__": key, ext: bytes, ...}``, in stored order."""
+    with open_read(path) as f:
         yield from group_by_keys(dict(member, __url__=path) for member in tar_file_iterator(f))
 
 

@@ -20,6 +20,7 @@ from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.stream import parse_meta
 from egovlpv2.data.transforms import eval_transform, train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError
+from egovlpv2.storage import exists, join, open_read, read_range
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,17 @@ def index_shards(shard_dir: str | Path, task: str) -> list[SampleRef]:
         raise ValueError(f"{shard_dir} holds {manifest['task']} shards, not {task}")
     refs: list[SampleRef] = []
     for shard in manifest["shards"]:
-        path = Path(shard_dir, shard["name"])
-        if not path.is_file():
+        path = join(str(shard_dir), shard["name"])
+        if not exists(path):
             raise FileNotFoundError(f"shard listed in {shard_dir}/manifest.json is missing: {path}")
         grouped: dict[str, dict] = {}
-        with tarfile.open(path, "r:") as tar:
+        with open_read(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
             for member in tar:
                 key, _, suffix = member.name.partition(".")
                 grouped.setdefault(key, {})[suffix] = (member.offset_data, member.size)
         if len(grouped) != shard["samples"]:
             raise ValueError(f"{path} holds {len(grouped)} samples but the manifest lists {shard['samples']}")
-        refs += [SampleRef(str(path), key, members) for key, members in grouped.items()]
+        refs += [SampleRef(path, key, members) for key, members in grouped.items()]
     return refs
 
 
@@ -54,12 +55,9 @@ def read_sample(ref: SampleRef, members: tuple[str, ...] | None = None) -> tuple
     """(meta, {member suffix: bytes}) of one sample; `members` limits what is read (the json always is)."""
     sample = {}
     wanted = None if members is None else set(members) | {"json"}
-    with open(ref.shard, "rb") as f:
-        for suffix, (offset, size) in ref.members.items():
-            if wanted is not None and suffix not in wanted:
-                continue
-            f.seek(offset)
-            sample[suffix] = f.read(size)
+    for suffix, (offset, size) in ref.members.items():
+        if wanted is None or suffix in wanted:
+            sample[suffix] = read_range(ref.shard, offset, size)
     return parse_meta(sample), sample
 
 

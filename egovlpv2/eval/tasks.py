@@ -7,6 +7,7 @@ from egovlpv2.eval.charades_ego import evaluate_charades_ego
 from egovlpv2.eval.egomcq import evaluate_egomcq
 from egovlpv2.eval.epic_mir import evaluate_epic_mir
 from egovlpv2.eval.runtime import EvalContext
+from egovlpv2.storage import exists, join
 
 TASKS = ("egomcq", "epic_mir", "charades_ego")
 # The single figure that summarises each task (model selection, logging).
@@ -17,8 +18,8 @@ def evaluate_task(task: str, model, shard_dir: str | Path, data_cfg, tokenizer, 
                   batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
                   allow_missing: bool = False) -> dict:
     """`batch_size` counts clips per forward pass (an EgoMCQ question holds 5)."""
-    if not Path(shard_dir).is_dir():
-        raise FileNotFoundError(f"{task}: shard directory not found: {shard_dir}")
+    if not exists(join(str(shard_dir), "manifest.json")):
+        raise FileNotFoundError(f"{task}: shard directory not found (no manifest.json): {shard_dir}")
     common = dict(ctx=ctx, limit=limit, num_workers=num_workers, allow_missing=allow_missing)
     if task == "egomcq":
         return evaluate_egomcq(model, shard_dir, data_cfg, tokenizer, batch_size=max(1, batch_size // 5), **common)

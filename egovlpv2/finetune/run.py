@@ -14,15 +14,16 @@ import egovlpv2
 from egovlpv2.config import ConfigError, save_config
 from egovlpv2.finetune.config import FinetuneConfig
 from egovlpv2.finetune.task import build_task, build_train_set, epoch_steps
+from egovlpv2.storage import exists, join
 
 log = logging.getLogger(__name__)
 
 
 def check_inputs(cfg: FinetuneConfig) -> None:
     problems = []
-    if not cfg.data.train_shards or not (Path(cfg.data.train_shards) / "manifest.json").is_file():
+    if not cfg.data.train_shards or not exists(join(cfg.data.train_shards, "manifest.json")):
         problems.append(f"data.train_shards={cfg.data.train_shards!r} holds no manifest.json (make_shards.py output)")
-    if cfg.data.eval_shards and not (Path(cfg.data.eval_shards) / "manifest.json").is_file():
+    if cfg.data.eval_shards and not exists(join(cfg.data.eval_shards, "manifest.json")):
         problems.append(f"data.eval_shards={cfg.data.eval_shards!r} holds no manifest.json")
     if not Path(cfg.data.tokenizer or "").is_dir():
         problems.append(f"data.tokenizer={cfg.data.tokenizer!r} is not a tokenizer directory")

@@ -9,6 +9,7 @@ import numpy as np
 from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.data.video_io import FrameDecoder, SampleError
+from egovlpv2.storage import join
 
 VIDEO_EXTS = ("mp4", "jpgs")
 
@@ -29,7 +30,7 @@ def inspect_shards(shard_dir: str | Path, decode: bool = True, backend: str = "a
     for entry in manifest["shards"]:
         count = 0
         try:
-            for sample in read_tar(str(Path(shard_dir, entry["name"]))):
+            for sample in read_tar(join(str(shard_dir), entry["name"])):
                 count += 1
                 bar.update(1)
                 key = sample["__key__"]

@@ -24,6 +24,7 @@ from egovlpv2.dist.collectives import gather_objects
 from egovlpv2.dist.env import detect, init_distributed, select_device
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
+from egovlpv2.storage import exists, join
 from egovlpv2.train.config import PretrainConfig, save_resolved
 from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
@@ -111,10 +112,10 @@ def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> di
     """Fail fast, before any collective, on inputs that would otherwise fail later or hang; returns the
     DeepSpeed config reconciled with the recipe."""
     ds = load_ds_config(ds_config_path) if not isinstance(ds_config_path, dict) else ds_config_path
-    shards = Path(cfg.data.shards) if cfg.data.shards else None
-    if shards is None:
-        raise ConfigError("data.shards is not set: point it at a shard directory (shard_tools/make_shards.py)")
-    if not (shards / "manifest.json").is_file():
+    shards = cfg.data.shards
+    if not shards:
+        raise ConfigError("data.shards is not set: point it at a shard directory or URL (shard_tools/make_shards.py)")
+    if not exists(join(shards, "manifest.json")):
         raise FileNotFoundError(f"data.shards={shards}: no manifest.json there; write shards with "
                                 "shard_tools/make_shards.py --task egoclip")
     if not cfg.data.tokenizer or not Path(cfg.data.tokenizer).is_dir():
@@ -124,7 +125,7 @@ def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> di
         path = getattr(cfg.model, key)
         if path and not Path(path).exists():
             raise FileNotFoundError(f"model.{key}={path} does not exist")
-    if cfg.eval.egomcq_shards and not (Path(cfg.eval.egomcq_shards) / "manifest.json").is_file():
+    if cfg.eval.egomcq_shards and not exists(join(cfg.eval.egomcq_shards, "manifest.json")):
         raise FileNotFoundError(f"eval.egomcq_shards={cfg.eval.egomcq_shards}: no manifest.json there")
     world_size = detect().world_size  # read from the launcher's variables; no group needed yet
     return reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, world_size, cfg.train.precision)

@@ -3,9 +3,11 @@
 Usage: pretrain_worker.py RECIPE DS_CONFIG [overrides...]
 Writes <output_dir>/result_rank<r>_<pid>.json (step, history) and, on rank 0, <output_dir>/reference.pt:
 a fixed input and the trained model's dual embeddings and VTM scores on it (for the export test).
+With PRETRAIN_WORKER_KILL_AT_BATCH=N in the environment, rank 1 SIGKILLs itself as it takes its N-th batch.
 """
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,8 +27,24 @@ def reference_outputs(model, inputs):
             "vtm": model.match_score(video, ids, mask).float()}
 
 
+def kill_rank1_at_batch(n: int) -> None:
+    from egovlpv2.data.pipeline import PretrainLoader
+
+    iterate = PretrainLoader.__iter__
+
+    def iterate_then_die(self):
+        for batch in iterate(self):
+            if self.batches_done == n and self.rank == 1:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+    PretrainLoader.__iter__ = iterate_then_die
+
+
 def main():
     recipe, ds_config, *overrides = sys.argv[1:]
+    if os.environ.get("PRETRAIN_WORKER_KILL_AT_BATCH"):
+        kill_rank1_at_batch(int(os.environ["PRETRAIN_WORKER_KILL_AT_BATCH"]))
     cfg = load_pretrain_config(recipe, overrides)
     install_stop_handlers()
     captured = {}
