@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from egovlpv2.dist.signals import STOP_SIGNALS
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.train.checkpoint_commit import commit_latest, fsync_tree, resumable_tag, write_manifest
 
@@ -49,7 +50,7 @@ def stop_requested() -> bool:
     return _STOP.is_set()
 
 
-def install_stop_handlers(signals: Iterable[int] = (signal.SIGUSR1, signal.SIGTERM)) -> None:
+def install_stop_handlers(signals: Iterable[int] = STOP_SIGNALS) -> None:
     """Make each signal in ``signals`` request a stop (main thread only)."""
     for signum in signals:
         signal.signal(signum, request_stop)

@@ -10,13 +10,6 @@ from tests.faults.ranks import ZERO2, losses, results, run
 WORKER = Path(__file__).with_name("fault_worker.py")
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    out = tmp_path_factory.mktemp("straight")
-    run(WORKER, [ZERO2, out, 8], out / "logs")
-    return out
-
-
 def resume_and_compare(out: Path, straight: Path, from_step: int) -> None:
     run(WORKER, [ZERO2, out, 8], out / "logs")
     for rank in (0, 1):
