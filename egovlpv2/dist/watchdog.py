@@ -5,7 +5,8 @@ sockets open; under ``srun`` no elastic agent tears the job down either. So ever
 bumps its own counter in the job's TCPStore every ``interval_s`` and watches everyone else's:
 
 - a peer whose counter has not moved for ``peer_timeout_s`` (killed, stopped, its machine gone) or that
-  posted a failure is named in an error line, then this process exits with :data:`EXIT_PEER_FAILED`;
+  posted a failure is named in an error line, then this process exits with :data:`EXIT_PEER_FAILED`
+  (each rank watches the next one in a ring and posts what it finds; every rank reads the posted verdict);
 - the store itself unreachable means its host is gone (rank 0 under ``srun``, the agent under torchrun);
 - a stop requested ``stop_timeout_s`` ago that did not end the process (a rank stuck in a collective, its
   peer hung) exits with :data:`EXIT_STOP_TIMEOUT`; the last complete checkpoint stays in charge.
@@ -65,9 +66,11 @@ class PeerWatchdog:
                              wait_for_workers=False)
 
     def start(self) -> "PeerWatchdog":
-        if self.world_size > 1:
+        if self.world_size > 1 and {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
             self._store = self._connect()
             self._store.add(f"{self.prefix}beat/{self.rank}", 1)
+        elif self.world_size > 1:
+            log.warning("MASTER_ADDR/MASTER_PORT are not set: no peer watchdog (only the stop timeout)")
         self._thread = threading.Thread(target=self._run, name="egovlpv2-watchdog", daemon=True)
         self._thread.start()
         return self
@@ -82,33 +85,38 @@ class PeerWatchdog:
         self._done.set()
         if self._store is not None:
             try:
-                key = "failed" if failure else "left"
-                self._store.set(f"{self.prefix}{key}/{self.rank}", (failure or "")[:500])
-            except Exception:  # the store's host is gone: peers find out through the heartbeats
+                if failure:
+                    self._post(f"rank {self.rank} failed: {failure[:500]}")
+                else:
+                    self._store.set(f"{self.prefix}left/{self.rank}", "")
+            except Exception:  # noqa: BLE001 - the store's host is gone: peers find out through the heartbeats
                 pass
         if self._thread is not None:
             self._thread.join(timeout=5 * self.interval_s)
 
-    def _peer_verdict(self, seen: dict[int, tuple[int, float]]) -> Optional[str]:
+    def _post(self, verdict: str) -> None:
+        """Publish why the job must end; the first verdict posted is the one every rank reports."""
+        self._store.compare_set(f"{self.prefix}verdict", "", verdict)
+
+    def _peer_verdict(self, seen: list) -> Optional[str]:
+        """Beat, read the job's verdict, and watch the next rank in a ring (one peer each keeps the store's
+        load at three requests per rank and interval, whatever the world size)."""
         store, now = self._store, time.monotonic()
         store.add(f"{self.prefix}beat/{self.rank}", 1)
-        for peer in range(self.world_size):
-            if peer == self.rank:
-                continue
-            if store.check([f"{self.prefix}failed/{peer}"]):
-                return f"rank {peer} failed: {store.get(f'{self.prefix}failed/{peer}').decode()}"
-            if store.check([f"{self.prefix}left/{peer}"]):
-                continue
-            count = store.add(f"{self.prefix}beat/{peer}", 0)
-            last_count, since = seen.get(peer, (-1, now))
-            if count != last_count:
-                seen[peer] = (count, now)
-            elif now - since > self.peer_timeout_s:
-                return f"rank {peer} is dead or hung: no heartbeat for {now - since:.0f} s"
+        if store.check([f"{self.prefix}verdict"]):
+            return store.get(f"{self.prefix}verdict").decode()
+        peer = (self.rank + 1) % self.world_size
+        count = store.add(f"{self.prefix}beat/{peer}", 0)
+        if count != seen[0]:
+            seen[:] = [count, now]
+        elif now - seen[1] > self.peer_timeout_s and not store.check([f"{self.prefix}left/{peer}"]):
+            verdict = f"rank {peer} is dead or hung: no heartbeat for {now - seen[1]:.0f} s"
+            self._post(verdict)
+            return verdict
         return None
 
     def _run(self) -> None:
-        seen: dict[int, tuple[int, float]] = {}
+        seen = [-1, time.monotonic()]  # the watched peer's last heartbeat count, and when it changed
         stop_since: Optional[float] = None
         while not self._done.wait(self.interval_s):
             if self.stop_requested():

@@ -28,7 +28,7 @@ def test_sigterm_to_the_process_group_saves_and_resumes_bitwise(shards, tmp_path
     assert "is killed by signal" not in job.output()
     first = [results(signalled, rank)[0] for rank in (0, 1)]
     stop_step = first[0]["step"]
-    assert 1 <= stop_step < 6 and all(r["stopped"] and r["step"] == stop_step for r in first)
+    assert 1 <= stop_step < 6 and all(not r["finished"] and r["step"] == stop_step for r in first)
     assert (signalled / "checkpoints" / "latest").read_text() == f"step{stop_step:08d}"
     run(WORKER, [0, "demo", ZERO2, *overrides(shards, signalled, 6, **EXTRA)], tmp_path / "logs", timeout=300)
     for rank in (0, 1):
