@@ -35,7 +35,7 @@ def _exit(code: int, message: str) -> None:
     log.error(message)
     for handler in logging.getLogger().handlers:
         handler.flush()
-    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stderr.flush()  # os._exit skips the interpreter's own flushing
     os._exit(code)
 
 
