@@ -104,7 +104,7 @@ class CheckpointManager:
         """Collective: every rank must call it at the same step."""
         tag = tag_for_step(step)
         tag_dir = self.directory / tag
-        if self.rank == 0 and tag_dir.exists():  # a torn earlier attempt at this step (never `latest`)
+        if self.rank == 0 and tag_dir.exists():  # an earlier attempt at this step (torn, or run past and resumed)
             shutil.rmtree(tag_dir)
         self._barrier()
         tag_dir.mkdir(parents=True, exist_ok=True)

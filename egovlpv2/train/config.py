@@ -71,7 +71,8 @@ class TrainConfig:
     max_nonfinite_steps: int = 3
 
     def __post_init__(self) -> None:
-        if min(self.collective_timeout_s, self.peer_timeout_s, self.stop_timeout_s) <= 0 or self.max_nonfinite_steps < 1:
+        timeouts = (self.collective_timeout_s, self.peer_timeout_s, self.stop_timeout_s)
+        if min(timeouts) <= 0 or self.max_nonfinite_steps < 1:
             raise ConfigError("train.collective_timeout_s, train.peer_timeout_s and train.stop_timeout_s must be > 0, "
                               "train.max_nonfinite_steps >= 1")
         if self.grad_accum_steps < 1 or (self.max_steps is not None and self.max_steps < 1) or self.epochs <= 0:

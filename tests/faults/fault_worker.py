@@ -104,7 +104,8 @@ def main():
         inject_save_fault(engine, args.save_fault, f"step{args.save_fault_step:08d}")
     dtype = precision_dtype(ds)
     task = Task(objective=None, make_loader=lambda state: ToySource(state, env.rank),
-                prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()}, count_clips=lambda b: len(b["x"]))
+                prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()},
+                count_clips=lambda b: len(b["x"]))
     settings = LoopSettings(output_dir=str(out), total_steps=args.total_steps, grad_accum_steps=GRAD_ACCUM,
                             checkpoint_every=args.checkpoint_every, keep_last=3, log_every=1, progress_bar=False,
                             peer_timeout_s=args.peer_timeout, stop_timeout_s=args.stop_timeout)

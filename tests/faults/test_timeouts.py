@@ -5,8 +5,12 @@ import sys
 import textwrap
 import time
 
+import pytest
+
+from egovlpv2.config import ConfigError
 from egovlpv2.data.config import DataConfig
 from egovlpv2.data.pipeline import loader_timeout_s
+from egovlpv2.train.config import load_pretrain_config
 from tests.faults.ranks import REPO
 
 
@@ -34,3 +38,12 @@ def test_a_timed_out_decode_does_not_hold_the_process_at_exit():
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "decode_timeout", proc.stderr
     assert time.monotonic() - began < 10  # not the 30 s the stuck thread would be waited for
+
+
+def test_fault_timeouts_are_recipe_keys():
+    cfg = load_pretrain_config("demo", ["train.collective_timeout_s=30", "train.peer_timeout_s=5",
+                                        "train.stop_timeout_s=20", "train.max_nonfinite_steps=2"])
+    assert (cfg.train.collective_timeout_s, cfg.train.peer_timeout_s, cfg.train.stop_timeout_s,
+            cfg.train.max_nonfinite_steps) == (30, 5, 20, 2)
+    with pytest.raises(ConfigError, match="peer_timeout_s"):
+        load_pretrain_config("demo", ["train.peer_timeout_s=0"])
