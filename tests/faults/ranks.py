@@ -16,7 +16,7 @@ import pytest
 from egovlpv2.dist.env import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-ZERO2 = REPO / "ds_configs" / "zero2.json"
+ZERO2 = "zero2"  # the shipped DeepSpeed config
 
 
 @dataclass

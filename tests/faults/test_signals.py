@@ -5,11 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.ranks import REPO, results, run, start, wait_for
+from tests.faults.ranks import ZERO2, results, run, start, wait_for
 from tests.train.test_pretrain_e2e import overrides, shards  # noqa: F401 - the synthetic-shards fixture
 
 WORKER = Path(__file__).with_name("slow_pretrain_worker.py")
-ZERO2 = REPO / "ds_configs" / "zero2.json"
 KEYS = ("step", "loss", "egonce", "mlm", "vtm", "grad_norm")
 EXTRA = {"data.num_workers": 1, "eval.at_end": "false", "checkpoint.every_steps": 1000, "train.precision": "fp32",
          "logging.every_steps": 1}
