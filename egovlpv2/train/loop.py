@@ -182,7 +182,8 @@ def _set_rng_states(states: tuple) -> None:
 
 
 def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
-    """Train until ``total_steps`` (resuming from ``latest``), a stop request or ``stop_after_steps``.
+    """Train until ``total_steps`` (resuming from the newest complete checkpoint), a stop request or
+    ``stop_after_steps``.
 
     A peer watchdog runs meanwhile (see :mod:`egovlpv2.dist.watchdog`); this rank's own error is posted to
     the other ranks, so they exit naming it instead of waiting in their next collective.
