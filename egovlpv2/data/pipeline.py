@@ -34,10 +34,25 @@ from egovlpv2.data.stream import (EPOCH_END, pair_window, parse_meta, read_tar, 
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError
+from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.storage import StorageError, join
 
 # A worker that skips this many samples in a row is reading broken data; fail loudly instead of spinning.
 MAX_CONSECUTIVE_SKIPS = 1000
+# Time allowed to pass over one consumed pair when a resume replays a worker's stream (tar reads and
+# metadata only, no decoding: milliseconds on a slow file system), and for everything in a batch but decoding.
+REPLAY_S_PER_PAIR = 0.05
+BATCH_MARGIN_S = 60.0
+
+
+def loader_timeout_s(cfg: DataConfig, replay_pairs: int = 0) -> float:
+    """How long the main process waits for one batch from a worker before failing.
+
+    Derived from the decode bound rather than fixed: a batch of ``batch_size`` pairs may need two decodes
+    per pair, each allowed ``decode_timeout_s``. A worker's first batch after a resume also replays the
+    ``replay_pairs`` pairs consumed before it, which late in an epoch can take longer than a batch.
+    """
+    return 2 * cfg.batch_size * cfg.decode_timeout_s + BATCH_MARGIN_S + REPLAY_S_PER_PAIR * replay_pairs
 
 
 def shard_names(cfg: DataConfig) -> tuple[list[str], int]:
@@ -295,8 +310,10 @@ class PretrainLoader:
         # Its own generator: starting an iterator draws a base seed, which must not advance the global torch
         # RNG (a resumed run starts its iterator mid-epoch, so dropout would drift from the uninterrupted run).
         loader = DataLoader(dataset, batch_size=None, num_workers=workers, generator=torch.Generator().manual_seed(0),
+                            worker_init_fn=ignore_stop_signals,
                             prefetch_factor=self.cfg.prefetch_factor if workers > 0 else None,
-                            timeout=300 if workers > 0 else 0)
+                            timeout=loader_timeout_s(self.cfg, max(self.consumed.values(), default=0))
+                            if workers > 0 else 0)
         iterator = iter(loader)
         try:
             while self.batches_done < self.num_batches:

@@ -6,10 +6,10 @@ their frame count. Failures raise SampleError with a reason that the loaders cou
 """
 from __future__ import annotations
 
-import concurrent.futures
 import io
 import struct
-from typing import Callable
+import threading
+from typing import Any, Callable
 
 import numpy as np
 
@@ -102,6 +102,28 @@ def _decode_pyav(data: bytes, choose: Callable[[int], list[int]], num_frames: in
     return np.stack([kept[i] for i in wanted])
 
 
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
+    """``fn()`` on a daemon thread; TimeoutError after ``timeout_s``. A stuck call cannot be killed, so it is
+    abandoned, and being a daemon it does not hold the process at exit (a pool's threads are joined there)."""
+    box: dict = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="egovlpv2-decode", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise TimeoutError
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 class FrameDecoder:
     """Decodes chosen frames of one sample member with a per-sample time bound."""
 
@@ -110,7 +132,6 @@ class FrameDecoder:
             raise ValueError(f"unknown decode backend {backend!r}")
         self.backend = backend
         self.timeout_s = timeout_s
-        self._pool = concurrent.futures.ThreadPoolExecutor(1)
 
     def _decode(self, kind: str, data: bytes, choose, num_frames: int) -> np.ndarray:
         if kind == "jpgs":
@@ -130,13 +151,9 @@ class FrameDecoder:
         """Frames ``[T, H, W, 3]`` uint8 at ``choose(available_frames)``; ``kind`` is ``mp4`` or ``jpgs``.
 
         ``num_frames`` is the frame count recorded at shard time, used to clamp indices."""
-        future = self._pool.submit(self._decode, kind, data, choose, num_frames)
         try:
-            return future.result(timeout=self.timeout_s)
-        except concurrent.futures.TimeoutError:
-            # The stuck thread cannot be killed; abandon it and decode the next samples on a fresh one.
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = concurrent.futures.ThreadPoolExecutor(1)
+            return call_with_timeout(lambda: self._decode(kind, data, choose, num_frames), self.timeout_s)
+        except TimeoutError:
             raise SampleError("decode_timeout", f"no result after {self.timeout_s} s") from None
         except SampleError:
             raise

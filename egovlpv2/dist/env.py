@@ -151,8 +151,11 @@ def select_device(env: DistEnv) -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed(environ: Optional[Mapping[str, str]] = None, timeout_s: float = 1800.0) -> DistEnv:
+def init_distributed(environ: Optional[Mapping[str, str]] = None, timeout_s: float = 600.0) -> DistEnv:
     """Detect, export and initialise the process group (NCCL on CUDA, gloo on CPU) once per process.
+
+    ``timeout_s`` bounds every collective (pre-training takes it from ``train.collective_timeout_s``);
+    dead or hung peers are found sooner by :mod:`egovlpv2.dist.watchdog`.
 
     Calling it again returns the environment of the existing group.
     """

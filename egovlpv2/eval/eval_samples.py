@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from egovlpv2.data.manifest import read_manifest
+from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.eval.runtime import EvalContext, share_indices
 from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
 
@@ -83,4 +84,5 @@ def rank_batches(dataset: Dataset, ctx: EvalContext, batch_size: int, num_worker
     """Batches (lists of `(index, sample)`) of this rank's share (see `runtime.share_indices`)."""
     indices = share_indices(len(dataset), ctx)
     return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=num_workers,
-                      collate_fn=_as_list, persistent_workers=False, prefetch_factor=4 if num_workers else None)
+                      collate_fn=_as_list, persistent_workers=False, worker_init_fn=ignore_stop_signals,
+                      prefetch_factor=4 if num_workers else None)

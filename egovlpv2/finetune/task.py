@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_classes, load_epic_mir_captions
 from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.transforms import normalize_video
+from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.finetune.config import FinetuneConfig
 from egovlpv2.finetune.datasets import CharadesEgoTrainSet, EpicMirTrainSet, TextCollator
@@ -76,7 +77,7 @@ class FinetuneLoader:
         indices = self._indices()[self.batch * self.batch_size:]
         batches = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
         loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
-                            num_workers=self.num_workers)
+                            num_workers=self.num_workers, worker_init_fn=ignore_stop_signals)
         for batch in loader:
             self.skips.update(batch.pop("skipped"))
             self.batch += 1

@@ -73,6 +73,7 @@ def _no_videos_error(run: ShardRun, uids: list[str], subdirs: tuple[str, ...] = 
 
 def _probe(run: ShardRun, uids: list[str], subdirs: tuple[str, ...] = ("",)) -> None:
     uids = [uid for uid in uids if unsafe_reason(run.videos, uid) is None]
+    subdirs = tuple(s for s in subdirs if unsafe_reason(run.videos, s) is None) or ("",)
     if uids and not any(video_exists(run.videos, uid, subdirs) for uid in uids[:PROBE_VIDEOS]):
         raise _no_videos_error(run, uids[:PROBE_VIDEOS], subdirs)
 
@@ -114,7 +115,11 @@ def _plan_eval(run: ShardRun) -> Plan:
             subdirs.setdefault(clip.uid, clip.subdirs)
     uids = list(subdirs)
     _probe(run, uids, next(iter(subdirs.values()), ("",)))
-    unsafe = {uid: why for uid in uids if (why := unsafe_reason(run.videos, uid)) is not None}
+    unsafe = {}  # a video id or a subfolder (EPIC's participant) that would lead out of the video root
+    for uid in uids:
+        why = next((r for part in (uid, *subdirs[uid]) if (r := unsafe_reason(run.videos, part))), None)
+        if why is not None:
+            unsafe[uid] = why
     found = {uid for uid in uids if uid not in unsafe and video_exists(run.videos, uid, subdirs[uid])}
     kept = []
     for sample in samples:

@@ -2,14 +2,15 @@
 
 Layout of ``<output_dir>/checkpoints``::
 
-    latest                    # tag of the newest complete checkpoint (written last, by DeepSpeed)
+    latest                    # tag of the newest complete checkpoint (moved last, atomically)
     step00001000/             # DeepSpeed's model/optimizer/scheduler files (ZeRO-2 or ZeRO-3 shards)
         trainer_state.json    # step, world size, samples seen: what the whole run agrees on
         rank_00000.pt         # per rank: RNG states (python, numpy, torch, CUDA) and the loader position
         full_state/           # the same model and optimizer state for any world size or ZeRO stage (elastic.py)
+        complete.json         # every file's size, written once all ranks synced theirs
 
-A tag is complete once ``latest`` names it: per-rank files are written before DeepSpeed's save, which
-writes ``latest`` at its very end, so a crash mid-save leaves the previous checkpoint in charge.
+A crash or a full disk mid-save leaves the previous checkpoint in charge, and a resume skips any tag whose
+files do not match its manifest (see :mod:`egovlpv2.train.checkpoint_commit`).
 
 Preemption: a signal handler (or the SLURM/submitit glue, through :func:`request_stop`) only sets a flag.
 The loop calls :func:`stop_agreed` at each step boundary; it all-reduces the flag so every rank sees the
@@ -17,6 +18,7 @@ same answer at the same step, then all ranks save together (DeepSpeed saves are 
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import random
@@ -30,7 +32,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from egovlpv2.dist.signals import STOP_SIGNALS
+from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.train import elastic
+from egovlpv2.train.checkpoint_commit import commit_latest, fsync_tree, resumable_tag, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ def stop_requested() -> bool:
     return _STOP.is_set()
 
 
-def install_stop_handlers(signals: Iterable[int] = (signal.SIGUSR1, signal.SIGTERM)) -> None:
+def install_stop_handlers(signals: Iterable[int] = STOP_SIGNALS) -> None:
     """Make each signal in ``signals`` request a stop (main thread only)."""
     for signum in signals:
         signal.signal(signum, request_stop)
@@ -98,15 +103,6 @@ class CheckpointManager:
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world_size = dist.get_world_size() if dist.is_initialized() else 1
 
-    def latest_tag(self) -> Optional[str]:
-        latest = self.directory / "latest"
-        if not latest.is_file():
-            return None
-        tag = latest.read_text().strip()
-        if not (self.directory / tag).is_dir():
-            raise FileNotFoundError(f"{latest} names {tag!r}, but {self.directory / tag} does not exist")
-        return tag
-
     def tags(self) -> list[str]:
         return sorted(p.name for p in self.directory.glob("step*") if p.is_dir())
 
@@ -114,21 +110,35 @@ class CheckpointManager:
         """Collective: every rank must call it at the same step."""
         tag = tag_for_step(step)
         tag_dir = self.directory / tag
+        if self.rank == 0 and tag_dir.exists():  # an earlier attempt at this step (torn, or run past and resumed)
+            shutil.rmtree(tag_dir)
+        self._barrier()
         tag_dir.mkdir(parents=True, exist_ok=True)
-        torch.save({"rng": rng_state(), **rank_state}, tag_dir / f"rank_{self.rank:05d}.pt")
+        buffer = io.BytesIO()
+        torch.save({"rng": rng_state(), **rank_state}, buffer)
+        atomic_write_bytes(tag_dir / f"rank_{self.rank:05d}.pt", buffer.getvalue())
         elastic.save_full_state(self.engine, tag_dir)
         if self.rank == 0:
             state = {"step": step, "world_size": self.world_size,
                      "zero_stage": self.engine.zero_optimization_stage(),
                      "global_samples": self.engine.global_samples, **trainer_state}
-            (tag_dir / "trainer_state.json").write_text(json.dumps(state, indent=1))
-        if dist.is_initialized():
-            dist.barrier()
-        self.engine.save_checkpoint(str(self.directory), tag=tag)  # writes `latest` last, then barriers
+            atomic_write_json(tag_dir / "trainer_state.json", state, indent=1)
+        self._barrier()
+        self.engine.save_checkpoint(str(self.directory), tag=tag, save_latest=False)
+        fsync_tree(tag_dir)
+        self._barrier()  # every rank's files are on disk
         if self.rank == 0:
+            write_manifest(tag_dir, self.world_size)
+            commit_latest(self.directory, tag)
             self._prune(keep=tag)
+        self._barrier()
         log.info("saved checkpoint %s", tag_dir)
         return tag
+
+    @staticmethod
+    def _barrier() -> None:
+        if dist.is_initialized():
+            dist.barrier()
 
     def _prune(self, keep: str) -> None:
         old = [t for t in self.tags() if t != keep][: max(0, len(self.tags()) - self.keep_last)]
@@ -136,8 +146,9 @@ class CheckpointManager:
             shutil.rmtree(self.directory / tag, ignore_errors=True)
 
     def load_latest(self) -> Optional[tuple[dict, dict]]:
-        """Restore engine + RNG from ``latest``; returns (trainer_state, rank_state) or None if no checkpoint."""
-        tag = self.latest_tag()
+        """Restore engine + RNG from the newest complete checkpoint; returns (trainer_state, rank_state), or
+        None if there is none."""
+        tag = resumable_tag(self.directory) if self.directory.is_dir() else None
         if tag is None:
             return None
         tag_dir = self.directory / tag

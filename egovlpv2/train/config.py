@@ -59,8 +59,22 @@ class TrainConfig:
     precision: Optional[Literal["bf16", "fp16", "fp32"]] = None
     # Stop after this many steps of this process (for tests and trials); the schedule still spans max_steps.
     stop_after_steps: Optional[int] = None
+    # Fault handling (docs/faults.md). A collective waits this long before failing (a backstop for hangs
+    # that the peer watchdog cannot see: every rank alive, heartbeating, and stuck).
+    collective_timeout_s: float = 600.0
+    # A rank without a heartbeat this long is dead or hung; every other rank exits, naming it.
+    peer_timeout_s: float = 60.0
+    # After a stop request (SIGTERM/SIGUSR1), a rank that cannot reach the next step boundary and save
+    # within this long exits anyway (the last complete checkpoint stays in charge).
+    stop_timeout_s: float = 300.0
+    # This many non-finite steps in a row (NaN/inf loss or grad norm, skipped updates) end the run with an error.
+    max_nonfinite_steps: int = 3
 
     def __post_init__(self) -> None:
+        timeouts = (self.collective_timeout_s, self.peer_timeout_s, self.stop_timeout_s)
+        if min(timeouts) <= 0 or self.max_nonfinite_steps < 1:
+            raise ConfigError("train.collective_timeout_s, train.peer_timeout_s and train.stop_timeout_s must be > 0, "
+                              "train.max_nonfinite_steps >= 1")
         if self.grad_accum_steps < 1 or (self.max_steps is not None and self.max_steps < 1) or self.epochs <= 0:
             raise ConfigError("train.grad_accum_steps and train.max_steps must be >= 1, train.epochs > 0")
         if self.checkpoint_blocks is not None and self.checkpoint_blocks < 0:

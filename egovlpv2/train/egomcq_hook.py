@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.eval.egomcq import accuracies, score_questions
 from egovlpv2.eval.eval_samples import EvalSamples
 from egovlpv2.eval.runtime import EvalContext, gather_rows, progress
@@ -53,7 +54,7 @@ class EgoMCQHook:
     def __call__(self, run) -> dict[str, float]:
         share, real = padded_share(len(self.dataset), self.ctx.rank, self.ctx.world_size)
         loader = DataLoader(self.dataset, batch_size=self.batch_size, sampler=share, num_workers=self.num_workers,
-                            collate_fn=list)
+                            collate_fn=list, worker_init_fn=ignore_stop_signals)
         indices, rows, seen = [], [], 0
         for chunk in progress(loader, self.ctx, "EgoMCQ", math.ceil(len(share) / self.batch_size)):
             questions = [sample for _, sample in chunk]

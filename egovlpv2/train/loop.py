@@ -20,8 +20,10 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
 import numpy as np
 import torch
 
+from egovlpv2.dist.watchdog import PeerWatchdog, is_collective_error
 from egovlpv2.fileio import atomic_write_json
-from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed
+from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed, stop_requested
+from egovlpv2.train.divergence import NonFiniteGuard
 from egovlpv2.train.monitor import Monitor
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,12 @@ class LoopSettings:
     tensorboard: bool = True
     progress_bar: bool = True
     flops_per_step: Optional[float] = None
+    # This many non-finite steps in a row (NaN/inf loss or grad norm, or an update DeepSpeed skipped) end the run.
+    max_nonfinite_steps: int = 3
+    # A peer without a heartbeat this long is dead or hung: every rank exits, naming it.
+    peer_timeout_s: float = 60.0
+    # A stop request that has not ended the process after this long (stuck in a collective) exits without saving.
+    stop_timeout_s: float = 300.0
 
 
 @dataclass
@@ -175,7 +183,25 @@ def _set_rng_states(states: tuple) -> None:
 
 
 def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
-    """Train until ``total_steps`` (resuming from ``latest``), a stop request or ``stop_after_steps``."""
+    """Train until ``total_steps`` (resuming from the newest complete checkpoint), a stop request or
+    ``stop_after_steps``.
+
+    A peer watchdog runs meanwhile (see :mod:`egovlpv2.dist.watchdog`); this rank's own error is posted to
+    the other ranks, so they exit naming it instead of waiting in their next collective.
+    """
+    dist = torch.distributed
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    watchdog = PeerWatchdog(rank, world, settings.peer_timeout_s, settings.stop_timeout_s, stop_requested).start()
+    try:
+        result = _train(engine, task, settings, device)
+    except BaseException as exc:
+        watchdog.stop(failure=f"{type(exc).__name__}: {exc}", collective=is_collective_error(exc))
+        raise
+    watchdog.stop()
+    return result
+
+
+def _train(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
     ckpt = CheckpointManager(Path(settings.output_dir) / "checkpoints", engine, settings.keep_last)
     step, loader_state = 0, None
     resumed = ckpt.load_latest() if settings.auto_resume else None
@@ -190,6 +216,7 @@ def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -
     batches = _Batches(task, loader_state, device)
     monitor = Monitor(settings.output_dir, device, settings.total_steps, step, settings.log_every,
                       settings.tensorboard, settings.progress_bar, settings.flops_per_step)
+    guard = NonFiniteGuard(engine, device, settings.max_nonfinite_steps)
     steps_this_run = 0
     try:
         engine.train()
@@ -201,13 +228,14 @@ def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -
             parts["grad_norm"] = torch.as_tensor(engine.get_global_grad_norm() or 0.0).float()
             step += 1
             steps_this_run += 1
+            guard.record(step, parts)
             result.history.append({"step": step, **{k: float(v) for k, v in parts.items()}})
             monitor.record_step(parts, sum(task.count_clips(b) for b in micro), wait_s)
 
             last = step == settings.total_steps
             if step % settings.log_every == 0 or last:
                 lr = engine.get_lr()[0] if engine.get_lr() else 0.0
-                result.last_scalars = monitor.publish(step, lr, batches.source.skip_counts()) or {}
+                result.last_scalars = monitor.publish(step, lr, batches.source.skip_counts(), guard.total) or {}
             if task.evaluate is not None and (
                 (settings.eval_every and step % settings.eval_every == 0) or (last and settings.eval_at_end)
             ):
@@ -220,6 +248,7 @@ def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -
             stop = stop_agreed(device)
             early = settings.stop_after_steps is not None and steps_this_run >= settings.stop_after_steps
             if step % settings.checkpoint_every == 0 or (last and settings.checkpoint_at_end) or stop or early:
+                guard.check_weights_before_save(step)
                 ckpt.save(step, {"total_steps": settings.total_steps}, {"loader": batches.source.state_dict()})
             if stop or early:
                 result.stopped = stop

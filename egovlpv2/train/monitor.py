@@ -98,8 +98,11 @@ class Monitor:
             if "loss" in parts:
                 self.bar.set_postfix(loss=f"{float(parts['loss']):.4f}", refresh=False)
 
-    def publish(self, step: int, lr: float, skipped: dict[str, int]) -> Optional[dict]:
-        """Collective (all ranks); rank 0 writes scalars and the summary line and returns them."""
+    def publish(self, step: int, lr: float, skipped: dict[str, int], nonfinite_steps: int = 0) -> Optional[dict]:
+        """Collective (all ranks); rank 0 writes scalars and the summary line and returns them.
+
+        ``nonfinite_steps`` (steps of this run with a NaN/inf loss or a skipped update) is published as a
+        count: TensorBoard drops the non-finite losses themselves, so without it a diverged run looks quiet."""
         elapsed = max(1e-9, time.perf_counter() - self.interval_start)
         mine = {
             "wait": self.wait_s / elapsed,
@@ -115,6 +118,7 @@ class Monitor:
             return None
         scalars = {f"train/{k}": v for k, v in means.items()}
         scalars["train/lr"] = lr
+        scalars["train/nonfinite_steps"] = nonfinite_steps
         scalars["perf/clips_per_s"] = sum(r["clips_per_s"] for r in ranks)
         scalars["perf/step_time_s"] = elapsed / max(1, steps)
         for r, figures in enumerate(ranks):
@@ -153,7 +157,8 @@ class Monitor:
 
 def summary_line(step: int, scalars: dict[str, float]) -> str:
     losses = " ".join(
-        f"{k.split('/', 1)[1]}={v:.4f}" for k, v in scalars.items() if k.startswith("train/") and k != "train/lr"
+        f"{k.split('/', 1)[1]}={v:.4f}" for k, v in scalars.items() if k.startswith("train/")
+        and k not in ("train/lr", "train/nonfinite_steps")
     )
     line = (
         f"step {step} | {losses} | lr={scalars['train/lr']:.3g} | "
@@ -163,6 +168,8 @@ def summary_line(step: int, scalars: dict[str, float]) -> str:
     )
     if "perf/mfu" in scalars:
         line += f" | MFU {100 * scalars['perf/mfu']:.1f}%"
+    if scalars.get("train/nonfinite_steps"):
+        line += f" | non-finite steps {int(scalars['train/nonfinite_steps'])}"
     skipped = sum(v for k, v in scalars.items() if k.startswith("data/skipped/"))
     if skipped:
         line += f" | skipped {int(skipped)}"

@@ -169,7 +169,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     if len(tokenizer) > cfg.model.text.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but model.text.vocab_size="
                           f"{cfg.model.text.vocab_size}")
-    env = init_distributed()
+    env = init_distributed(timeout_s=cfg.train.collective_timeout_s)
     device = select_device(env)
     out = Path(cfg.train.output_dir)
     setup_logging(out, env.rank)
@@ -217,5 +217,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
         log_every=cfg.logging.every_steps, eval_every=cfg.eval.every_steps, eval_at_end=cfg.eval.at_end,
         stop_after_steps=cfg.train.stop_after_steps, tensorboard=cfg.logging.tensorboard,
         progress_bar=cfg.logging.progress_bar, flops_per_step=flops,
+        max_nonfinite_steps=cfg.train.max_nonfinite_steps, peer_timeout_s=cfg.train.peer_timeout_s,
+        stop_timeout_s=cfg.train.stop_timeout_s,
     )
     return run_loop(engine, task, settings, device)
