@@ -60,6 +60,10 @@ class TrainConfig:
     precision: Optional[Literal["bf16", "fp16", "fp32"]] = None
     # Stop after this many steps of this process (for tests and trials); the schedule still spans max_steps.
     stop_after_steps: Optional[int] = None
+    # torch.compile: off, blocks (one compiled region per transformer block: fuses LayerNorm, GELU, residual
+    # adds and the token regrouping into their neighbours) or full (one region per model method). Compiling
+    # costs a minute or more once per process; worth it for long runs on a GPU (README "Speed").
+    compile: Literal["off", "blocks", "full"] = "off"
 
     def __post_init__(self) -> None:
         if self.grad_accum_steps < 1 or (self.max_steps is not None and self.max_steps < 1) or self.epochs <= 0:

@@ -3,6 +3,7 @@
 Usage: pretrain_worker.py RECIPE DS_CONFIG [overrides...]
 Writes <output_dir>/result_rank<r>_<pid>.json (step, history) and, on rank 0, <output_dir>/reference.pt:
 a fixed input and the trained model's dual embeddings and VTM scores on it (for the export test).
+INDUCTOR_FALLBACK_RANDOM=1 sets ``torch._inductor.config.fallback_random``.
 """
 import json
 import os
@@ -27,6 +28,8 @@ def reference_outputs(model, inputs):
 
 def main():
     recipe, ds_config, *overrides = sys.argv[1:]
+    # Compiled dropout draws what eager dropout draws (for comparing compiled runs with eager ones).
+    torch._inductor.config.fallback_random = os.environ.get("INDUCTOR_FALLBACK_RANDOM") == "1"
     cfg = load_pretrain_config(recipe, overrides)
     install_stop_handlers()
     captured = {}
