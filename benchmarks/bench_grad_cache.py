@@ -7,7 +7,7 @@ one plain micro-batch, and the largest contrastive batch each reaches.
 
 One process, the whole objective (EgoNCE + MLM + 2 VTM) and an AdamW step. A "plain" row runs the
 contrastive batch as one micro-batch; a "cached" row splits it into micro-batches with
-``egovlpv2.losses.grad_cache.cached_step`` (same loss and gradients). Throughput is clips/s over
+``egovlpv2.train.grad_cache.cached_step`` (same loss and gradients). Throughput is clips/s over
 ``--steps`` timed steps after one warm-up step. Peak memory: ``torch.cuda.max_memory_allocated`` on a GPU;
 on the CPU the peak resident set of a fresh process per row (so CPU rows include the interpreter).
 """
@@ -35,7 +35,7 @@ def run_row(args, contrastive: int, micro: int) -> dict:
     """Time ``args.steps`` steps of one contrastive batch split into micro-batches of ``micro``."""
     import egovlpv2
     from egovlpv2.losses import LossConfig, PretrainObjective
-    from egovlpv2.losses.grad_cache import cached_step
+    from egovlpv2.train.grad_cache import cached_step
 
     device = torch.device(args.device)
     if args.model not in _MODELS:  # rows on a GPU share one model (building the base model takes a while)

@@ -6,7 +6,7 @@ recomputing schedule, on the same model, batch and objective, in one run.
     python benchmarks/bench_step.py --compile blocks --modes deepspeed,plain   # each mode eager and compiled
 
 Modes:
-- deepspeed: `deepspeed.initialize` with ds_configs/zero2.json (client AdamW, fp32 gradient accumulation,
+- deepspeed: `deepspeed.initialize` with the shipped zero2 DeepSpeed config (client AdamW, fp32 gradient accumulation,
   clipping) around our PretrainObjective; the fused MLM/VTM passes reuse the dual pass's lower layers.
 - plain: the same objective, torch AdamW, torch.autocast (bf16 on GPU), clip_grad_norm_; no DeepSpeed.
 - recompute: like plain, but the fused MLM and VTM passes recompute the lower (unfused) layers from the
@@ -42,8 +42,6 @@ from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib  # noqa: E
 from egovlpv2.train.optim import build_optimizer  # noqa: E402
 from egovlpv2.train.pretrain import pretrain_step_flops  # noqa: E402
 from synthetic_batch import random_pretrain_batch, token_info  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class RecomputingObjective(PretrainObjective):
@@ -91,7 +89,7 @@ def make_model(args, device, compile="off", dtype=None):
 
 
 def deepspeed_step_fn(args, cfg, device, compile):
-    ds = reconcile_ds_config(load_ds_config(REPO / "ds_configs" / "zero2.json"), args.pairs, 1, 1, args.precision)
+    ds = reconcile_ds_config(load_ds_config("zero2"), args.pairs, 1, 1, args.precision)
     model = make_model(args, device, compile)
     objective = PretrainObjective(model, LossConfig(), token_info(cfg.text.vocab_size))
     engine = build_engine(model, objective, ds, OptimConfig(), total_steps=10**6)

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from egovlpv2.config import ConfigError, from_dict, load_yaml
-
-RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "model"
+from egovlpv2.recipes import recipe_names, resolve_recipe
 
 
 @dataclass
@@ -61,7 +60,7 @@ class ModelConfig:
 
 
 def model_recipe_names() -> list[str]:
-    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+    return recipe_names("model")
 
 
 def resolve_model_config(config: "str | Path | ModelConfig | dict") -> ModelConfig:
@@ -70,9 +69,5 @@ def resolve_model_config(config: "str | Path | ModelConfig | dict") -> ModelConf
         return config
     if isinstance(config, dict):
         return from_dict(ModelConfig, config)
-    path = Path(config)
-    if not path.suffix:
-        path = RECIPE_DIR / f"{config}.yaml"
-        if not path.is_file():
-            raise ConfigError(f"unknown model recipe {config!r}; shipped: {model_recipe_names()}")
+    path = resolve_recipe("model", config)
     return from_dict(ModelConfig, load_yaml(path), str(path))

@@ -1,6 +1,6 @@
 """The pre-training recipe: one typed config for the model, data, objective and the training run.
 
-A recipe is a YAML file (``configs/pretrain/*.yaml``) plus ``section.key=value`` overrides. ``model`` may
+A recipe is a YAML file (``egovlpv2/recipes/pretrain/*.yaml``) plus ``section.key=value`` overrides. ``model`` may
 be a model recipe name (``egovlpv2-tiny``), a full mapping, or a mapping with ``base: <recipe name>`` whose
 other keys override that recipe. The resolved config is written to ``<output_dir>/config.yaml``, so a run
 directory always says exactly what it ran.
@@ -15,9 +15,8 @@ from typing import Iterable, Literal, Optional
 from egovlpv2.config import ConfigError, apply_overrides, from_dict, load_yaml, save_config
 from egovlpv2.data.config import DataConfig
 from egovlpv2.losses.objective import LossConfig
-from egovlpv2.model.config import RECIPE_DIR, ModelConfig
-
-PRETRAIN_RECIPE_DIR = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+from egovlpv2.model.config import ModelConfig
+from egovlpv2.recipes import resolve_recipe
 
 
 @dataclass
@@ -150,9 +149,10 @@ def _expand_model(data: dict, where: str) -> dict:
         model = {"base": model}
     if isinstance(model, dict) and "base" in model:
         rest = {k: v for k, v in model.items() if k != "base"}
-        path = Path(model["base"])
-        if not path.suffix:
-            path = RECIPE_DIR / f"{model['base']}.yaml"
+        try:
+            path = resolve_recipe("model", model["base"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         if not path.is_file():
             raise ConfigError(f"{where}: model recipe {model['base']!r} not found (looked for {path})")
         data = dict(data, model=_merge(load_yaml(path), rest))
@@ -163,21 +163,9 @@ def pretrain_config_from_dict(data: dict, where: str = "PretrainConfig") -> Pret
     return from_dict(PretrainConfig, _expand_model(data, where), where)
 
 
-def resolve_recipe_path(recipe: str | Path) -> Path:
-    """A path, or the name of a shipped recipe in ``configs/pretrain``."""
-    path = Path(recipe)
-    if path.suffix:
-        return path
-    shipped = PRETRAIN_RECIPE_DIR / f"{recipe}.yaml"
-    if not shipped.is_file():
-        names = sorted(p.stem for p in PRETRAIN_RECIPE_DIR.glob("*.yaml"))
-        raise ConfigError(f"unknown pre-training recipe {recipe!r}; shipped: {names}")
-    return shipped
-
-
 def load_pretrain_config(recipe: str | Path, overrides: Iterable[str] = ()) -> PretrainConfig:
     """Load a recipe and apply ``key=value`` overrides; every error is a ConfigError naming the key."""
-    path = resolve_recipe_path(recipe)
+    path = resolve_recipe("pretrain", recipe)
     cfg = pretrain_config_from_dict(load_yaml(path), str(path))
     return apply_overrides(cfg, list(overrides))
 

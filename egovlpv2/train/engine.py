@@ -18,6 +18,7 @@ from torch import nn
 
 from egovlpv2.config import ConfigError
 from egovlpv2.model.compile import zero3_leaf_classes
+from egovlpv2.recipes import resolve_recipe
 from egovlpv2.train.config import OptimConfig
 from egovlpv2.train.optim import build_optimizer, build_scheduler
 
@@ -27,8 +28,9 @@ log = logging.getLogger(__name__)
 Objective = Callable[[dict, int], "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
 
 
-def load_ds_config(path: str | Path) -> dict:
-    path = Path(path)
+def load_ds_config(config: str | Path) -> dict:
+    """A DeepSpeed JSON path, or the name of a shipped one (``zero2``, ``zero2_offload``, ``zero3``)."""
+    path = resolve_recipe("deepspeed", config)
     if not path.is_file():
         raise ConfigError(f"DeepSpeed config not found: {path}")
     try:

@@ -21,12 +21,12 @@ from egovlpv2.config import ConfigError
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.env import detect, init_distributed, select_device
-from egovlpv2.losses.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.train.compile import CompileClock, use_run_compile_cache
 from egovlpv2.train.config import PretrainConfig, save_resolved
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
+from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.train.loop import LoopSettings, RunResult, Task, accumulate_step, run_loop
 
 log = logging.getLogger(__name__)

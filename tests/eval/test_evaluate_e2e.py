@@ -35,9 +35,9 @@ def bench(tmp_path_factory):
 
 
 def run_cli(bench, task, shards, checkpoint, out, *extra):
-    from launch.evaluate import main
+    from egovlpv2.cli.evaluate import evaluate
 
-    return synth.run_isolated(main, ["--task", task, "--checkpoint", str(checkpoint), "--data", str(shards), "--tokenizer",
+    return synth.run_isolated(evaluate, ["--task", task, "--checkpoint", str(checkpoint), "--data", str(shards), "--tokenizer",
                  str(bench["tokenizer"]), "--model", "egovlpv2-tiny", "--num-frames", str(FRAMES),
                  "--batch-size", "5", "--num-workers", "0", "--out", str(out), *extra])
 

@@ -50,7 +50,7 @@ def setup(tmp_path_factory):
 
 
 def test_egomq_features_have_documented_shapes(setup, tmp_path):
-    from launch.extract_features import main
+    from egovlpv2.cli.extract_features import main
 
     synth.run_isolated(main, ["--task", "egomq", "--checkpoint", str(setup["ckpt"]), "--videos", str(setup["videos"]),
           "--out", str(tmp_path), "--model", "egovlpv2-tiny", "--batch-size", "4"])
@@ -65,7 +65,7 @@ def test_egomq_features_have_documented_shapes(setup, tmp_path):
 
 
 def test_egonlq_features_have_documented_shapes_and_depend_on_the_query(setup, tmp_path):
-    from launch.extract_features import main
+    from egovlpv2.cli.extract_features import main
 
     ann = {"videos": [{"video_uid": "fullvid", "clips": [
         {"clip_uid": "clipA", "video_start_sec": 0.0, "video_end_sec": 3.0,

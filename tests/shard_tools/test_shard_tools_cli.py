@@ -1,6 +1,6 @@
 """The command lines: synthetic data -> shards (parallel workers) -> inspection that finds a broken sample."""
 import csv
-import importlib.util
+import importlib
 import io
 import json
 import subprocess
@@ -14,10 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "shard_tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return importlib.import_module(f"egovlpv2.cli.{name}").main
 
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 def _recipe_args(data: Path, run_dir: Path) -> list[str]:
     return [
-        "--config", "demo", "--deepspeed", "ds_configs/zero2.json",
+        "--config", "demo", "--deepspeed", "zero2",
         f"data.shards={data / 'shards'}", f"data.tokenizer={data / 'src' / 'tokenizer'}",
         "data.batch_size=8", "data.num_workers=0", f"train.max_steps={STEPS}", f"train.output_dir={run_dir}",
         "checkpoint.every_steps=2", "logging.every_steps=1", "logging.progress_bar=false", "eval.egomcq_shards=null",

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from egovlpv2.launch.submission import ClusterSpec, time_to_minutes
+from egovlpv2.cluster.submission import ClusterSpec, time_to_minutes
 from tests.slurm.slurm_helpers import REPO, SUBMIT
 
 
@@ -43,7 +43,7 @@ def test_dry_run_prints_the_sbatch_script_and_config_of_an_eight_node_job(tmp_pa
         [sys.executable, str(SUBMIT), "--nodes", "8", "--gpus-per-node", "8",
          "--cpus-per-task", "12", "--mem", "0", "--partition", "gpu", "--account", "vlp", "--qos", "high",
          "--constraint", "h100", "--time", "2-00:00:00", "--job-name", "egovlpv2-base", "--output-dir", str(out_dir),
-         "--dry-run", "--config", "egoclip", "--deepspeed", "ds_configs/zero2.json", "data.batch_size=16"],
+         "--dry-run", "--config", "egoclip", "--deepspeed", "zero2", "data.batch_size=16"],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )
     assert out.returncode == 0, out.stderr

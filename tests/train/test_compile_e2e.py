@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import REPO, torchrun
+from tests.train.conftest import torchrun
 from tests.train.test_pretrain_e2e import WORKER, overrides, results, shards  # noqa: F401 (fixture)
 
 KEYS = ("step", "loss", "egonce", "mlm", "vtm", "grad_norm")
@@ -24,7 +24,7 @@ def test_compiled_run_matches_eager_and_resumes_bitwise(shards, tmp_path):  # no
     """One rank, ZeRO-2, fp32, fallback_random: 20 steps compiled equal eager's losses within 1e-4; a compiled
     run stopped after 10 steps and resumed (the second process reuses the run directory's compile cache)
     reproduces the uninterrupted compiled run bitwise."""
-    zero2 = REPO / "ds_configs" / "zero2.json"
+    zero2 = "zero2"
     extra = {"train.precision": "fp32", "eval.at_end": "false", "checkpoint.every_steps": 1000,
              "train.checkpoint_blocks": 2}
     compiled = {**extra, "train.compile": "blocks"}
@@ -50,7 +50,7 @@ def test_compiled_run_matches_eager_and_resumes_bitwise(shards, tmp_path):  # no
 def test_compiled_zero3_grad_cache_and_evaluation(shards, tmp_path):  # noqa: F811
     """Two ranks, ZeRO-3 (bf16), gradient caching over 2 micro-batches, the lowest block checkpointed, EgoMCQ
     at the end: compiled and eager agree (bf16 rounding: within 2%) and the evaluation runs compiled."""
-    zero3 = REPO / "ds_configs" / "zero3.json"
+    zero3 = "zero3"
     extra = {"train.grad_accum_steps": 2, "loss.contrastive_batch": "global", "train.checkpoint_blocks": 1,
              "data.batch_size": 2, "checkpoint.every_steps": 1000}
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"

@@ -4,9 +4,10 @@ from pathlib import Path
 import pytest
 
 from egovlpv2.config import ConfigError, load_yaml
-from egovlpv2.train.config import PRETRAIN_RECIPE_DIR, load_pretrain_config, pretrain_config_from_dict, save_resolved
+from egovlpv2.recipes import shipped_dir
+from egovlpv2.train.config import load_pretrain_config, pretrain_config_from_dict, save_resolved
 
-RECIPES = sorted(PRETRAIN_RECIPE_DIR.glob("*.yaml"))
+RECIPES = sorted(shipped_dir("pretrain").glob("*.yaml"))
 
 
 def test_the_paper_and_demo_recipes_ship():

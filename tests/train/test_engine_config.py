@@ -1,13 +1,13 @@
 """The DeepSpeed JSON and the recipe agree, or training does not start."""
 import json
-from pathlib import Path
 
 import pytest
 
 from egovlpv2.config import ConfigError
+from egovlpv2.recipes import shipped_dir
 from egovlpv2.train.engine import load_ds_config, precision_dtype, reconcile_ds_config
 
-DS_DIR = Path(__file__).resolve().parents[2] / "ds_configs"
+DS_DIR = shipped_dir("deepspeed")
 
 
 @pytest.mark.parametrize("name", ["zero2.json", "zero3.json", "zero2_offload.json"])

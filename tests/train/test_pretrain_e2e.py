@@ -80,7 +80,7 @@ def check_learning(history: list[dict]):
 @pytest.mark.slow
 def test_zero2_trains_checkpoints_evaluates_and_exports(shards, tmp_path):
     out = tmp_path / "run"
-    torchrun(WORKER, ["demo", REPO / "ds_configs" / "zero2.json", *overrides(shards, out, 8)])
+    torchrun(WORKER, ["demo", "zero2", *overrides(shards, out, 8)])
     (r0,) = results(out, 0)
     assert r0["finished"] and r0["step"] == 8
     check_learning(r0["history"])
@@ -98,7 +98,7 @@ def test_zero2_trains_checkpoints_evaluates_and_exports(shards, tmp_path):
 @pytest.mark.slow
 def test_zero3_resumes_exactly_and_exports(shards, tmp_path):
     out = tmp_path / "run"
-    zero3 = REPO / "ds_configs" / "zero3.json"
+    zero3 = "zero3"
     torchrun(WORKER, ["demo", zero3, *overrides(shards, out, 6, **{"train.stop_after_steps": 3,
                                                                    "eval.at_end": "false"})])
     torchrun(WORKER, ["demo", zero3, *overrides(shards, out, 6, **{"eval.at_end": "false"})])
@@ -121,7 +121,7 @@ def test_resume_mid_epoch_reproduces_the_losses_bitwise(shards, tmp_path):
     """2 ranks, 2 loader workers each, 6 batches an epoch: stopped after step 3 (worker 1 due next), resumed.
     The loader replays its streams and leaves the global torch RNG alone, so dropout and data both match."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    zero2 = REPO / "ds_configs" / "zero2.json"
+    zero2 = "zero2"
     extra = {"data.num_workers": 2, "eval.at_end": "false", "checkpoint.every_steps": 1000, "train.precision": "fp32"}
     torchrun(WORKER, ["demo", zero2, *overrides(shards, straight, 4, **extra)])
     torchrun(WORKER, ["demo", zero2, *overrides(shards, resumed, 4, **extra, **{"train.stop_after_steps": 3})])

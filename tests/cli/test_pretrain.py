@@ -1,23 +1,8 @@
-"""launch/pretrain.py reports bad inputs clearly, before any process group exists."""
-import importlib.util
-from pathlib import Path
-
+"""egovlpv2-pretrain reports bad inputs clearly, before any process group exists."""
 import pytest
 import torch.distributed as dist
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_cli(name):
-    spec = importlib.util.spec_from_file_location(f"launch_{name}", REPO / "launch" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def pretrain():
-    return load_cli("pretrain")
+from egovlpv2.cli import pretrain
 
 
 @pytest.fixture
@@ -39,13 +24,13 @@ def inputs(tmp_path):
     (["eval.egomcq_shards=/nonexistent/mcq"], "eval.egomcq_shards"),
     (["optim.lr=-1"], "optim.lr"),
 ])
-def test_bad_inputs_fail_before_the_process_group(pretrain, inputs, change, message, capsys):
+def test_bad_inputs_fail_before_the_process_group(inputs, change, message, capsys):
     assert pretrain.main(["--config", "demo", *inputs, *change]) == 2
     assert message in capsys.readouterr().err
     assert not dist.is_initialized()
 
 
-def test_ds_config_disagreeing_with_the_recipe(pretrain, inputs, tmp_path, capsys):
+def test_ds_config_disagreeing_with_the_recipe(inputs, tmp_path, capsys):
     bad = tmp_path / "ds.json"
     bad.write_text('{"train_micro_batch_size_per_gpu": 3, "gradient_clipping": 1.0}')
     assert pretrain.main(["--deepspeed", str(bad), "--config", "demo", *inputs]) == 2

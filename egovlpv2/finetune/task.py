@@ -13,9 +13,9 @@ from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_class
 from egovlpv2.data.shard_writer import read_manifest
 from egovlpv2.data.transforms import normalize_video
 from egovlpv2.eval.epic_mir import load_relevancy
-from egovlpv2.eval.finetune.config import FinetuneConfig
-from egovlpv2.eval.finetune.datasets import CharadesEgoTrainSet, EpicMirTrainSet, TextCollator
-from egovlpv2.eval.finetune.objectives import CharadesEgoObjective, EpicMirObjective
+from egovlpv2.finetune.config import FinetuneConfig
+from egovlpv2.finetune.datasets import CharadesEgoTrainSet, EpicMirTrainSet, TextCollator
+from egovlpv2.finetune.objectives import CharadesEgoObjective, EpicMirObjective
 from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
 from egovlpv2.eval.tasks import evaluate_task, headline
 from egovlpv2.train.loop import Task

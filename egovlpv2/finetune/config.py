@@ -5,10 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
-from egovlpv2.config import ConfigError, load_config
+from egovlpv2.config import load_config
+from egovlpv2.recipes import resolve_recipe
 from egovlpv2.train.config import CheckpointConfig, LoggingConfig, OptimConfig, TrainConfig
-
-FINETUNE_RECIPE_DIR = Path(__file__).resolve().parents[3] / "configs" / "finetune"
 
 
 @dataclass
@@ -70,10 +69,4 @@ class FinetuneConfig:
 
 def load_finetune_config(recipe: str | Path, overrides: Iterable[str] = ()) -> FinetuneConfig:
     """A recipe path or a shipped name (`epic_mir`, `charades_ego`), plus `key=value` overrides."""
-    path = Path(recipe)
-    if not path.suffix:
-        path = FINETUNE_RECIPE_DIR / f"{recipe}.yaml"
-        if not path.is_file():
-            names = sorted(p.stem for p in FINETUNE_RECIPE_DIR.glob("*.yaml"))
-            raise ConfigError(f"unknown fine-tuning recipe {recipe!r}; shipped: {names}")
-    return load_config(FinetuneConfig, path, overrides)
+    return load_config(FinetuneConfig, resolve_recipe("finetune", recipe), overrides)

@@ -1,6 +1,6 @@
 """A cluster check before a long run: every task joins the process group and an all-reduce is verified.
 
-``python launch/submit.py --entry check --nodes 2`` catches the usual multi-node failures in seconds
+``egovlpv2-submit --entry check --nodes 2`` catches the usual multi-node failures in seconds
 (node names that do not resolve, a blocked MASTER_PORT, tasks that disagree on the world size, GPUs
 not visible) instead of as a hang in the first step of pre-training.
 """

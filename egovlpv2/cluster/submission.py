@@ -1,8 +1,9 @@
 """Put a launch entry point on a cluster with submitit: sbatch parameters, code snapshot, submission.
 
 Layout of a run directory ``<output_dir>``:
-- ``code/<stamp>/``: the code of one submission (``egovlpv2/``, ``launch/``, ``configs/``, ``ds_configs/``);
-  its jobs, requeued ones included, import from there, so editing the checkout does not change them.
+- ``code/<stamp>/egovlpv2/``: the package that submitted, as installed (a checkout or site-packages), with
+  the recipes and DeepSpeed configs it ships; the jobs of one submission, requeued ones included, import
+  from there, so editing or reinstalling the package does not change them.
 - ``slurm/<jobid>/``: submitit's files of one job: ``<jobid>_submission.sh``, ``<jobid>_<task>_log.out|err``, pickles.
 - everything the entry point writes (checkpoints, ``latest``, TensorBoard logs, resolved config).
 """
@@ -18,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import egovlpv2
-from egovlpv2.launch.job import LaunchedJob
+from egovlpv2.cluster.job import LaunchedJob
 
-REPO_ROOT = Path(egovlpv2.__file__).resolve().parents[1]
-SNAPSHOT_DIRS = ("egovlpv2", "launch", "configs", "ds_configs")
+PACKAGE_DIR = Path(egovlpv2.__file__).resolve().parent
 
 
 @dataclass
@@ -123,29 +123,25 @@ def sbatch_script(spec: ClusterSpec, output_dir: Path, code_dir: Path | None = N
 
 
 def snapshot_code(output_dir: Path) -> Path:
-    """Copy the code of this checkout into ``<output_dir>/code/<stamp>`` and return that directory."""
+    """Copy the imported package into ``<output_dir>/code/<stamp>/egovlpv2`` and return ``code/<stamp>``."""
     code_dir = Path(output_dir).absolute() / "code" / time.strftime("%Y%m%d-%H%M%S")
     while code_dir.exists():  # two submissions within a second
         code_dir = code_dir.with_name(code_dir.name + "-1")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in SNAPSHOT_DIRS:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, code_dir / name, ignore=ignore)
+    shutil.copytree(PACKAGE_DIR, code_dir / PACKAGE_DIR.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return code_dir
 
 
 def in_snapshot(arg: str, code_dir: Path) -> str:
-    """An absolute path into the checkout's snapshotted folders, redirected to the snapshot's copy."""
+    """An absolute path into the package (a shipped recipe), redirected to the snapshot's copy."""
     path = Path(arg)
     if not path.is_absolute():
         return arg
     try:
-        rel = path.relative_to(REPO_ROOT)
+        rel = path.relative_to(PACKAGE_DIR)
     except ValueError:
         return arg
-    copy = code_dir / rel
-    return str(copy) if rel.parts and rel.parts[0] in SNAPSHOT_DIRS and copy.exists() else arg
+    copy = code_dir / PACKAGE_DIR.name / rel
+    return str(copy) if copy.exists() else arg
 
 
 def make_executor(cluster: str, spec: ClusterSpec, output_dir: Path, code_dir: Path):
@@ -205,8 +201,8 @@ def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, clu
     output_dir = Path(output_dir).absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
     code_dir = snapshot_code(output_dir) if cluster != "debug" else None
-    executor = make_executor(cluster, spec, output_dir, code_dir or REPO_ROOT)
-    if code_dir is not None:  # recipes and DeepSpeed configs of the checkout: the snapshot's copies
+    executor = make_executor(cluster, spec, output_dir, code_dir or PACKAGE_DIR.parent)
+    if code_dir is not None:  # shipped recipes and DeepSpeed configs: the snapshot's copies
         argv = [in_snapshot(arg, code_dir) for arg in argv]
     job = executor.submit(LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
     return Submitted(job=job, output_dir=output_dir, code_dir=code_dir)

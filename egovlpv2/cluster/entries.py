@@ -1,4 +1,4 @@
-"""What ``launch/submit.py`` can run: each entry names the function every task calls and how its
+"""What ``egovlpv2-submit`` can run: each entry names the function every task calls and how its
 arguments give the run directory and the resolved config (printed by ``--dry-run``)."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Entry:
-    target: str  # "package.module:function" or "launch/script.py:function", called as function(argv)
+    target: str  # "package.module:function", called as function(argv)
     prepare: Callable[[list[str], "Path | None"], Prepared]
     help: str
     # Checks before submitting, against the run directory: a reason not to submit (the run is done),
@@ -34,9 +34,9 @@ def _prepare_plain(argv: list[str], output_dir: Path | None) -> Prepared:
 
 
 def _pretrain_parser() -> argparse.ArgumentParser:
-    """The arguments of launch/pretrain.py."""
-    p = argparse.ArgumentParser(prog="launch/submit.py [submit options]", add_help=False)
-    p.add_argument("--deepspeed", "--deepspeed_config", dest="ds_config", default="ds_configs/zero2.json")
+    """The arguments of egovlpv2-pretrain."""
+    p = argparse.ArgumentParser(prog="egovlpv2-submit [submit options]", add_help=False)
+    p.add_argument("--deepspeed", "--deepspeed_config", dest="ds_config", default="zero2")
     p.add_argument("--config", default="demo")
     p.add_argument("overrides", nargs="*")
     return p
@@ -45,6 +45,7 @@ def _pretrain_parser() -> argparse.ArgumentParser:
 def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
     """Resolve the recipe now (errors surface before queueing) and pin the run directory to an absolute path."""
     from egovlpv2.config import to_dict
+    from egovlpv2.recipes import resolve_recipe
     from egovlpv2.train.config import load_pretrain_config
 
     import yaml
@@ -58,10 +59,11 @@ def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
     if output_dir is None:
         overrides.append(f"train.output_dir={run_dir}")
         cfg = load_pretrain_config(args.config, overrides)
-    if not Path(args.ds_config).is_file():
+    if not resolve_recipe("deepspeed", args.ds_config).is_file():
         raise FileNotFoundError(f"DeepSpeed config {args.ds_config} not found")
-    recipe = str(Path(args.config).absolute()) if Path(args.config).suffix else args.config  # a path or a name
-    job_argv = ["--deepspeed", str(Path(args.ds_config).absolute()), "--config", recipe, *overrides]
+    recipe, ds_config = (str(Path(name).absolute()) if Path(name).suffix else name  # a path or a shipped name
+                         for name in (args.config, args.ds_config))
+    job_argv = ["--deepspeed", ds_config, "--config", recipe, *overrides]
     return Prepared(argv=job_argv, output_dir=run_dir, resolved_config=yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
@@ -86,7 +88,7 @@ def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
 
 
 def pretrain(argv: list[str]):
-    """Every task of a pre-training job: launch/pretrain.py's arguments in, the loop's ``RunResult`` out
+    """Every task of a pre-training job: egovlpv2-pretrain's arguments in, the loop's ``RunResult`` out
     (its ``stopped`` tells the launcher to requeue)."""
     from egovlpv2.train.checkpoint import install_stop_handlers
     from egovlpv2.train.config import load_pretrain_config
@@ -94,13 +96,13 @@ def pretrain(argv: list[str]):
 
     args = _pretrain_parser().parse_args(argv)
     cfg = load_pretrain_config(args.config, args.overrides)
-    install_stop_handlers()  # SIGUSR1 / SIGTERM save at the next step, as under launch/pretrain.py
+    install_stop_handlers()  # SIGUSR1 / SIGTERM save at the next step, as under egovlpv2-pretrain
     return run_pretraining(cfg, args.ds_config)
 
 
 ENTRIES: dict[str, Entry] = {
-    "pretrain": Entry("egovlpv2.launch.entries:pretrain", _prepare_pretrain,
-                      "pre-training with launch/pretrain.py's arguments (requeued until done)", _pretrain_preflight),
-    "eval": Entry("launch/evaluate.py:main", _prepare_plain, "launch/evaluate.py on every task"),
-    "check": Entry("egovlpv2.launch.check:main", _prepare_plain, "all-reduce across every task, then exit"),
+    "pretrain": Entry("egovlpv2.cluster.entries:pretrain", _prepare_pretrain,
+                      "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight),
+    "eval": Entry("egovlpv2.cli.evaluate:evaluate", _prepare_plain, "egovlpv2-evaluate on every task"),
+    "check": Entry("egovlpv2.cluster.check:main", _prepare_plain, "all-reduce across every task, then exit"),
 }

@@ -12,8 +12,8 @@ import torch
 
 import egovlpv2
 from egovlpv2.config import ConfigError, save_config
-from egovlpv2.eval.finetune.config import FinetuneConfig
-from egovlpv2.eval.finetune.task import build_task, build_train_set, epoch_steps
+from egovlpv2.finetune.config import FinetuneConfig
+from egovlpv2.finetune.task import build_task, build_train_set, epoch_steps
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from egovlpv2.dist.local_group import run_on_ranks
-from egovlpv2.losses.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.losses.objective import LossConfig, PretrainObjective
 from egovlpv2.train.engine import ObjectiveModule, register_container_parameters, unwrap_model
+from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.train.loop import accumulate_step
 from tests.losses.equivalence import global_batch, rows_of, tokenizer_info
 from tests.losses.test_objective_model import make_model

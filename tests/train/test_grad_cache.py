@@ -4,11 +4,13 @@ import torch
 
 from egovlpv2.dist import collectives as C
 from egovlpv2.dist.local_group import run_on_ranks
-from egovlpv2.losses.grad_cache import RecomputeMismatch, cached_step
 from egovlpv2.losses.objective import LossConfig, PretrainObjective
+from egovlpv2.train.grad_cache import RecomputeMismatch, cached_step
 from tests.losses.api_model import ApiModel
 from tests.losses.equivalence import averaged_gradients, global_batch, objective_step, rows_of, tokenizer_info
 from tests.losses.test_objective_model import make_model as make_tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 VOCAB = 512
 STEP = 3

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from egovlpv2.eval.finetune.objectives import adaptive_max_margin_loss, symmetric_infonce
+from egovlpv2.finetune.objectives import adaptive_max_margin_loss, symmetric_infonce
 
 
 def naive_max_margin(sim, weight, margin):

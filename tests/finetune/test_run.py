@@ -10,8 +10,8 @@ import egovlpv2
 from egovlpv2.data import DataConfig
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.env import free_port
-from egovlpv2.eval.finetune.config import FinetuneConfig, load_finetune_config
-from egovlpv2.eval.finetune.task import FinetuneLoader
+from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
+from egovlpv2.finetune.task import FinetuneLoader
 from egovlpv2.eval.runtime import current_context
 from egovlpv2.eval.tasks import evaluate_task
 from tests.eval import synthetic_benchmarks as synth
@@ -24,7 +24,7 @@ def _finetune_child(_index: int, cfg: FinetuneConfig, port: int, out: str) -> No
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                       DS_ACCELERATOR="cpu")
     torch.set_num_threads(1)  # tiny tensors: one thread beats oversubscribed cores
-    from egovlpv2.eval.finetune.run import run_finetuning
+    from egovlpv2.finetune.run import run_finetuning
 
     ds = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
           "gradient_clipping": 1.0, "zero_optimization": {"stage": 2}}

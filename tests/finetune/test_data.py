@@ -3,8 +3,8 @@ Charades-Ego videos paired with one of their own class names."""
 import pytest
 import torch
 
-from egovlpv2.eval.finetune.config import load_finetune_config
-from egovlpv2.eval.finetune.task import build_train_set
+from egovlpv2.finetune.config import load_finetune_config
+from egovlpv2.finetune.task import build_train_set
 from egovlpv2.eval.shards import read_sample
 from tests.eval import synthetic_benchmarks as synth
 

@@ -21,17 +21,14 @@ written, since the run is not over.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
-CODE_ROOT = Path(__file__).resolve().parents[2]  # the checkout, or the run's code snapshot in a job
 
 
 def _log_to_stderr() -> None:
@@ -45,20 +42,11 @@ def _log_to_stderr() -> None:
 
 
 def resolve_entry(entry: str) -> Callable[[list[str]], Any]:
-    """``"package.module:function"`` or ``"launch/script.py:function"`` (relative to the code root) -> function."""
+    """``"package.module:function"`` -> the function (imported from the code snapshot in a job)."""
     target, sep, attr = entry.partition(":")
     if not sep or not target or not attr:
-        raise ValueError(f"entry point {entry!r} is not of the form 'package.module:function' or 'path.py:function'")
-    if target.endswith(".py"):
-        path = CODE_ROOT / target
-        spec = importlib.util.spec_from_file_location(f"egovlpv2_entry_{path.stem}", path)
-        if spec is None or not path.is_file():
-            raise FileNotFoundError(f"entry point script {path} not found")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    return getattr(module, attr)
+        raise ValueError(f"entry point {entry!r} is not of the form 'package.module:function'")
+    return getattr(importlib.import_module(target), attr)
 
 
 @dataclass

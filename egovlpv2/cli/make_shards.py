@@ -1,0 +1,62 @@
+"""Metadata + videos -> webdataset tar shards with a manifest (see README, "Preparing data")."""
+import argparse
+import sys
+
+from egovlpv2.cli import run_cli
+from egovlpv2.data.shard_tasks import TASKS, ShardRun, make_shards
+from egovlpv2.data.transcode import EncodeOptions
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--task", choices=TASKS, default="egoclip")
+    p.add_argument("--csv", default="", help="egoclip.csv | EPIC_100_retrieval_test.csv | CharadesEgo_v1_test_only1st.csv")
+    p.add_argument("--json", default="", help="egomcq.json (task egomcq)")
+    p.add_argument("--sentence-csv", default="", help="EPIC_100_retrieval_test_sentence.csv (task epic_mir)")
+    p.add_argument("--relevancy", default="", help="caption_relevancy_EPIC_100_retrieval_test.pkl (task epic_mir)")
+    p.add_argument("--classes", default="", help="Charades_v1_classes.txt (task charades_ego)")
+    p.add_argument("--videos", required=True, help="video root: {uid}.mp4 files or {uid}/{k}.mp4 chunks")
+    p.add_argument("--out", required=True, help="shard directory (manifest.json is written there)")
+    p.add_argument("--workers", type=int, default=ShardRun.__dataclass_fields__["workers"].default_factory())
+    p.add_argument("--samples-per-shard", type=int, default=0, help="default 1000 (egoclip), 200 (eval)")
+    p.add_argument("--chunk-seconds", type=float, default=600.0)
+    p.add_argument("--limit", type=int, default=None, help="only the first N valid rows (trials)")
+    p.add_argument("--seed", type=int, default=0, help="order of scene windows across shards")
+    p.add_argument("--num-verbs", type=int, default=118)
+    p.add_argument("--num-nouns", type=int, default=582)
+    p.add_argument("--max-failure-fraction", type=float, default=0.05)
+    p.add_argument("--short-side", type=int, default=256, help="0 keeps the source size")
+    p.add_argument("--fps-cap", type=float, default=0.0)
+    p.add_argument("--gop", type=int, default=8)
+    p.add_argument("--crf", type=int, default=23)
+    p.add_argument("--preset", default="veryfast")
+    p.add_argument("--x264-params", default=EncodeOptions.x264_params, help="extra x264 options ('' for none)")
+    p.add_argument("--frame-format", choices=("mp4", "jpgs"), default="mp4")
+    p.add_argument("--jpeg-frames", type=int, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    run = ShardRun(task=a.task, videos=a.videos, out=a.out, csv=a.csv, json=a.json, sentence_csv=a.sentence_csv,
+                   relevancy=a.relevancy, classes=a.classes, workers=a.workers, samples_per_shard=a.samples_per_shard,
+                   chunk_seconds=a.chunk_seconds, limit=a.limit, seed=a.seed, num_verbs=a.num_verbs,
+                   num_nouns=a.num_nouns, max_failure_fraction=a.max_failure_fraction, progress=not a.no_progress,
+                   encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
+                                        preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
+    manifest, ok = make_shards(run)
+    print(f"{manifest['total_samples']} samples in {len(manifest['shards'])} shards "
+          f"({manifest['total_bytes'] / 1e6:.1f} MB), {len(manifest['failures'])} failures of "
+          f"{manifest['rows_planned']} rows; {manifest['source_s_per_cpu_s']} source s per CPU s")
+    for failure in manifest["failures"][:20]:
+        print(f"  failed {failure['id']}: {failure['reason']}")
+    if not ok:
+        print(f"error: failures exceed {run.max_failure_fraction:.1%} of rows (see {a.out}/manifest.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cli() -> int:
+    """The console script: a user error is one line on stderr and exit status 2."""
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

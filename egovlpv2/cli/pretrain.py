@@ -1,0 +1,53 @@
+"""Pre-train EgoVLPv2 with DeepSpeed.
+
+    deepspeed --module egovlpv2.cli.pretrain --deepspeed zero2 [--config demo | --config my_recipe.yaml] [key=value ...]
+    torchrun --nproc_per_node 8 -m egovlpv2.cli.pretrain --deepspeed zero2 --config egoclip data.shards=...
+    srun egovlpv2-pretrain --deepspeed zero3 --config egoclip ...
+
+(``python launch/pretrain.py`` is the same command.)
+
+Re-running the same command resumes from the run directory's latest checkpoint. SIGUSR1 or SIGTERM saves at
+the next step and exits.
+"""
+import argparse
+import sys
+
+from egovlpv2.cli import run_cli
+from egovlpv2.config import ConfigError
+from egovlpv2.train.checkpoint import install_stop_handlers
+from egovlpv2.train.config import load_pretrain_config
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deepspeed", "--deepspeed_config", dest="ds_config", default="zero2",
+                        help="DeepSpeed JSON config (ZeRO stage, precision, clipping): a path or a shipped name")
+    parser.add_argument("--config", default="demo", help="pre-training recipe: a YAML path or a shipped name")
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by the deepspeed launcher
+    parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.max_steps=100 optim.lr=1e-4")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_pretrain_config(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    install_stop_handlers()
+    from egovlpv2.train.pretrain import run_pretraining
+
+    try:
+        result = run_pretraining(cfg, args.ds_config)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result.stopped:
+        print(f"stopped at step {result.step} on request; run the same command to resume", file=sys.stderr)
+    return 0
+
+
+def cli() -> int:
+    """The console script: a user error is one line on stderr and exit status 2."""
+    return run_cli(main)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
