@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 from torch._dynamo.callback import callback_handler
+from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,12 @@ CACHE_SUBDIR = "compile_cache"
 
 
 def use_run_compile_cache(output_dir: str | Path) -> str:
-    """Point Inductor's cache at ``<output_dir>/compile_cache`` (an explicit TORCHINDUCTOR_CACHE_DIR wins)."""
-    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    """Point Inductor's cache at ``<output_dir>/compile_cache`` (an explicit TORCHINDUCTOR_CACHE_DIR wins).
+
+    Inductor writes its default into the variable the first time it looks, so the default counts as unset.
+    """
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str((Path(output_dir) / CACHE_SUBDIR).resolve())
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 

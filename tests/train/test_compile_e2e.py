@@ -30,12 +30,12 @@ def test_compiled_run_matches_eager_and_resumes_bitwise(shards, tmp_path):  # no
     compiled = {**extra, "train.compile": "blocks"}
     env = {"INDUCTOR_FALLBACK_RANDOM": "1"}
     runs = {name: tmp_path / name for name in ("eager", "straight", "resumed")}
-    torchrun(WORKER, ["demo", zero2, *overrides(shards, runs["eager"], 20, **extra)], nproc=1, timeout=900)
-    torchrun(WORKER, ["demo", zero2, *overrides(shards, runs["straight"], 20, **compiled)], nproc=1, timeout=900,
+    torchrun(WORKER, ["demo", zero2, *overrides(shards, runs["eager"], 20, **extra)], nproc=1, timeout=1800)
+    torchrun(WORKER, ["demo", zero2, *overrides(shards, runs["straight"], 20, **compiled)], nproc=1, timeout=1800,
              env_extra=env)
     torchrun(WORKER, ["demo", zero2, *overrides(shards, runs["resumed"], 20, **compiled,
-                                                **{"train.stop_after_steps": 10})], nproc=1, timeout=900, env_extra=env)
-    torchrun(WORKER, ["demo", zero2, *overrides(shards, runs["resumed"], 20, **compiled)], nproc=1, timeout=900,
+                                                **{"train.stop_after_steps": 10})], nproc=1, timeout=1800, env_extra=env)
+    torchrun(WORKER, ["demo", zero2, *overrides(shards, runs["resumed"], 20, **compiled)], nproc=1, timeout=1800,
              env_extra=env)
     eager, straight, resumed = (trajectory(runs[name]) for name in ("eager", "straight", "resumed"))
     assert len(straight) == 20 and resumed == straight
@@ -54,9 +54,9 @@ def test_compiled_zero3_grad_cache_and_evaluation(shards, tmp_path):  # noqa: F8
     extra = {"train.grad_accum_steps": 2, "loss.contrastive_batch": "global", "train.checkpoint_blocks": 1,
              "data.batch_size": 2, "checkpoint.every_steps": 1000}
     eager, compiled = tmp_path / "eager", tmp_path / "compiled"
-    torchrun(WORKER, ["demo", zero3, *overrides(shards, eager, 3, **extra)], timeout=900)
+    torchrun(WORKER, ["demo", zero3, *overrides(shards, eager, 3, **extra)], timeout=1800)
     torchrun(WORKER, ["demo", zero3, *overrides(shards, compiled, 3, **extra, **{"train.compile": "blocks"})],
-             timeout=900)
+             timeout=1800)
     for rank in (0, 1):
         assert close(trajectory(compiled, rank), trajectory(eager, rank), 2e-2)
     (ref,), (got,) = results(eager, 0), results(compiled, 0)
