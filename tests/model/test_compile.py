@@ -99,11 +99,13 @@ def test_a_pretraining_step_matches_eager(models):
     ref_loss, ref_grads = train_step(eager, batch)
     assert relative_error(loss, ref_loss) <= 1e-5, (loss, ref_loss)
     assert grads.keys() == ref_grads.keys() and len(grads) == len(list(eager.parameters()))
-    # Relative to each gradient's largest entry; the attention key biases get exactly zero gradients in exact
-    # arithmetic (softmax ignores a shift), so their rounding noise is measured against the model's scale.
-    scale = max(g.abs().max() for g in ref_grads.values())
-    worst = {n: ((grads[n] - ref_grads[n]).abs().max() / torch.maximum(ref_grads[n].abs().max(), 1e-3 * scale)).item()
+    # Per parameter: the norm of the difference relative to the norm of eager's gradient. The attention key
+    # biases get exactly zero gradients in exact arithmetic (softmax ignores a shift), so their rounding noise
+    # is measured against the model's gradient scale.
+    scale = max(g.norm() for g in ref_grads.values())
+    worst = {n: ((grads[n] - ref_grads[n]).norm() / torch.maximum(ref_grads[n].norm(), 1e-3 * scale)).item()
              for n in grads}
+    print("largest gradient errors:", sorted(worst.items(), key=lambda kv: -kv[1])[:3])
     assert max(worst.values()) <= 1e-5, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
 
 
