@@ -47,8 +47,8 @@ def two_block_config():
 
 @pytest.fixture(scope="module")
 def models():
-    """(eager, compiled): identical weights, gates open so the fused path counts, fallback_random so that
-    compiled dropout draws what eager dropout draws."""
+    """(eager, compiled, compile clock, float64 copy): identical weights, gates open so the fused path counts,
+    fallback_random so that compiled dropout draws what eager dropout draws."""
     previous = torch._inductor.config.fallback_random
     torch._inductor.config.fallback_random = True
     torch.manual_seed(0)
@@ -56,12 +56,13 @@ def models():
     for name, p in eager.named_parameters():
         if name.endswith("gate"):
             p.data.fill_(0.5)
+    exact = copy.deepcopy(eager).double()
     compiled = copy.deepcopy(eager)
     egovlpv2.model.compile.compile_model(compiled, "blocks")
-    for model in (eager, compiled):
+    for model in (eager, compiled, exact):
         model.set_grad_checkpointing(True, blocks=1)
     clock = CompileClock()
-    yield eager, compiled, clock
+    yield eager, compiled, clock, exact
     clock.close()
     torch._inductor.config.fallback_random = previous
 
@@ -92,25 +93,33 @@ def relative_error(a, b):
 
 
 def test_a_pretraining_step_matches_eager(models):
-    eager, compiled, clock = models
+    eager, compiled, clock, exact = models
     batch = random_batch(8, 15, seed=0)
     loss, grads = train_step(compiled, batch)
     assert clock.compiles > 0 and compiled_mode(compiled) == "blocks" and compiled_mode(eager) == "off"
     ref_loss, ref_grads = train_step(eager, batch)
     assert relative_error(loss, ref_loss) <= 1e-5, (loss, ref_loss)
     assert grads.keys() == ref_grads.keys() and len(grads) == len(list(eager.parameters()))
-    # Per parameter: the norm of the difference relative to the norm of eager's gradient. The attention key
-    # biases get exactly zero gradients in exact arithmetic (softmax ignores a shift), so their rounding noise
-    # is measured against the model's gradient scale.
-    scale = max(g.norm() for g in ref_grads.values())
-    worst = {n: ((grads[n] - ref_grads[n]).norm() / torch.maximum(ref_grads[n].norm(), 1e-3 * scale)).item()
-             for n in grads}
-    print("largest gradient errors:", sorted(worst.items(), key=lambda kv: -kv[1])[:3])
-    assert max(worst.values()) <= 1e-5, sorted(worst.items(), key=lambda kv: -kv[1])[:5]
+    # Per parameter, the norm of the error relative to the norm of the fp64 gradient (the same step in float64,
+    # same dropout masks). Gradients that are zero in exact arithmetic (the attention key biases: softmax
+    # ignores a shift) are measured against the model's gradient scale. A few gradients are ill-conditioned
+    # in fp32 (the temporal attention's qkv, whose 5-key softmax cancels): eager fp32 itself misses fp64 by
+    # up to ~2e-4 there, so the compiled step must be within 1e-5 or 3x eager's own fp32 error.
+    _, exact_grads = train_step(exact, batch)
+    scale = max(g.norm() for g in exact_grads.values())
+
+    def error(got, name):
+        ref = exact_grads[name]
+        return ((got.double() - ref).norm() / torch.maximum(ref.norm(), 1e-3 * scale)).item()
+
+    worst = {n: (error(grads[n], n), max(1e-5, 3 * error(ref_grads[n], n))) for n in grads}
+    print("largest gradient errors (compiled, bound):", sorted(worst.items(), key=lambda kv: -kv[1][0])[:4])
+    assert all(err <= bound for err, bound in worst.values()), \
+        sorted(((n, e) for n, e in worst.items() if e[0] > e[1]), key=lambda kv: -kv[1][0])[:5]
 
 
 def test_evaluation_paths_match_eager(models):
-    eager, compiled, _ = models
+    eager, compiled, _, _ = models
     batch = random_batch(5, 11, seed=2, padded_rows=2)
     for got, ref in zip(evaluate(compiled, batch), evaluate(eager, batch)):
         assert relative_error(got, ref) <= 1e-5
@@ -119,7 +128,7 @@ def test_evaluation_paths_match_eager(models):
 def test_no_recompilation_in_steady_state(models):
     """After one training step and one evaluation, six more calls with other text lengths, a short last
     batch and train/eval switches compile nothing: the batch and text-length dimensions are dynamic."""
-    _, compiled, clock = models
+    _, compiled, clock, _ = models
     train_step(compiled, random_batch(8, 15, seed=0))
     evaluate(compiled, random_batch(5, 11, seed=2, padded_rows=2))
     graphs, compiles = unique_graphs(), clock.compiles
