@@ -5,7 +5,7 @@
 # with activation checkpointing (each mode profiled) and without; then timm's vit_base_patch16_224 at the
 # same patch-token count, eager and compiled; then a summary against the targets (our MFU >= timm's and
 # >= 35%, DeepSpeed overhead <= 10%). Figures go to $OUT (default /tmp/gpu_check). Budget: under 8 minutes
-# on an H100/H200 after the machine starts. Compare with benchmarks/RESULTS.md.
+# on an H100/H200 after the machine starts (the step timeouts add up to 7.6). Compare with RESULTS.md.
 #
 #   GPU_CHECK_DRY_RUN=1 benchmarks/gpu_check.sh   # every Python step, tiny and on the CPU: the plumbing only
 set -uo pipefail
@@ -29,15 +29,15 @@ python3 -c "import torch, transformers, timm, deepspeed; print('torch', torch.__
 
 if [ "${GPU_CHECK_DRY_RUN:-0}" != 1 ]; then
   echo "== parity"
-  timeout 90 python3 benchmarks/gpu_parity.py 2>&1 | grep -v Warning | tee "$OUT/parity.txt"
+  timeout 75 python3 benchmarks/gpu_parity.py 2>&1 | grep -v Warning | tee "$OUT/parity.txt"
 fi
 echo "== training step with activation checkpointing: eager and compiled, DeepSpeed and plain"
-timeout 230 python3 benchmarks/bench_step.py "${STEP[@]}" --compile blocks --modes deepspeed,plain --profile "$PROFILE" \
+timeout 190 python3 benchmarks/bench_step.py "${STEP[@]}" --compile blocks --modes deepspeed,plain --profile "$PROFILE" \
   --json "$OUT/step_ckpt.json" 2>&1 | grep -v -i "warn" | tee "$OUT/step_ckpt.txt"
 echo "== training step without activation checkpointing"
-timeout 130 python3 benchmarks/bench_step.py "${STEP[@]}" --no-grad-checkpointing --compile blocks --modes deepspeed,plain \
+timeout 105 python3 benchmarks/bench_step.py "${STEP[@]}" --no-grad-checkpointing --compile blocks --modes deepspeed,plain \
   --json "$OUT/step_no_ckpt.json" 2>&1 | grep -v -i "warn" | tee "$OUT/step_no_ckpt.txt"
 echo "== timm vit_base_patch16_224 at the same token count"
-timeout 110 python3 benchmarks/bench_vit.py "${VIT[@]}" --json "$OUT/vit.json" 2>&1 | grep -v -i "warn" | tee "$OUT/vit.txt"
+timeout 85 python3 benchmarks/bench_vit.py "${VIT[@]}" --json "$OUT/vit.json" 2>&1 | grep -v -i "warn" | tee "$OUT/vit.txt"
 echo "== summary"
 python3 benchmarks/gpu_summary.py "$OUT" 2>&1 | tee "$OUT/summary.txt"
