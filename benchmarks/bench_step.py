@@ -3,6 +3,7 @@ recomputing schedule, on the same model, batch and objective, in one run.
 
     python benchmarks/bench_step.py                 # CPU: egovlpv2-tiny, fp32, 16+16 pairs
     python benchmarks/bench_step.py --gpu           # GPU: egovlpv2-base, 4 frames, 32+32 pairs, bf16, checkpointing
+    python benchmarks/bench_step.py --compile blocks --modes deepspeed,plain   # each mode eager and compiled
 
 Modes:
 - deepspeed: `deepspeed.initialize` with the shipped zero2 DeepSpeed config (client AdamW, fp32 gradient accumulation,
@@ -10,6 +11,9 @@ Modes:
 - plain: the same objective, torch AdamW, torch.autocast (bf16 on GPU), clip_grad_norm_; no DeepSpeed.
 - recompute: like plain, but the fused MLM and VTM passes recompute the lower (unfused) layers from the
   input, as the original implementation does (the video tower runs three times per step).
+
+With ``--compile blocks|full`` every mode is also timed with the model compiled that way (rows
+``<mode>+<compile>``), in the same run; the compile time (Dynamo + Inductor, paid in the warm-up) is reported.
 
 Reports median step time, clips/s (anchors + partners), peak memory and, on a GPU with a known peak,
 MFU = analytic model FLOPs of the step (forward + backward, recomputation not counted) / time / peak.
@@ -31,6 +35,7 @@ from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
 from egovlpv2.losses import LossConfig, PretrainObjective  # noqa: E402
 from egovlpv2.losses.vtm import vtm_inputs  # noqa: E402
 from egovlpv2.model.config import resolve_model_config  # noqa: E402
+from egovlpv2.train.compile import CompileClock  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config  # noqa: E402
 from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib  # noqa: E402
@@ -76,16 +81,16 @@ def checkpointing_label(args) -> str:
     return "on" if args.checkpoint_blocks is None else f"on for the lowest {args.checkpoint_blocks} blocks per tower"
 
 
-def make_model(args, device, dtype=None):
+def make_model(args, device, compile="off", dtype=None):
     torch.manual_seed(0)
-    model = egovlpv2.create_model(args.model, num_frames=args.frames)
+    model = egovlpv2.create_model(args.model, compile=compile, num_frames=args.frames)
     model.set_grad_checkpointing(args.grad_checkpointing, args.checkpoint_blocks)
     return model.to(device, dtype) if dtype else model.to(device)
 
 
-def deepspeed_step_fn(args, cfg, device):
+def deepspeed_step_fn(args, cfg, device, compile):
     ds = reconcile_ds_config(load_ds_config("zero2"), args.pairs, 1, 1, args.precision)
-    model = make_model(args, device)
+    model = make_model(args, device, compile)
     objective = PretrainObjective(model, LossConfig(), token_info(cfg.text.vocab_size))
     engine = build_engine(model, objective, ds, OptimConfig(), total_steps=10**6)
 
@@ -97,8 +102,8 @@ def deepspeed_step_fn(args, cfg, device):
     return step, engine
 
 
-def plain_step_fn(args, cfg, device, objective_cls):
-    model = make_model(args, device)
+def plain_step_fn(args, cfg, device, objective_cls, compile):
+    model = make_model(args, device, compile)
     objective = objective_cls(model, LossConfig(), token_info(cfg.text.vocab_size))
     optimizer = build_optimizer(model, OptimConfig())
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.precision)
@@ -133,6 +138,7 @@ def profile_steps(name, step, batch, first, device, top: int) -> None:
 
 def measure(name, build, args, cfg, device, flops):
     reset_memory(device)
+    clock = CompileClock()
     step, owner = build()
     batch = random_pretrain_batch(2 * args.pairs, cfg.video.num_frames, cfg.video.img_size, cfg.text.vocab_size,
                                   args.text_len, device=device)
@@ -147,10 +153,12 @@ def measure(name, build, args, cfg, device, flops):
             times.append(time.perf_counter() - start)
     if args.profile:
         profile_steps(name, step, batch, args.warmup + args.steps, device, args.profile)
+    clock.close()
     median = statistics.median(times)
     peak = device_peak_flops(device)
     row = {"mode": name, "step_s": median, "clips_per_s": 2 * args.pairs / median,
-           "peak_memory_gib": peak_memory_gib(device), "mfu": flops / median / peak if peak else None}
+           "peak_memory_gib": peak_memory_gib(device), "mfu": flops / median / peak if peak else None,
+           "compile_s": clock.seconds, "compiles": clock.compiles}
     del step, owner
     return row
 
@@ -169,6 +177,9 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--modes", default="deepspeed,plain,recompute")
+    parser.add_argument("--compile", choices=["off", "blocks", "full"], default="off",
+                        help="also time every mode with the model compiled this way")
+    parser.add_argument("--compile-only", action="store_true", help="with --compile: skip the eager rows")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after timing, profile 2 more steps per mode and print the top N operators")
@@ -185,30 +196,42 @@ def main():
     cfg.video.num_frames = args.frames
     flops = pretrain_step_flops(cfg, 2 * args.pairs, args.text_len)
     builders = {
-        "deepspeed": lambda: deepspeed_step_fn(args, cfg, device),
-        "plain": lambda: plain_step_fn(args, cfg, device, PretrainObjective),
-        "recompute": lambda: plain_step_fn(args, cfg, device, RecomputingObjective),
+        "deepspeed": lambda c: deepspeed_step_fn(args, cfg, device, c),
+        "plain": lambda c: plain_step_fn(args, cfg, device, PretrainObjective, c),
+        "recompute": lambda c: plain_step_fn(args, cfg, device, RecomputingObjective, c),
     }
+    variants = ([] if args.compile_only and args.compile != "off" else ["off"]) + (
+        [args.compile] if args.compile != "off" else [])
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{args.model}, {args.frames} frames, {args.pairs}+{args.pairs} pairs, {args.precision}, "
           f"grad checkpointing {checkpointing_label(args)}, {name}, torch {torch.__version__}; "
           f"model FLOPs/step {flops / 1e12:.3f} TFLOP; median of {args.steps} steps after {args.warmup}")
     rows, out_of_memory = [], []
     for mode in args.modes.split(","):
-        try:
-            rows.append(measure(mode, builders[mode], args, cfg, device, flops))
-        except torch.OutOfMemoryError:
-            out_of_memory.append(mode)
-            reset_memory(device)
-    print("| mode | step (s) | clips/s | peak memory (GiB) | MFU |\n| --- | ---: | ---: | ---: | ---: |")
+        for variant in variants:
+            name = mode if variant == "off" else f"{mode}+{variant}"
+            try:
+                rows.append(measure(name, lambda: builders[mode](variant), args, cfg, device, flops))
+            except torch.OutOfMemoryError:
+                out_of_memory.append(name)
+                reset_memory(device)
+    print("| mode | step (s) | clips/s | peak memory (GiB) | MFU | compile (s) |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: |")
     for mode in out_of_memory:
-        print(f"| {mode} | out of memory | | | |")
+        print(f"| {mode} | out of memory | | | | |")
     for r in rows:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
-        print(f"| {r['mode']} | {r['step_s']:.3f} | {r['clips_per_s']:.1f} | {r['peak_memory_gib']:.2f} | {mfu} |")
+        print(f"| {r['mode']} | {r['step_s']:.3f} | {r['clips_per_s']:.1f} | {r['peak_memory_gib']:.2f} | {mfu} "
+              f"| {r['compile_s']:.1f} |")
     by = {r["mode"]: r for r in rows}
-    if "deepspeed" in by and "plain" in by:
-        print(f"DeepSpeed overhead over plain: {100 * (by['deepspeed']['step_s'] / by['plain']['step_s'] - 1):+.1f}%")
+    for suffix in ["", f"+{args.compile}"] if args.compile != "off" else [""]:
+        ds, plain = by.get(f"deepspeed{suffix}"), by.get(f"plain{suffix}")
+        if ds and plain:
+            print(f"DeepSpeed{suffix} overhead over plain{suffix}: {100 * (ds['step_s'] / plain['step_s'] - 1):+.1f}%")
+    for mode in args.modes.split(","):
+        if args.compile != "off" and mode in by and f"{mode}+{args.compile}" in by:
+            print(f"{mode}: compiled ({args.compile}) / eager clips/s: "
+                  f"{by[f'{mode}+{args.compile}']['clips_per_s'] / by[mode]['clips_per_s']:.2f}x")
     if "recompute" in by:
         for mode in ("deepspeed", "plain"):
             if mode in by:

@@ -6,7 +6,9 @@ into a buffer ``[B, G, H, 3, 1 + L, d]``: per group (a frame, or a location acro
 then the group's ``L`` patches. The group queries (CLS 0's slot included, its result dropped) attend to
 their slots; the CLS queries attend to strided views of ``qkv`` itself. The outputs go back by one copy
 (:class:`UngroupTokens`). Both functions write their gradients straight into the layout autograd needs,
-where the equivalent view/cat/unbind chain would copy them two or three times more.
+where the equivalent view/cat/unbind chain would copy them two or three times more. Under ``torch.compile``
+their forwards run as plain ops (:func:`group_tokens`, :func:`ungroup_tokens`) and Inductor fuses the
+derived backward instead.
 """
 from __future__ import annotations
 
@@ -26,6 +28,30 @@ def _grid(rows: torch.Tensor, frames: int, time: bool) -> torch.Tensor:
     return grid.transpose(1, 2) if time else grid
 
 
+def group_tokens(qkv: torch.Tensor, num_cls: int, frames: int, time: bool, heads: int):
+    """The forward of :class:`GroupTokens` as plain tensor ops (differentiable by autograd)."""
+    b, s, c3 = qkv.shape
+    tokens = qkv.view(b, s, 3, heads, -1)
+    grid = _grid(tokens[:, num_cls:], frames, time)  # [B, G, L, 3, H, d]
+    buf = qkv.new_empty(b, grid.shape[1], heads, 3, 1 + grid.shape[2], tokens.shape[-1])
+    buf[..., 1:, :] = grid.permute(0, 1, 4, 3, 2, 5)
+    buf[..., 0, :] = tokens[:, 0].transpose(1, 2)[:, None]
+    q, k, v = buf.unbind(3)
+    all_k, all_v = (tokens[:, :, i].transpose(1, 2) for i in (1, 2))
+    cls_q = tokens[:, :num_cls, 0].transpose(1, 2).clone()
+    return q, k, v, all_k, all_v, cls_q
+
+
+def ungroup_tokens(cls: torch.Tensor, groups_out: torch.Tensor, frames: int, time: bool) -> torch.Tensor:
+    """The forward of :class:`UngroupTokens` as plain tensor ops (differentiable by autograd)."""
+    b, heads, n, d = cls.shape
+    groups, slots = groups_out.shape[1], groups_out.shape[3]
+    out = cls.new_empty(b, n + groups * (slots - 1), heads, d)
+    out[:, :n] = cls.transpose(1, 2)
+    _grid(out[:, n:], frames, time).copy_(groups_out[..., 1:, :].transpose(2, 3))
+    return out.flatten(2)
+
+
 class GroupTokens(torch.autograd.Function):
     """``qkv [B, n_cls + T*P, 3C]`` -> the attention inputs:
     - ``q, k, v`` ``[B, G, H, 1 + L, d]``: per group and head, CLS 0 then the group (one new buffer);
@@ -36,17 +62,9 @@ class GroupTokens(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, num_cls: int, frames: int, time: bool, heads: int):
         b, s, c3 = qkv.shape
-        tokens = qkv.view(b, s, 3, heads, -1)
-        ctx.tokens_shape, ctx.num_cls, ctx.frames, ctx.time = tokens.shape, num_cls, frames, time
+        ctx.tokens_shape, ctx.num_cls, ctx.frames, ctx.time = (b, s, 3, heads, c3 // (3 * heads)), num_cls, frames, time
         ctx.dtype, ctx.device = qkv.dtype, qkv.device
-        grid = _grid(tokens[:, num_cls:], frames, time)  # [B, G, L, 3, H, d]
-        buf = qkv.new_empty(b, grid.shape[1], heads, 3, 1 + grid.shape[2], tokens.shape[-1])
-        buf[..., 1:, :] = grid.permute(0, 1, 4, 3, 2, 5)
-        buf[..., 0, :] = tokens[:, 0].transpose(1, 2)[:, None]
-        q, k, v = buf.unbind(3)
-        all_k, all_v = (tokens[:, :, i].transpose(1, 2) for i in (1, 2))
-        cls_q = tokens[:, :num_cls, 0].transpose(1, 2).clone()
-        return q, k, v, all_k, all_v, cls_q
+        return group_tokens(qkv, num_cls, frames, time, heads)
 
     @staticmethod
     def backward(ctx, gq, gk, gv, g_all_k, g_all_v, g_cls_q):
@@ -71,13 +89,8 @@ class UngroupTokens(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cls: torch.Tensor, groups_out: torch.Tensor, frames: int, time: bool):
-        b, heads, n, d = cls.shape
-        ctx.groups_shape, ctx.num_cls, ctx.frames, ctx.time = groups_out.shape, n, frames, time
-        groups, slots = groups_out.shape[1], groups_out.shape[3]
-        out = cls.new_empty(b, n + groups * (slots - 1), heads, d)
-        out[:, :n] = cls.transpose(1, 2)
-        _grid(out[:, n:], frames, time).copy_(groups_out[..., 1:, :].transpose(2, 3))
-        return out.flatten(2)
+        ctx.groups_shape, ctx.num_cls, ctx.frames, ctx.time = groups_out.shape, cls.shape[2], frames, time
+        return ungroup_tokens(cls, groups_out, frames, time)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -119,7 +132,10 @@ class DividedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, frames: int, num_cls: int) -> torch.Tensor:
         time = self.axis == "time"
-        q, k, v, all_k, all_v, cls_q = GroupTokens.apply(self.qkv(x), num_cls, frames, time, self.heads)
+        # Under torch.compile the plain ops go to AOTAutograd, which derives and fuses the backward itself.
+        group, ungroup = ((group_tokens, ungroup_tokens) if torch.compiler.is_compiling()
+                          else (GroupTokens.apply, UngroupTokens.apply))
+        q, k, v, all_k, all_v, cls_q = group(self.qkv(x), num_cls, frames, time, self.heads)
         if time:
             groups_out = short_attention(q, k, v)
         else:
@@ -129,4 +145,4 @@ class DividedAttention(nn.Module):
             key = torch.arange(all_k.shape[2], device=x.device)
             visible = (key[None, :] == torch.arange(num_cls, device=x.device)[:, None]) | (key >= num_cls)[None, :]
         cls_out = attention(cls_q, all_k, all_v, visible)
-        return self.proj(UngroupTokens.apply(cls_out, groups_out, frames, time))
+        return self.proj(ungroup(cls_out, groups_out, frames, time))

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from egovlpv2.config import ConfigError
+from egovlpv2.model.compile import check_compile_mode, compile_model
 from egovlpv2.model.config import ModelConfig, resolve_model_config
 from egovlpv2.model.egovlpv2 import EgoVLPv2
 from egovlpv2.model.loading import load_checkpoint
@@ -32,7 +33,8 @@ def apply_model_overrides(cfg: ModelConfig, **overrides) -> ModelConfig:
     return dataclasses.replace(cfg, **paths)
 
 
-def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", **overrides) -> EgoVLPv2:
+def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", compile: str = "off",
+                 **overrides) -> EgoVLPv2:
     """Build an EgoVLPv2.
 
     ``config``: a recipe name in ``configs/model/`` (``"egovlpv2-base"``, ``"egovlpv2-base-smallproj"``,
@@ -40,7 +42,10 @@ def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", **
     ``projection`` (``"mlp4096"``/``"linear256"``), ``vision_init`` (a timm ViT file), ``text_init`` (a Hugging
     Face RoBERTa directory), ``checkpoint`` (an EgoVLPv2 checkpoint, released or ours; its temporal embedding is
     resized to ``num_frames``). A checkpoint replaces every weight, so the single-tower inits are then skipped.
+    ``compile``: ``"off"``, ``"blocks"`` (one ``torch.compile`` region per transformer block) or ``"full"`` (one
+    per entry point), see :mod:`egovlpv2.model.compile`; compilation happens at the first call.
     """
+    check_compile_mode(compile)
     cfg = apply_model_overrides(resolve_model_config(config), **overrides)
     model = EgoVLPv2(cfg)
     if cfg.checkpoint:
@@ -52,4 +57,4 @@ def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", **
             inflate_vit(model.video, cfg.vision_init)
         if cfg.text_init:
             load_roberta(model.text, cfg.text_init)
-    return model
+    return compile_model(model, compile)

@@ -45,9 +45,23 @@ def key_padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool()[:, None, None, :]
 
 
+def mark_dynamic_inputs(block: nn.Module, args: tuple) -> None:
+    """Mark the dimensions listed in ``block.dynamic_dims`` (argument index -> dims; set by
+    ``egovlpv2.model.compile``) dynamic for ``torch.compile``, so other sizes reuse the compiled graph.
+
+    ``maybe_mark_dynamic``: a dimension the graph must specialise anyway (a batch of 1) is specialised
+    instead of raising."""
+    for index, axes in getattr(block, "dynamic_dims", {}).items():
+        if index < len(args) and torch.is_tensor(args[index]):
+            for axis in axes:
+                torch._dynamo.maybe_mark_dynamic(args[index], axis)
+
+
 def run_block(block: nn.Module, *args, **kwargs):
     """Call ``block``, under non-reentrant activation checkpointing when its ``grad_checkpointing`` attribute
-    is set (``EgoVLPv2.set_grad_checkpointing``) and grads are on."""
+    is set (``EgoVLPv2.set_grad_checkpointing``) and grads are on. A compiled block (``egovlpv2.model.compile``)
+    gets its batch and text-length dimensions marked dynamic first."""
+    mark_dynamic_inputs(block, args)
     if getattr(block, "grad_checkpointing", False) and torch.is_grad_enabled():
         return checkpoint(block, *args, use_reentrant=False, **kwargs)
     return block(*args, **kwargs)

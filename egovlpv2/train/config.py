@@ -69,6 +69,10 @@ class TrainConfig:
     stop_timeout_s: float = 300.0
     # This many non-finite steps in a row (NaN/inf loss or grad norm, skipped updates) end the run with an error.
     max_nonfinite_steps: int = 3
+    # torch.compile: off, blocks (one compiled region per transformer block: fuses LayerNorm, GELU, residual
+    # adds and the token regrouping into their neighbours) or full (one region per model method). Compiling
+    # costs a minute or more once per process; worth it for long runs on a GPU (README "Speed").
+    compile: Literal["off", "blocks", "full"] = "off"
 
     def __post_init__(self) -> None:
         timeouts = (self.collective_timeout_s, self.peer_timeout_s, self.stop_timeout_s)

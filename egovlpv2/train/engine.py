@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from egovlpv2.config import ConfigError
+from egovlpv2.model.compile import zero3_leaf_classes
 from egovlpv2.recipes import resolve_recipe
 from egovlpv2.train.config import OptimConfig
 from egovlpv2.train.optim import build_optimizer, build_scheduler
@@ -150,6 +151,9 @@ def build_engine(
     offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
     optimizer = build_optimizer(wrapper.model, optim, cpu_offload=offload == "cpu")
     scheduler = build_scheduler(optimizer, optim, total_steps)
+    leaves = zero3_leaf_classes(model)
+    if leaves and ds_config.get("zero_optimization", {}).get("stage") == 3:
+        deepspeed.utils.set_z3_leaf_modules(model, leaves)
     engine, _, _, _ = deepspeed.initialize(
         model=wrapper, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
     )

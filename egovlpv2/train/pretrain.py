@@ -25,6 +25,7 @@ from egovlpv2.dist.env import detect, init_distributed, select_device
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.storage import exists, join
+from egovlpv2.train.compile import CompileClock, use_run_compile_cache
 from egovlpv2.train.config import PretrainConfig, save_resolved
 from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
@@ -186,7 +187,11 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
              global_batch)
 
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
-    model = egovlpv2.create_model(cfg.model)
+    clock = None
+    if cfg.train.compile != "off":
+        log.info("train.compile=%s: compile cache %s", cfg.train.compile, use_run_compile_cache(out))
+        clock = CompileClock()
+    model = egovlpv2.create_model(cfg.model, compile=cfg.train.compile)
     model.set_grad_checkpointing(cfg.train.grad_checkpointing, cfg.train.checkpoint_blocks)
     objective = PretrainObjective(model, cfg.loss, TokenizerInfo.from_tokenizer(tokenizer))
     engine = build_engine(model, objective, ds, cfg.optim, total)
@@ -197,15 +202,18 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
         from egovlpv2.train.egomcq_hook import EgoMCQHook
 
         evaluate = EgoMCQHook(cfg, tokenizer, device, ds)
+        if clock is not None:
+            evaluate = clock.logged(evaluate, "evaluation")
+    # One EgoNCE over the whole step (gradient caching) or one per micro-batch (DeepSpeed's accumulation).
+    step_fn = (deepspeed_grad_cache_step if cfg.loss.contrastive_batch == "global" and cfg.train.grad_accum_steps > 1
+               else accumulate_step)
     task = Task(
         objective=objective,
         make_loader=lambda state: EpochSource(cfg.data, env.rank, env.world_size, state),
         prepare=to_device,
         count_clips=lambda batch: int(batch["video"].shape[0]),
         evaluate=evaluate,
-        # One EgoNCE over the whole step (gradient caching) or one per micro-batch (DeepSpeed's accumulation).
-        step_fn=deepspeed_grad_cache_step if cfg.loss.contrastive_batch == "global" and cfg.train.grad_accum_steps > 1
-        else accumulate_step,
+        step_fn=step_fn if clock is None else clock.logged(step_fn, "a training step"),
         name="egomcq",
     )
     flops = pretrain_step_flops(cfg.model, 2 * cfg.data.batch_size * cfg.train.grad_accum_steps,
@@ -220,4 +228,9 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
         max_nonfinite_steps=cfg.train.max_nonfinite_steps, peer_timeout_s=cfg.train.peer_timeout_s,
         stop_timeout_s=cfg.train.stop_timeout_s,
     )
-    return run_loop(engine, task, settings, device)
+    try:
+        return run_loop(engine, task, settings, device)
+    finally:
+        if clock is not None:
+            log.info("compile: %.1f s in %d graph compilations in this process", clock.seconds, clock.compiles)
+            clock.close()

@@ -4,6 +4,7 @@ Usage: pretrain_worker.py RECIPE DS_CONFIG [overrides...]
 Writes <output_dir>/result_rank<r>_<pid>.json (step, history) and, on rank 0, <output_dir>/reference.pt:
 a fixed input and the trained model's dual embeddings and VTM scores on it (for the export test).
 With PRETRAIN_WORKER_KILL_AT_BATCH=N in the environment, rank 1 SIGKILLs itself as it takes its N-th batch.
+INDUCTOR_FALLBACK_RANDOM=1 sets ``torch._inductor.config.fallback_random``.
 """
 import json
 import os
@@ -45,6 +46,8 @@ def main():
     recipe, ds_config, *overrides = sys.argv[1:]
     if os.environ.get("PRETRAIN_WORKER_KILL_AT_BATCH"):
         kill_rank1_at_batch(int(os.environ["PRETRAIN_WORKER_KILL_AT_BATCH"]))
+    # Compiled dropout draws what eager dropout draws (for comparing compiled runs with eager ones).
+    torch._inductor.config.fallback_random = os.environ.get("INDUCTOR_FALLBACK_RANDOM") == "1"
     cfg = load_pretrain_config(recipe, overrides)
     install_stop_handlers()
     captured = {}
