@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
+from egovlpv2.errors import UsageError
 
 
 def parse_args(argv=None):
@@ -30,7 +31,7 @@ def finetune(argv=None):
 
     cfg = load_finetune_config(args.config or args.task, args.overrides)
     if cfg.task != args.task:
-        raise SystemExit(f"--task {args.task} but the recipe is for {cfg.task}")
+        raise UsageError(f"--task {args.task} but the recipe is for {cfg.task}")
     result = run_finetuning(cfg, args.deepspeed)
     for step, metrics in sorted(result.evaluations.items()):
         print(f"step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from egovlpv2.errors import MissingPathError, UsageError
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -29,7 +31,7 @@ class Entry:
 def _prepare_plain(argv: list[str], output_dir: Path | None) -> Prepared:
     """Entries without a recipe: the arguments go through unchanged; the run directory holds the logs."""
     if output_dir is None:
-        raise ValueError("this entry needs --output-dir (where the job's logs and code snapshot go)")
+        raise UsageError("this entry needs --output-dir (where the job's logs and code snapshot go)")
     return Prepared(argv=list(argv), output_dir=Path(output_dir).absolute(), resolved_config="")
 
 
@@ -60,7 +62,7 @@ def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
         overrides.append(f"train.output_dir={run_dir}")
         cfg = load_pretrain_config(args.config, overrides)
     if not resolve_recipe("deepspeed", args.ds_config).is_file():
-        raise FileNotFoundError(f"DeepSpeed config {args.ds_config} not found")
+        raise MissingPathError(f"DeepSpeed config {args.ds_config} not found")
     recipe, ds_config = (str(Path(name).absolute()) if Path(name).suffix else name  # a path or a shipped name
                          for name in (args.config, args.ds_config))
     job_argv = ["--deepspeed", ds_config, "--config", recipe, *overrides]
@@ -78,7 +80,7 @@ def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
         return None  # an incomplete layout: the job reports it with the full context
     state = json.loads(state_file.read_text())
     if state.get("world_size") not in (None, world_size):
-        raise ValueError(
+        raise UsageError(
             f"{state_file.parent} was written by {state['world_size']} ranks but this submission has {world_size}: "
             "resume needs the same number of GPUs (change --nodes/--gpus-per-node, or export the weights and start a new run)"
         )

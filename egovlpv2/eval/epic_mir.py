@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
 from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import mir_map, mir_ndcg
@@ -21,7 +22,7 @@ def load_relevancy(path: str | Path) -> np.ndarray:
     """The pickled relevancy matrix [clips, captions] of the EK-100 retrieval annotations."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"EK-100 relevancy matrix not found: {path}")
+        raise MissingPathError(f"EK-100 relevancy matrix not found: {path}")
     with open(path, "rb") as f:
         matrix = np.asarray(pickle.load(f), dtype=np.float64)
     if matrix.ndim != 2:

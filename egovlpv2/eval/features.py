@@ -19,6 +19,7 @@ from typing import Iterable
 
 import torch
 
+from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.encode import batched, prepare_video, tokenize
 from egovlpv2.eval.runtime import EvalContext, my_share, progress, share_indices
 from egovlpv2.eval.video_windows import WindowSpec, count_windows, iter_windows, video_duration
@@ -55,7 +56,7 @@ def plan_jobs(task: str, video_dir: str | Path, annotations: str | Path | None =
     """
     video_dir = Path(video_dir)
     if not video_dir.is_dir():
-        raise FileNotFoundError(f"video directory not found: {video_dir}")
+        raise MissingPathError(f"video directory not found: {video_dir}")
     if annotations is None:
         if task == "egonlq":
             raise ValueError("EgoNLQ features need the queries: pass the NLQ annotation json")
@@ -65,7 +66,7 @@ def plan_jobs(task: str, video_dir: str | Path, annotations: str | Path | None =
         return [ClipJob(p.stem, p) for p in files]
     path = Path(annotations)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingPathError(f"annotation file not found: {path}")
     data = json.loads(path.read_text())
     jobs = []
     if "videos" not in data:  # {clip_id: [queries]}

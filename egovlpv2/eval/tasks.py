@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.charades_ego import evaluate_charades_ego
 from egovlpv2.eval.egomcq import evaluate_egomcq
 from egovlpv2.eval.epic_mir import evaluate_epic_mir
@@ -18,7 +19,7 @@ def evaluate_task(task: str, model, shard_dir: str | Path, data_cfg, tokenizer, 
                   allow_missing: bool = False) -> dict:
     """`batch_size` counts clips per forward pass (an EgoMCQ question holds 5)."""
     if not Path(shard_dir).is_dir():
-        raise FileNotFoundError(f"{task}: shard directory not found: {shard_dir}")
+        raise MissingPathError(f"{task}: shard directory not found: {shard_dir}")
     common = dict(ctx=ctx, limit=limit, num_workers=num_workers, allow_missing=allow_missing)
     if task == "egomcq":
         return evaluate_egomcq(model, shard_dir, data_cfg, tokenizer, batch_size=max(1, batch_size // 5), **common)

@@ -21,6 +21,7 @@ from egovlpv2.config import ConfigError
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.env import detect, init_distributed, select_device
+from egovlpv2.errors import MissingPathError
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.train.config import PretrainConfig, save_resolved
@@ -91,17 +92,17 @@ def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> di
     if shards is None:
         raise ConfigError("data.shards is not set: point it at a shard directory (shard_tools/make_shards.py)")
     if not (shards / "manifest.json").is_file():
-        raise FileNotFoundError(f"data.shards={shards}: no manifest.json there; write shards with "
+        raise MissingPathError(f"data.shards={shards}: no manifest.json there; write shards with "
                                 "shard_tools/make_shards.py --task egoclip")
     if not cfg.data.tokenizer or not Path(cfg.data.tokenizer).is_dir():
-        raise FileNotFoundError(f"data.tokenizer={cfg.data.tokenizer!r} is not a directory (a local Hugging Face "
+        raise MissingPathError(f"data.tokenizer={cfg.data.tokenizer!r} is not a directory (a local Hugging Face "
                                 "tokenizer: roberta-base's, or one from egovlpv2.data.tokenizer.build_bpe_tokenizer)")
     for key in ("vision_init", "text_init", "checkpoint"):
         path = getattr(cfg.model, key)
         if path and not Path(path).exists():
-            raise FileNotFoundError(f"model.{key}={path} does not exist")
+            raise MissingPathError(f"model.{key}={path} does not exist")
     if cfg.eval.egomcq_shards and not (Path(cfg.eval.egomcq_shards) / "manifest.json").is_file():
-        raise FileNotFoundError(f"eval.egomcq_shards={cfg.eval.egomcq_shards}: no manifest.json there")
+        raise MissingPathError(f"eval.egomcq_shards={cfg.eval.egomcq_shards}: no manifest.json there")
     world_size = detect().world_size  # read from the launcher's variables; no group needed yet
     return reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, world_size, cfg.train.precision)
 
