@@ -1,6 +1,7 @@
 """A regular install works away from the checkout: build a wheel, install it into a temporary target and,
 from a directory outside the repository, use the shipped recipes and run the command lines."""
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -40,9 +41,13 @@ PROBE = textwrap.dedent("""
 def installed(tmp_path_factory):
     """(site folder holding only the installed wheel, its bin folder, an environment that sees only it)."""
     root = tmp_path_factory.mktemp("install")
+    source = root / "source"  # a copy of what the build reads: a build leaves build/ behind, and never in the checkout
+    shutil.copytree(REPO / "egovlpv2", source / "egovlpv2", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md", "requirements.txt"):
+        shutil.copy(REPO / name, source / name)
     wheels = root / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheels), str(REPO)], check=True, capture_output=True, timeout=300, cwd=root)
+                    "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=300, cwd=root)
     (wheel,) = wheels.glob("egovlpv2-*.whl")
     site = root / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],

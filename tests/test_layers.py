@@ -7,7 +7,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "egovlpv2"
 # Lowest first; the packages of one layer may import each other and anything below.
 LAYERS = [
-    {"config", "errors", "fileio", "recipes", "model", "dist"},
+    {"config", "errors", "fileio", "recipes", "rng", "model", "dist"},
     {"losses", "data", "shards"},
     {"eval"},
     {"train"},

@@ -4,7 +4,7 @@
         --tokenizer roberta-base/ --out results/epic_mir.json
     torchrun --nproc_per_node 8 -m egovlpv2.cli.evaluate ...   # each sample is scored by exactly one rank
 
-(``python -m egovlpv2.cli.evaluate`` and ``python launch/evaluate.py`` are the same command.)
+(``python -m egovlpv2.cli.evaluate`` and ``python egovlpv2-evaluate`` are the same command.)
 """
 import argparse
 import sys

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from egovlpv2.data.source_reader import SourceReader
 from egovlpv2.data.transcode import ClipError, EncodeOptions, cut_clip, video_segments
+from egovlpv2.errors import MissingPathError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -151,7 +152,7 @@ def write_manifest(out_dir: str | Path, task: str, records: list[dict], plan_fai
 def read_manifest(shard_dir: str | Path) -> dict:
     path = Path(shard_dir, MANIFEST)
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in {shard_dir}: write the shards with shard_tools/make_shards.py")
+        raise MissingPathError(f"no {MANIFEST} in {shard_dir}: write the shards with egovlpv2-make-shards")
     manifest = json.loads(path.read_text())
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: shard format {manifest.get('format_version')} is not {FORMAT_VERSION}")

@@ -38,7 +38,7 @@ def load_eval_model(checkpoint: str | Path, model: str = "auto", num_frames: int
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         raise UserError(f"{checkpoint} is a directory (a DeepSpeed checkpoint?): export it to one file with "
-                         f"launch/export.py first")
+                         f"egovlpv2-export first")
     if not checkpoint.is_file():
         raise MissingPathError(f"checkpoint not found: {checkpoint}")
     state = _load_state(checkpoint)

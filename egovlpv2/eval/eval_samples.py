@@ -1,8 +1,9 @@
-"""Evaluation samples as map-style datasets over the eval shards, dealt to ranks without duplicates.
+"""The reader of the evaluation shards: map-style datasets, dealt to ranks without duplicates.
 
-Each item is `(index, sample)` with the sample in the format of `egovlpv2.data.eval_data`'s readers; each
-rank's DataLoader takes indices rank, rank + world_size, ... so every sample is decoded and scored once,
-in worker processes. A shard failure listed in the manifest (a missing or broken video) is an error that
+Each item is `(index, sample)`; frames are the centres of `num_frames` equal segments, uint8
+`[T, 3, H, W]` (see docs/architecture.md, "Evaluation data", for each task's fields). Each rank's
+DataLoader takes indices rank, rank + world_size, ... so every sample is decoded and scored once, in
+worker processes. A shard failure listed in the manifest (a missing or broken video) is an error that
 names it, unless the caller allows missing samples (then they are reported in the results).
 """
 from __future__ import annotations
@@ -60,8 +61,8 @@ class EvalSamples(Dataset):
                     "video": torch.stack([self.decode(meta, sample, f"c{i}") for i in range(NUM_CHOICES)]),
                     "answer": int(meta["answer"]), "type": int(meta["type"])}
         elif self.task == "epic_mir":
-            item = {"video": self.decode(meta, sample), "clip_id": meta["id"],
-                    "narration_id": meta["narration_id"], "row": int(meta["row"])}
+            item = {"video": self.decode(meta, sample), "clip_id": meta["id"], "narration_id": meta["narration_id"],
+                    "video_id": meta["video_id"], "row": int(meta["row"])}
         else:
             label = torch.zeros(self.num_classes)
             label[meta["labels"]] = 1.0

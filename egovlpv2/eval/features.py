@@ -20,7 +20,8 @@ from typing import Iterable
 import torch
 
 from egovlpv2.errors import MissingPathError
-from egovlpv2.eval.encode import batched, prepare_video, tokenize
+from egovlpv2.data.transforms import prepare_video
+from egovlpv2.eval.encode import batched, tokenize
 from egovlpv2.eval.runtime import EvalContext, my_share, progress, share_indices
 from egovlpv2.eval.video_windows import WindowSpec, count_windows, iter_windows, video_duration
 
@@ -89,7 +90,7 @@ def mq_features(model, job: ClipJob, spec: WindowSpec, ctx: EvalContext, batch_s
     rows = []
     for chunk in batched(iter_windows(job.path, spec, job.start, job.end), batch_size):
         with ctx.autocast():
-            rows.append(model.encode_video(prepare_video(torch.stack(chunk), ctx, model)).float().cpu())
+            rows.append(model.encode_video(prepare_video(torch.stack(chunk), model, ctx.device)).float().cpu())
     return torch.cat(rows)
 
 
@@ -104,7 +105,7 @@ def nlq_features(model, tokenizer, job: ClipJob, spec: WindowSpec, ctx: EvalCont
     per_query: list[list[torch.Tensor]] = [[] for _ in job.queries]
     for chunk in batched(iter_windows(job.path, spec, job.start, job.end), batch_size):
         with ctx.autocast():
-            video_states = model.video_lower(prepare_video(torch.stack(chunk), ctx, model), cls="fused")
+            video_states = model.video_lower(prepare_video(torch.stack(chunk), model, ctx.device), cls="fused")
             for q in range(len(job.queries)):
                 rows = torch.full((len(chunk),), q, dtype=torch.long, device=ctx.device)
                 fused = model.fused_from_lower(video_states, text_states.select(rows))

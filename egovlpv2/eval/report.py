@@ -5,7 +5,7 @@ import json
 import math
 from pathlib import Path
 
-# EgoVLPv2 (ICCV 2023), DESIGN §5: {task: {metric path: {setting: value}}}.
+# The paper's results (EgoVLPv2, Pramanick et al., ICCV 2023, result tables): {task: {metric path: {setting: value}}}.
 PAPER = {
     "egomcq": {
         "ensemble/inter": {"paper": 91.0},

@@ -1,4 +1,4 @@
-"""One entry point for the three benchmarks, used by `launch/evaluate.py` and the fine-tuning eval hook."""
+"""One entry point for the three benchmarks, used by `egovlpv2-evaluate` and the fine-tuning eval hook."""
 from __future__ import annotations
 
 from pathlib import Path

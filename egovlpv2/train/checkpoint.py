@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import shutil
 import signal
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
+
+from egovlpv2.dist import collectives as C
+from egovlpv2.rng import rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -53,28 +54,9 @@ def install_stop_handlers(signals: Iterable[int] = (signal.SIGUSR1, signal.SIGTE
 def stop_agreed(device: torch.device) -> bool:
     """True on every rank when any rank requested a stop; a collective, call it on all ranks at once."""
     flag = torch.tensor([1.0 if _STOP.is_set() else 0.0], device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if C.world_size() > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item() > 0)
-
-
-def rng_state() -> dict:
-    state = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def tag_for_step(step: int) -> str:
@@ -88,8 +70,7 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.engine = engine
         self.keep_last = keep_last
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.rank, self.world_size = C.rank(), C.world_size()
 
     def latest_tag(self) -> Optional[str]:
         latest = self.directory / "latest"

@@ -90,10 +90,10 @@ def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> di
     ds = load_ds_config(ds_config_path) if not isinstance(ds_config_path, dict) else ds_config_path
     shards = Path(cfg.data.shards) if cfg.data.shards else None
     if shards is None:
-        raise ConfigError("data.shards is not set: point it at a shard directory (shard_tools/make_shards.py)")
+        raise ConfigError("data.shards is not set: point it at a shard directory (egovlpv2-make-shards)")
     if not (shards / "manifest.json").is_file():
         raise MissingPathError(f"data.shards={shards}: no manifest.json there; write shards with "
-                                "shard_tools/make_shards.py --task egoclip")
+                                "egovlpv2-make-shards --task egoclip")
     if not cfg.data.tokenizer or not Path(cfg.data.tokenizer).is_dir():
         raise MissingPathError(f"data.tokenizer={cfg.data.tokenizer!r} is not a directory (a local Hugging Face "
                                 "tokenizer: roberta-base's, or one from egovlpv2.data.tokenizer.build_bpe_tokenizer)")
