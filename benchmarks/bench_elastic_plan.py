@@ -5,16 +5,13 @@ CPU seconds to encode and decode the bitmap each rank stores in its checkpoint, 
 use, as a run reads shards, and a worst case with a random half used), and the time to plan one rank's share
 of the rest of the epoch. Planning reads no shard; the workers then read the shards of their chunks.
 """
-import sys
-from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from egovlpv2.data.remainder import decode_bitmap, encode_bitmap, plan_stage  # noqa: E402
+from egovlpv2.data.remainder import decode_bitmap, encode_bitmap, plan_stage
 
 
 def main() -> None:

@@ -12,20 +12,17 @@ contrastive batch as one micro-batch; a "cached" row splits it into micro-batche
 on the CPU the peak resident set of a fresh process per row (so CPU rows include the interpreter).
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse
+import contextlib
+import json
+import resource
+import subprocess
+import time
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-from synthetic_batch import random_pretrain_batch, token_info  # noqa: E402
+from synthetic_batch import random_pretrain_batch, token_info
 
 
 _MODELS: dict = {}

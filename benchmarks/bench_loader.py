@@ -13,26 +13,25 @@ store's would not be), alternating the two --repeats times in one run.
 """
 import sys
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import random  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import os
+import random
+import resource
+import time
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from egovlpv2.data import DataConfig, build_pretrain_loader  # noqa: E402
-from egovlpv2.shards.egoclip_csv import write_egoclip  # noqa: E402
-from egovlpv2.data.sampling import segment_indices  # noqa: E402
-from egovlpv2.shards.tasks import ShardRun, make_shards  # noqa: E402
-from egovlpv2.shards.synthetic import NOUNS, VERBS, narration, write_video  # noqa: E402
-from egovlpv2.data.tokenizer import build_bpe_tokenizer  # noqa: E402
-from egovlpv2.shards.transcode import EncodeOptions  # noqa: E402
-from egovlpv2.data.transforms import train_transform  # noqa: E402
+from egovlpv2.data import DataConfig, build_pretrain_loader
+from egovlpv2.shards.egoclip_csv import write_egoclip
+from egovlpv2.data.sampling import segment_indices
+from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.synthetic import NOUNS, VERBS, narration, write_video
+from egovlpv2.data.tokenizer import build_bpe_tokenizer
+from egovlpv2.shards.transcode import EncodeOptions
+from egovlpv2.data.transforms import train_transform
 
 
 def cpu_seconds(exclude: tuple[int, ...] = ()) -> float:

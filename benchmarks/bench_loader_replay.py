@@ -8,17 +8,16 @@ orders, so N may exceed the shard set.
 """
 import sys
 from pathlib import Path
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import argparse  # noqa: E402
-import itertools  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from collections import Counter  # noqa: E402
+import argparse
+import itertools
+import json
+import time
+from collections import Counter
 
-from egovlpv2.data import DataConfig  # noqa: E402
-from egovlpv2.data.pipeline import PretrainStream, shard_names  # noqa: E402
-from egovlpv2.data.manifest import read_manifest  # noqa: E402
+from egovlpv2.data import DataConfig
+from egovlpv2.data.pipeline import PretrainStream, shard_names
+from egovlpv2.data.manifest import read_manifest
 
 
 def replay_cpu_s(stream: PretrainStream, pairs: int) -> float:

@@ -68,7 +68,6 @@ def run_child(args: list[str]) -> dict:
 
 def merge_as_written(out: Path) -> dict:
     """Records for every planned shard as if written (planned sample counts, ~130 kB per sample), then merge."""
-    sys.path.insert(0, str(ROOT))
     from egovlpv2.fileio import atomic_write_json
     from egovlpv2.shards.merge import merge, read_plan
     from egovlpv2.shards.writer import record_path

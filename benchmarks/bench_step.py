@@ -22,26 +22,23 @@ Batches are random tensors already on the device: this measures the step, not th
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import egovlpv2  # noqa: E402
-from egovlpv2.dist.env import init_distributed, select_device  # noqa: E402
-from egovlpv2.losses import LossConfig, PretrainObjective  # noqa: E402
-from egovlpv2.losses.vtm import vtm_inputs  # noqa: E402
-from egovlpv2.model.config import resolve_model_config  # noqa: E402
-from egovlpv2.train.compile import CompileClock  # noqa: E402
-from egovlpv2.train.config import OptimConfig  # noqa: E402
-from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config  # noqa: E402
-from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib  # noqa: E402
-from egovlpv2.train.optim import build_optimizer  # noqa: E402
-from egovlpv2.train.pretrain import pretrain_step_flops  # noqa: E402
-from synthetic_batch import random_pretrain_batch, token_info  # noqa: E402
+import egovlpv2
+from egovlpv2.dist.env import init_distributed, select_device
+from egovlpv2.losses import LossConfig, PretrainObjective
+from egovlpv2.losses.vtm import vtm_inputs
+from egovlpv2.model.config import resolve_model_config
+from egovlpv2.train.compile import CompileClock
+from egovlpv2.train.config import OptimConfig
+from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
+from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib
+from egovlpv2.train.optim import build_optimizer
+from egovlpv2.train.pretrain import pretrain_step_flops
+from synthetic_batch import random_pretrain_batch, token_info
 
 
 class RecomputingObjective(PretrainObjective):

@@ -10,16 +10,14 @@ ViT batch is the number of 197-token images closest to that (255). MFU = 3 x the
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from egovlpv2.train.compile import CompileClock  # noqa: E402
-from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib  # noqa: E402
+from egovlpv2.train.compile import CompileClock
+from egovlpv2.train.monitor import device_peak_flops, peak_memory_gib
 
 
 def vit_forward_flops(tokens: int = 197, dim: int = 768, depth: int = 12, mlp: int = 3072, patch_dim: int = 768,

@@ -17,15 +17,11 @@ all-reduce of S bytes 2(W-1)/W S. Gradient all-reduces of the parameters are ide
 left out. The original design is the released one: it all-gathers the raw 2B x 4 x 3 x 224 x 224 videos
 (and the text ids) for VTM hard negatives and the B x L x V MLM logits, besides the embeddings.
 """
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse
+from dataclasses import dataclass
 
-import argparse  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-import torch  # noqa: E402
+import torch
 
 F32 = 4
 I64 = 8

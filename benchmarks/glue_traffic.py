@@ -12,17 +12,13 @@ token tensor (batch x tokens x width x element size), so they do not depend on t
 """
 import argparse
 import collections
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
-import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torch.utils._pytree import tree_leaves  # noqa: E402
-
-from egovlpv2.model.config import resolve_model_config  # noqa: E402
-from egovlpv2.model.video import SpaceTimeBlock  # noqa: E402
+from egovlpv2.model.config import resolve_model_config
+from egovlpv2.model.video import SpaceTimeBlock
 
 ALLOCATIONS = {"empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided"}
 WORK = {"mm", "addmm", "bmm", "baddbmm"}  # plus every scaled-dot-product-attention kernel

@@ -8,16 +8,13 @@
 Prints the largest differences and exits non-zero when one exceeds its tolerance.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-import egovlpv2  # noqa: E402
-from egovlpv2.data.transforms import normalize_video  # noqa: E402
-from egovlpv2.losses import LossConfig, PretrainObjective  # noqa: E402
-from synthetic_batch import random_pretrain_batch, token_info  # noqa: E402
+import egovlpv2
+from egovlpv2.data.transforms import normalize_video
+from egovlpv2.losses import LossConfig, PretrainObjective
+from synthetic_batch import random_pretrain_batch, token_info
 
 
 def batch_for(cfg, n: int) -> dict:

@@ -7,18 +7,14 @@ FLOPs count matrix multiplications (see egovlpv2/model/flops.py); text length 15
 The stacked alternative keeps the same towers and heads, but fuses with 6 extra co-attention layers per
 modality (self-attention, cross-attention, FFN) on top of unfused towers, the design the paper argues against.
 """
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import argparse
+import time
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import torch
 
-import torch  # noqa: E402
-
-from egovlpv2.model import EgoVLPv2, resolve_model_config  # noqa: E402
-from egovlpv2.model.flops import (  # noqa: E402
+from egovlpv2.model import EgoVLPv2, resolve_model_config
+from egovlpv2.model.flops import (
     DEFAULT_TEXT_LEN,
     count_parameters,
     forward_flops,

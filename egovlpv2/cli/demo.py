@@ -6,7 +6,7 @@
 Trains with `deepspeed --module egovlpv2.cli.pretrain --deepspeed zero2 --config demo` on 2 CPU ranks,
 or on the visible GPUs. Everything lands in runs/demo/ under the current directory: data/, train/
 (checkpoints, TensorBoard, train.log, eval_egomcq.json) and egovlpv2-tiny-demo.safetensors.
-(``python -m egovlpv2.cli.demo`` and ``python launch/demo.py`` are the same command.)
+(``python -m egovlpv2.cli.demo`` and ``egovlpv2-demo`` are the same command.)
 """
 import argparse
 import json

@@ -4,7 +4,7 @@
         --tokenizer roberta-base/ --out results/epic_mir.json
     torchrun --nproc_per_node 8 -m egovlpv2.cli.evaluate ...   # each sample is scored by exactly one rank
 
-(``python -m egovlpv2.cli.evaluate`` and ``python launch/evaluate.py`` are the same command.)
+(``python -m egovlpv2.cli.evaluate`` and ``python egovlpv2-evaluate`` are the same command.)
 """
 import argparse
 import sys
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from egovlpv2.cli import run_cli
 from egovlpv2.dist.env import init_distributed, select_device
+from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.checkpoints import load_eval_model
 from egovlpv2.eval.report import write_report
 from egovlpv2.eval.runtime import AMP_DTYPES, current_context
@@ -38,9 +39,22 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def check_paths(args) -> None:
+    """The paths on the command line, checked before the process group forms: a missing one is one error
+    line from each rank, not a traceback from deep inside a collective run."""
+    if not Path(args.checkpoint).exists():
+        raise MissingPathError(f"--checkpoint {args.checkpoint}: no such file")
+    if not (Path(args.data) / "manifest.json").is_file():
+        raise MissingPathError(f"--data {args.data}: no shard directory (manifest.json) there; write it with "
+                               f"egovlpv2-make-shards --task {args.task}")
+    if not Path(args.tokenizer).is_dir():
+        raise MissingPathError(f"--tokenizer {args.tokenizer}: no such directory (a local Hugging Face tokenizer)")
+
+
 def evaluate(argv=None) -> dict:
     """Evaluate as the command line says; every rank returns the task's results."""
     args = parse_args(argv)
+    check_paths(args)
     from egovlpv2.data import DataConfig
     from egovlpv2.data.tokenizer import load_tokenizer
 

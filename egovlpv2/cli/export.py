@@ -13,7 +13,8 @@ from pathlib import Path
 
 import egovlpv2
 from egovlpv2.cli import run_cli
-from egovlpv2.config import ConfigError, load_yaml
+from egovlpv2.config import load_yaml
+from egovlpv2.errors import MissingPathError
 from egovlpv2.train.config import load_pretrain_config, pretrain_config_from_dict
 from egovlpv2.train.export import export
 
@@ -30,17 +31,13 @@ def main(argv=None) -> int:
     run = args.run
     ckpt_dir = run / "checkpoints" if (run / "checkpoints").is_dir() else run
     run_dir = ckpt_dir.parent
-    try:
-        if args.config:
-            cfg = load_pretrain_config(args.config)
-        elif (run_dir / "config.yaml").is_file():
-            cfg = pretrain_config_from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
-        else:
-            raise ConfigError(f"no config.yaml in {run_dir}: pass --config with the run's recipe")
-        out = export(ckpt_dir, args.out, cfg.model, args.tag, args.layout)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.config:
+        cfg = load_pretrain_config(args.config)
+    elif (run_dir / "config.yaml").is_file():
+        cfg = pretrain_config_from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+    else:
+        raise MissingPathError(f"no config.yaml in {run_dir}: pass --config with the run's recipe")
+    out = export(ckpt_dir, args.out, cfg.model, args.tag, args.layout)
     model_cfg = cfg.model
     model = egovlpv2.create_model(model_cfg, checkpoint=str(out))  # strict: any key mismatch raises
     count = sum(p.numel() for p in model.parameters())

@@ -13,6 +13,7 @@ import sys
 
 from egovlpv2.cli import run_cli
 from egovlpv2.dist.env import init_distributed, select_device
+from egovlpv2.errors import UsageError
 from egovlpv2.eval.checkpoints import load_eval_model
 from egovlpv2.eval.features import DEFAULT_FRAMES, TASKS, ExtractionResult, clips_left, extract, plan_jobs
 from egovlpv2.eval.runtime import AMP_DTYPES, current_context
@@ -51,7 +52,7 @@ def extract_features(argv=None, should_stop=None) -> ExtractionResult:
     tokenizer = None
     if args.task == "egonlq":
         if not args.tokenizer:
-            raise SystemExit("--tokenizer is required for egonlq")
+            raise UsageError("--tokenizer is required for egonlq")
         from egovlpv2.data.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)

@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
+from egovlpv2.errors import UsageError
 
 
 def parse_args(argv=None):
@@ -33,7 +34,7 @@ def finetune(argv=None):
 
     cfg = load_finetune_config(args.config or args.task, args.overrides)
     if cfg.task != args.task:
-        raise SystemExit(f"--task {args.task} but the recipe is for {cfg.task}")
+        raise UsageError(f"--task {args.task} but the recipe is for {cfg.task}")
     install_stop_handlers()
     result = run_finetuning(cfg, args.deepspeed)
     for step, metrics in sorted(result.evaluations.items()):

@@ -13,8 +13,6 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
-from egovlpv2.config import ConfigError
-from egovlpv2.errors import UserError
 from egovlpv2.train.checkpoint import install_stop_handlers
 from egovlpv2.train.config import load_pretrain_config
 
@@ -27,19 +25,11 @@ def main(argv=None) -> int:
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.max_steps=100 optim.lr=1e-4")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_pretrain_config(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_pretrain_config(args.config, args.overrides)
     install_stop_handlers()
     from egovlpv2.train.pretrain import run_pretraining
 
-    try:
-        result = run_pretraining(cfg, args.ds_config)
-    except (UserError, FileNotFoundError) as exc:  # UserError: ConfigError, unreachable shard storage
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = run_pretraining(cfg, args.ds_config)  # its input checks run before the process group forms
     if result.stopped:
         print(f"stopped at step {result.step} on request; run the same command to resume", file=sys.stderr)
     return 0

@@ -56,19 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args, entry_argv = build_parser().parse_known_args(argv)
     entry = ENTRIES[args.entry]
-    try:
-        spec = ClusterSpec(
-            nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
-            cpus_per_task=args.cpus_per_task, mem=args.mem, partition=args.partition, account=args.account,
-            qos=args.qos, constraint=args.constraint, time=args.time, job_name=args.job_name,
-            signal_delay_s=args.signal_delay_s, max_timeouts=args.max_timeouts,
-        )
-        prepared = entry.prepare(entry_argv, args.output_dir)
-        not_needed = entry.preflight(prepared, spec.world_size) if entry.preflight else None
-        plan = entry.plan(prepared, spec.world_size) if entry.plan and not not_needed else None
-    except (ValueError, FileNotFoundError) as exc:  # ConfigError is a ValueError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = ClusterSpec(
+        nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+        cpus_per_task=args.cpus_per_task, mem=args.mem, partition=args.partition, account=args.account,
+        qos=args.qos, constraint=args.constraint, time=args.time, job_name=args.job_name,
+        signal_delay_s=args.signal_delay_s, max_timeouts=args.max_timeouts,
+    )
+    prepared = entry.prepare(entry_argv, args.output_dir)  # the recipe resolves here, before anything is queued
+    not_needed = entry.preflight(prepared, spec.world_size) if entry.preflight else None
+    plan = entry.plan(prepared, spec.world_size) if entry.plan and not not_needed else None
     if args.dry_run:
         print(f"# sbatch script ({spec.world_size} tasks; the code snapshot goes to {prepared.output_dir}/code/<stamp>)")
         print(sbatch_script(spec, prepared.output_dir))

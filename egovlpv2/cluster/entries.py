@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from egovlpv2.errors import MissingPathError, UsageError
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -33,7 +35,7 @@ class Entry:
 def _prepare_plain(argv: list[str], output_dir: Path | None) -> Prepared:
     """Entries without a recipe: the arguments go through unchanged; the run directory holds the logs."""
     if output_dir is None:
-        raise ValueError("this entry needs --output-dir (where the job's logs and code snapshot go)")
+        raise UsageError("this entry needs --output-dir (where the job's logs and code snapshot go)")
     return Prepared(argv=list(argv), output_dir=Path(output_dir).absolute(), resolved_config="")
 
 
@@ -64,7 +66,7 @@ def _prepare_recipe(args: argparse.Namespace, output_dir: Path | None, load: Cal
         overrides.append(f"train.output_dir={run_dir}")
         cfg = load(overrides)
     if not resolve_recipe("deepspeed", ds_config).is_file():
-        raise FileNotFoundError(f"DeepSpeed config {ds_config} not found")
+        raise MissingPathError(f"DeepSpeed config {ds_config} not found")
 
     def pinned(name: str) -> str:  # a path (made absolute) or a shipped name
         return str(Path(name).absolute()) if Path(name).suffix else name
@@ -110,7 +112,7 @@ def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
         return None
     tag_dir, state = found
     if needs_elastic_load(state, world_size, _zero_stage(prepared)) and not has_full_state(tag_dir):
-        raise ValueError(
+        raise UsageError(
             f"{tag_dir} was written by {state['world_size']} ranks (ZeRO stage {state.get('zero_stage', '?')}) without "
             f"the world-size-independent full_state/, and this submission has {world_size} ranks (stage "
             f"{_zero_stage(prepared)}): resume it with the same GPUs and ZeRO stage"
@@ -125,7 +127,7 @@ def _finetune_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
     world size that wrote the checkpoint."""
     found = _latest_state(prepared)
     if found is not None and found[1].get("world_size") not in (None, world_size):
-        raise ValueError(f"{found[0]} was written by {found[1]['world_size']} ranks but this submission has "
+        raise UsageError(f"{found[0]} was written by {found[1]['world_size']} ranks but this submission has "
                          f"{world_size}: fine-tuning resumes with the same number of GPUs")
     return _pretrain_preflight(prepared, world_size)
 
@@ -177,9 +179,9 @@ def _features_plan(argv: list[str]):
 
     args = resolve_entry("egovlpv2.cli.extract_features:parse_args")(argv)
     if not Path(args.checkpoint).is_file():
-        raise FileNotFoundError(f"--checkpoint {args.checkpoint} not found")
+        raise MissingPathError(f"--checkpoint {args.checkpoint} not found")
     if args.task == "egonlq" and not (args.tokenizer and Path(args.tokenizer).is_dir()):
-        raise FileNotFoundError(f"egonlq needs --tokenizer, a tokenizer directory (got {args.tokenizer!r})")
+        raise MissingPathError(f"egonlq needs --tokenizer, a tokenizer directory (got {args.tokenizer!r})")
     jobs = plan_jobs(args.task, args.videos, args.annotations)
     done = sum((Path(args.out) / f"{job.clip_id}.pt").is_file() for job in jobs)
     return args, jobs, done

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import egovlpv2
 from egovlpv2.cluster.job import LaunchedJob
+from egovlpv2.errors import UsageError
 
 PACKAGE_DIR = Path(egovlpv2.__file__).resolve().parent
 
@@ -42,20 +43,20 @@ class ClusterSpec:
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
-            raise ValueError(f"--nodes must be at least 1, got {self.nodes}")
+            raise UsageError(f"--nodes must be at least 1, got {self.nodes}")
         if self.gpus_per_node < 0:
-            raise ValueError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
+            raise UsageError(f"--gpus-per-node must be >= 0, got {self.gpus_per_node}")
         if self.tasks_per_node is None:
             self.tasks_per_node = max(self.gpus_per_node, 1)
         if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
-            raise ValueError(
+            raise UsageError(
                 f"{self.tasks_per_node} tasks for {self.gpus_per_node} GPUs per node: training runs one task per GPU"
             )
         if self.mem is not None and not re.fullmatch(r"\d+[KMGT]?", self.mem):
-            raise ValueError(f"--mem {self.mem!r}: use SLURM's syntax, e.g. 400G, 64000M or 0 (whole node)")
+            raise UsageError(f"--mem {self.mem!r}: use SLURM's syntax, e.g. 400G, 64000M or 0 (whole node)")
         self.time_minutes = time_to_minutes(self.time)
         if self.signal_delay_s >= self.time_minutes * 60:
-            raise ValueError(f"--signal-delay-s {self.signal_delay_s} is not shorter than --time {self.time}")
+            raise UsageError(f"--signal-delay-s {self.signal_delay_s} is not shorter than --time {self.time}")
 
     @property
     def world_size(self) -> int:
@@ -66,7 +67,7 @@ def time_to_minutes(text: str) -> int:
     """SLURM time syntax ("MM", "MM:SS", "HH:MM:SS", "D-HH", "D-HH:MM", "D-HH:MM:SS") -> whole minutes."""
     match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text.strip())
     if not match:
-        raise ValueError(f"--time {text!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
+        raise UsageError(f"--time {text!r} is not a SLURM time (MM, HH:MM:SS or D-HH:MM:SS)")
     days, a, b, c = match.groups()
     if days is not None:  # D-HH[:MM[:SS]]
         seconds = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
@@ -77,7 +78,7 @@ def time_to_minutes(text: str) -> int:
     else:  # MM
         seconds = int(a) * 60
     if seconds <= 0:
-        raise ValueError(f"--time {text!r} must be positive")
+        raise UsageError(f"--time {text!r} must be positive")
     return math.ceil(seconds / 60)
 
 
@@ -152,12 +153,12 @@ def make_executor(cluster: str, spec: ClusterSpec, output_dir: Path, code_dir: P
     folder = submitit_folder(output_dir)
     if cluster == "slurm":
         if shutil.which("sbatch") is None:
-            raise RuntimeError("sbatch not found: this machine is not a SLURM login node (use --cluster local)")
+            raise UsageError("sbatch not found: this machine is not a SLURM login node (use --cluster local)")
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=spec.max_timeouts)
         executor.update_parameters(**slurm_parameters(spec, code_dir))
         return executor
     if spec.nodes != 1:
-        raise ValueError(f"--cluster {cluster} runs on this machine only: use --nodes 1, not {spec.nodes}")
+        raise UsageError(f"--cluster {cluster} runs on this machine only: use --nodes 1, not {spec.nodes}")
     if cluster == "local":
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=spec.max_timeouts)
         executor.update_parameters(
@@ -170,9 +171,9 @@ def make_executor(cluster: str, spec: ClusterSpec, output_dir: Path, code_dir: P
         return executor
     if cluster == "debug":
         if spec.tasks_per_node != 1:
-            raise ValueError("--cluster debug runs one task in this process: use --gpus-per-node 0 or 1")
+            raise UsageError("--cluster debug runs one task in this process: use --gpus-per-node 0 or 1")
         return submitit.DebugExecutor(folder=folder)
-    raise ValueError(f"unknown cluster {cluster!r}: slurm, local or debug")
+    raise UsageError(f"unknown cluster {cluster!r}: slurm, local or debug")
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Literal
 
 @dataclass
 class DataConfig:
-    # Directory with the webdataset shards and their manifest.json (written by shard_tools/make_shards.py).
+    # Directory with the webdataset shards and their manifest.json (written by egovlpv2-make-shards).
     shards: str = ""
     # Local Hugging Face tokenizer directory (RoBERTa's, or one built by build_bpe_tokenizer).
     tokenizer: str = ""

@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from egovlpv2.errors import MissingPathError
+
 # RoBERTa's special tokens in RoBERTa's id order (<mask> follows them here instead of ending the vocab).
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 
@@ -16,7 +18,7 @@ def load_tokenizer(path: str | Path):
 
     path = Path(path)
     if not path.is_dir():
-        raise FileNotFoundError(f"tokenizer directory not found: {path}")
+        raise MissingPathError(f"tokenizer directory not found: {path}")
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 

@@ -21,6 +21,16 @@ def normalize_video(video: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     return (video.to(dtype) / 255.0 - mean) / std
 
 
+def prepare_video(video: torch.Tensor, model: torch.nn.Module, device: torch.device | None = None) -> torch.Tensor:
+    """A clip batch as ``model`` takes it: on ``device`` (default: where it is), ImageNet-normalised when it
+    holds uint8 frames, in the dtype of the model's floating-point parameters."""
+    if device is not None:
+        video = video.to(device, non_blocking=True)
+    if video.dtype == torch.uint8:
+        video = normalize_video(video)
+    return video.to(next(p.dtype for p in model.parameters() if p.is_floating_point()))
+
+
 def _resize(frame: np.ndarray, width: int, height: int) -> np.ndarray:
     # Bilinear is ~20x cheaper than area averaging; area only where bilinear would alias (shrinking > 2x).
     strong = width * 2 < frame.shape[1] or height * 2 < frame.shape[0]

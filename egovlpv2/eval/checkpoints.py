@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 import egovlpv2
+from egovlpv2.errors import MissingPathError, UserError
 from egovlpv2.model.loading import load_state_dict_strict, prepare_checkpoint_state, torch_load, unwrap_state_dict
 
 
@@ -36,10 +37,10 @@ def load_eval_model(checkpoint: str | Path, model: str = "auto", num_frames: int
     """(model in eval mode on `device` with the checkpoint loaded strictly at `num_frames`, recipe used)."""
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
-        raise ValueError(f"{checkpoint} is a directory (a DeepSpeed checkpoint?): export it to one file with "
-                         f"launch/export.py first")
+        raise UserError(f"{checkpoint} is a directory (a DeepSpeed checkpoint?): export it to one file with "
+                         f"egovlpv2-export first")
     if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+        raise MissingPathError(f"checkpoint not found: {checkpoint}")
     state = _load_state(checkpoint)
     recipe = infer_recipe(state) if model == "auto" else model
     net = egovlpv2.create_model(recipe, num_frames=num_frames)

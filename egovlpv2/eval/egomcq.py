@@ -1,7 +1,7 @@
 """EgoMCQ: pick the clip (of 5) that matches a narration, by dual, VTM and ensemble scores.
 
 Dual score = cosine(text, clip) of the dual encoders; VTM score = P(match) of the fused path;
-ensemble = their sum (DESIGN §5). Accuracy is split into inter-video (type 1) and intra-video (type 2).
+ensemble = their sum (the paper's EgoMCQ protocol, EgoVLPv2, ICCV 2023). Accuracy is split into inter-video (type 1) and intra-video (type 2).
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Iterable
 
 import torch
 
-from egovlpv2.eval.encode import batch_count, prepare_video
+from egovlpv2.data.transforms import prepare_video
+from egovlpv2.eval.encode import batch_count
 from egovlpv2.eval.eval_samples import NUM_CHOICES, EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import egomcq_accuracy
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating, gather_rows, progress
@@ -22,7 +23,7 @@ SCORE_KINDS = ("dual", "vtm", "ensemble")
 def score_questions(model, questions: list[dict], ctx: EvalContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Dual and VTM scores, each [Q, 5], for a batch of EgoMCQ samples (reader format)."""
     q = len(questions)
-    video = prepare_video(torch.stack([s["video"] for s in questions]), ctx, model)  # [Q, 5, T, 3, H, W]
+    video = prepare_video(torch.stack([s["video"] for s in questions]), model, ctx.device)  # [Q, 5, T, 3, H, W]
     if video.shape[1] != NUM_CHOICES:
         raise ValueError(f"EgoMCQ samples must hold {NUM_CHOICES} clips, got {video.shape[1]}")
     video = video.flatten(0, 1)
@@ -67,7 +68,7 @@ def evaluate_egomcq_batches(model, batches: Iterable[list], ctx: EvalContext | N
 def evaluate_egomcq(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
                     batch_size: int = 2, limit: int | None = None, num_workers: int = 2,
                     allow_missing: bool = False) -> dict:
-    """EgoMCQ accuracy from eval shards written by `shard_tools/make_shards.py --task egomcq`."""
+    """EgoMCQ accuracy from eval shards written by `egovlpv2-make-shards --task egomcq`."""
     ctx = ctx or current_context()
     missing = check_complete(shard_dir, allow_missing)
     dataset = EvalSamples("egomcq", shard_dir, data_cfg, tokenizer, limit)

@@ -6,7 +6,7 @@ from typing import Iterable, Iterator, Sequence, TypeVar
 
 import torch
 
-from egovlpv2.data.transforms import normalize_video
+from egovlpv2.data.transforms import prepare_video
 from egovlpv2.eval.runtime import EvalContext, gather_rows, my_share, progress
 
 T = TypeVar("T")
@@ -19,12 +19,6 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     iterator = iter(items)
     while chunk := list(islice(iterator, size)):
         yield chunk
-
-
-def prepare_video(video_uint8: torch.Tensor, ctx: EvalContext, model) -> torch.Tensor:
-    """uint8 [..., T, 3, H, W] -> normalised, on the device, in the model's parameter dtype."""
-    dtype = next(model.parameters()).dtype
-    return normalize_video(video_uint8.to(ctx.device, non_blocking=True)).to(dtype)
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,7 +53,7 @@ def encode_video_batches(model, batches: Iterable[list], ctx: EvalContext, desc:
     """
     indices, rows, kept = [], [], {k: [] for k in keep}
     for chunk in progress(batches, ctx, desc, batch_count(batches)):
-        video = prepare_video(torch.stack([s["video"] for _, s in chunk]), ctx, model)
+        video = prepare_video(torch.stack([s["video"] for _, s in chunk]), model, ctx.device)
         with ctx.autocast():
             emb = model.encode_video(video).float()
         indices += [i for i, _ in chunk]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
 from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import mir_map, mir_ndcg
@@ -21,7 +22,7 @@ def load_relevancy(path: str | Path) -> np.ndarray:
     """The pickled relevancy matrix [clips, captions] of the EK-100 retrieval annotations (array data only)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"EK-100 relevancy matrix not found: {path}")
+        raise MissingPathError(f"EK-100 relevancy matrix not found: {path}")
     return load_pickled_array(path, ndim=2).astype(np.float64)
 
 

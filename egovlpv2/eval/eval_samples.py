@@ -1,12 +1,14 @@
-"""Evaluation samples as map-style datasets over the eval shards, dealt to ranks without duplicates.
+"""The reader of the evaluation shards: map-style datasets, dealt to ranks without duplicates.
 
-Each item is `(index, sample)` with the sample in the format of `egovlpv2.data.eval_data`'s readers; each
-rank's DataLoader takes indices rank, rank + world_size, ... so every sample is decoded and scored once,
-in worker processes. A shard failure listed in the manifest (a missing or broken video) is an error that
+Each item is `(index, sample)`; frames are the centres of `num_frames` equal segments, uint8
+`[T, 3, H, W]` (see docs/architecture.md, "Evaluation data", for each task's fields). Each rank's
+DataLoader takes indices rank, rank + world_size, ... so every sample is decoded and scored once, in
+worker processes. A shard failure listed in the manifest (a missing or broken video) is an error that
 names it, unless the caller allows missing samples (then they are reported in the results).
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from egovlpv2.data.manifest import read_manifest
 from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.eval.runtime import EvalContext, share_indices
 from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
+from egovlpv2.storage import join, open_read
 
 NUM_CHOICES = 5
 
@@ -32,7 +35,7 @@ def check_complete(shard_dir: str | Path, allow_missing: bool) -> int:
     manifest = read_manifest(shard_dir)
     failed = manifest.get("rows_failed", 0)
     if failed and not allow_missing:
-        with open(Path(shard_dir, manifest["failures_file"]), encoding="utf-8") as f:
+        with io.TextIOWrapper(open_read(join(str(shard_dir), manifest["failures_file"])), encoding="utf-8") as f:
             first = [json.loads(line) for line, _ in zip(f, range(20))]
         listed = "; ".join(f"{x.get('id')}: {x.get('detail') or x.get('reason')}" for x in first)
         more = f" (and {failed - len(first)} more)" if failed > len(first) else ""
@@ -67,8 +70,8 @@ class EvalSamples(Dataset):
                     "video": torch.stack([self.decode(meta, sample, f"c{i}") for i in range(NUM_CHOICES)]),
                     "answer": int(meta["answer"]), "type": int(meta["type"])}
         elif self.task == "epic_mir":
-            item = {"video": self.decode(meta, sample), "clip_id": meta["id"],
-                    "narration_id": meta["narration_id"], "row": int(meta["row"])}
+            item = {"video": self.decode(meta, sample), "clip_id": meta["id"], "narration_id": meta["narration_id"],
+                    "video_id": meta["video_id"], "row": int(meta["row"])}
         else:
             label = torch.zeros(self.num_classes)
             label[meta["labels"]] = 1.0

@@ -24,7 +24,9 @@ from typing import Callable, Iterable, Optional
 import torch
 import torch.distributed as dist
 
-from egovlpv2.eval.encode import batched, prepare_video, tokenize
+from egovlpv2.errors import MissingPathError
+from egovlpv2.data.transforms import prepare_video
+from egovlpv2.eval.encode import batched, tokenize
 from egovlpv2.eval.runtime import EvalContext, my_share, progress, share_indices
 from egovlpv2.eval.video_windows import WindowSpec, count_windows, iter_windows, video_duration
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
@@ -70,7 +72,7 @@ def plan_jobs(task: str, video_dir: str | Path, annotations: str | Path | None =
     """
     video_dir = Path(video_dir)
     if not video_dir.is_dir():
-        raise FileNotFoundError(f"video directory not found: {video_dir}")
+        raise MissingPathError(f"video directory not found: {video_dir}")
     if annotations is None:
         if task == "egonlq":
             raise ValueError("EgoNLQ features need the queries: pass the NLQ annotation json")
@@ -80,7 +82,7 @@ def plan_jobs(task: str, video_dir: str | Path, annotations: str | Path | None =
         return [ClipJob(p.stem, p) for p in files]
     path = Path(annotations)
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
+        raise MissingPathError(f"annotation file not found: {path}")
     data = json.loads(path.read_text())
     jobs = []
     if "videos" not in data:  # {clip_id: [queries]}
@@ -103,7 +105,7 @@ def mq_features(model, job: ClipJob, spec: WindowSpec, ctx: EvalContext, batch_s
     rows = []
     for chunk in batched(iter_windows(job.path, spec, job.start, job.end), batch_size):
         with ctx.autocast():
-            rows.append(model.encode_video(prepare_video(torch.stack(chunk), ctx, model)).float().cpu())
+            rows.append(model.encode_video(prepare_video(torch.stack(chunk), model, ctx.device)).float().cpu())
     return torch.cat(rows)
 
 
@@ -118,7 +120,7 @@ def nlq_features(model, tokenizer, job: ClipJob, spec: WindowSpec, ctx: EvalCont
     per_query: list[list[torch.Tensor]] = [[] for _ in job.queries]
     for chunk in batched(iter_windows(job.path, spec, job.start, job.end), batch_size):
         with ctx.autocast():
-            video_states = model.video_lower(prepare_video(torch.stack(chunk), ctx, model), cls="fused")
+            video_states = model.video_lower(prepare_video(torch.stack(chunk), model, ctx.device), cls="fused")
             for q in range(len(job.queries)):
                 rows = torch.full((len(chunk),), q, dtype=torch.long, device=ctx.device)
                 fused = model.fused_from_lower(video_states, text_states.select(rows))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from egovlpv2.fileio import atomic_write_text
 
-# EgoVLPv2 (ICCV 2023), DESIGN §5: {task: {metric path: {setting: value}}}.
+# The paper's results (EgoVLPv2, Pramanick et al., ICCV 2023, result tables): {task: {metric path: {setting: value}}}.
 PAPER = {
     "egomcq": {
         "ensemble/inter": {"paper": 91.0},

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from egovlpv2.dist import collectives as C
+
 T = TypeVar("T")
 
 
@@ -56,7 +58,7 @@ def evaluating(model: torch.nn.Module):
 
 def current_context(device: str | torch.device | None = None, amp_dtype: torch.dtype | None = None) -> EvalContext:
     """The context of this process: the process group's rank and size if one is initialised."""
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    rank, world = C.rank(), C.world_size()
     if device is None:
         if torch.cuda.is_available():
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))

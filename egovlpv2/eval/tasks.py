@@ -1,8 +1,9 @@
-"""One entry point for the three benchmarks, used by `launch/evaluate.py` and the fine-tuning eval hook."""
+"""One entry point for the three benchmarks, used by `egovlpv2-evaluate` and the fine-tuning eval hook."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.charades_ego import evaluate_charades_ego
 from egovlpv2.eval.egomcq import evaluate_egomcq
 from egovlpv2.eval.epic_mir import evaluate_epic_mir
@@ -19,7 +20,7 @@ def evaluate_task(task: str, model, shard_dir: str | Path, data_cfg, tokenizer, 
                   allow_missing: bool = False) -> dict:
     """`batch_size` counts clips per forward pass (an EgoMCQ question holds 5)."""
     if not exists(join(str(shard_dir), "manifest.json")):
-        raise FileNotFoundError(f"{task}: shard directory not found (no manifest.json): {shard_dir}")
+        raise MissingPathError(f"{task}: shard directory not found (no manifest.json): {shard_dir}")
     common = dict(ctx=ctx, limit=limit, num_workers=num_workers, allow_missing=allow_missing)
     if task == "egomcq":
         return evaluate_egomcq(model, shard_dir, data_cfg, tokenizer, batch_size=max(1, batch_size // 5), **common)

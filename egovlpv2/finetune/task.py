@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_classes, load_epic_mir_captions
 from egovlpv2.data.manifest import read_manifest
-from egovlpv2.data.transforms import normalize_video
+from egovlpv2.data.transforms import prepare_video
 from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.finetune.config import FinetuneConfig
@@ -106,9 +106,8 @@ def build_task(cfg: FinetuneConfig, model, tokenizer, rank: int, world_size: int
                               cfg.data.num_workers, cfg.data.seed, state)
 
     def prepare(batch, dev):
-        dtype = next(model.parameters()).dtype
         out = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        out["video"] = normalize_video(out["video"]).to(dtype)
+        out["video"] = prepare_video(out["video"], model)
         return out
 
     evaluate = None

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import torch
 
 from egovlpv2.config import ConfigError
+from egovlpv2.data.transforms import prepare_video
 from egovlpv2.losses import batch_ops
 from egovlpv2.losses.egonce import EgoNCEOutput, PositiveRule, egonce
 from egovlpv2.losses.mlm import IGNORE, MLMOutput, TokenizerInfo, mask_tokens, mlm_loss
@@ -41,6 +42,10 @@ class LossConfig:
         if self.mlm_mask_fraction < 0 or self.mlm_random_fraction < 0 \
                 or self.mlm_mask_fraction + self.mlm_random_fraction > 1:
             raise ConfigError("loss.mlm_mask_fraction + loss.mlm_random_fraction must lie in [0, 1]")
+
+
+# slot_states(plan) -> (the VTM slots' lower-layer states, a zero that must join the loss)
+SlotStates = Callable[[VTMPlan], tuple[tuple[Any, Any], Any]]
 
 
 @dataclass
@@ -83,12 +88,7 @@ class PretrainObjective:
 
     # ------------------------------------------------------------------------------------------------ pieces
     def prepare_video(self, video: torch.Tensor) -> torch.Tensor:
-        if video.dtype == torch.uint8:
-            from egovlpv2.data.transforms import normalize_video
-
-            video = normalize_video(video)
-        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
-        return video.to(dtype)
+        return prepare_video(video, self.model)
 
     def encode(self, video: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Encoded:
         vs = self.model.video_lower(self.prepare_video(video))
@@ -142,34 +142,51 @@ class PretrainObjective:
                            self.cfg.seed, step, self.cfg.mlm_probability, self.cfg.mlm_mask_fraction,
                            self.cfg.mlm_random_fraction)
 
-    def weighted(self, mlm: Optional[MLMOutput], vtm: Optional[VTMOutput]) -> torch.Tensor | float:
-        """The fusion terms of the loss, weighted."""
-        return sum(w * out.loss for out, w in ((mlm, self.cfg.mlm_weight), (vtm, self.cfg.vtm_weight))
-                   if out is not None)
+    def weighted(self, losses: dict[str, Optional[torch.Tensor]]) -> torch.Tensor | float:
+        """The loss from its terms (``egonce``, ``mlm``, ``vtm``; a missing or None term counts 0), each
+        times its weight: the one place the weights apply."""
+        weights = {"egonce": self.cfg.egonce_weight, "mlm": self.cfg.mlm_weight, "vtm": self.cfg.vtm_weight}
+        return sum(weights[name] * loss for name, loss in losses.items() if loss is not None)
 
     def combine(self, ego: Optional[EgoNCEOutput], mlm: Optional[MLMOutput],
                 vtm: Optional[VTMOutput]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        loss, parts = 0.0, {}
-        for name, out, weight in (("egonce", ego, self.cfg.egonce_weight), ("mlm", mlm, self.cfg.mlm_weight),
-                                  ("vtm", vtm, self.cfg.vtm_weight)):
-            if out is None:
-                continue
-            loss = loss + weight * out.loss
+        outputs = {name: out for name, out in (("egonce", ego), ("mlm", mlm), ("vtm", vtm)) if out is not None}
+        parts = {}
+        for name, out in outputs.items():
             parts[name] = out.loss.detach()
             parts[f"{name}_acc"] = out.accuracy
-        return loss, parts
+        return self.weighted({name: out.loss for name, out in outputs.items()}), parts
 
     # -------------------------------------------------------------------------------------------------- step
+    def fused_terms(self, enc: Encoded, ego: EgoNCEOutput, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    step: int, first_row: int, slots: int, rows: slice | None = None, mlm_count: Optional[int] = None,
+                    slot_states: Optional[SlotStates] = None) -> tuple[Optional[MLMOutput], Optional[VTMOutput], Any]:
+        """MLM and VTM of the global rows ``first_row..`` (``rows`` of ``ego``'s local rows; all by default),
+        after the dual pass ``enc`` and EgoNCE ``ego``: the part of a training step that every way of
+        splitting it (one batch, cached micro-batches) shares.
+
+        ``slot_states(plan) -> (states, zero)`` picks the lower-layer states of the VTM slots (default: from
+        ``enc``, exchanged across ranks); ``zero`` must join the loss (it carries collective module calls
+        that the step needs on every rank). Returns ``(mlm, vtm, zero)``.
+        """
+        vtm_states = labels = None
+        zero: Any = 0.0
+        if self.cfg.vtm_weight > 0:
+            plan = self.plan(ego, step, rows, first_row)
+            if slot_states is None:
+                vtm_states = vtm_inputs(enc.video_states, enc.text_states, plan, ego.sizes, self.cfg.vtm_negative_pool)
+            else:
+                vtm_states, zero = slot_states(plan)
+            labels = plan.labels
+        mlm, vtm = self.fusion(enc.video_states, input_ids, attention_mask, first_row, step, vtm_states, labels,
+                               slots, mlm_count)
+        return mlm, vtm, zero
+
     def __call__(self, batch: dict, step: Optional[int] = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         step = self.step if step is None else step
         self.step = step + 1
         ids, mask = batch["input_ids"], batch["attention_mask"]
         enc = self.encode(batch["video"], ids, mask)
         ego = self.contrastive(enc.video_embed, enc.text_embed, batch["verb"], batch["noun"])
-        vtm_states = labels = None
-        if self.cfg.vtm_weight > 0:
-            plan = self.plan(ego, step)
-            vtm_states = vtm_inputs(enc.video_states, enc.text_states, plan, ego.sizes, self.cfg.vtm_negative_pool)
-            labels = plan.labels
-        mlm, vtm = self.fusion(enc.video_states, ids, mask, ego.offset, step, vtm_states, labels, sum(ego.sizes))
+        mlm, vtm, _ = self.fused_terms(enc, ego, ids, mask, step, ego.offset, sum(ego.sizes))
         return self.combine(ego, mlm, vtm)

@@ -37,7 +37,7 @@ def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", co
                  **overrides) -> EgoVLPv2:
     """Build an EgoVLPv2.
 
-    ``config``: a recipe name in ``configs/model/`` (``"egovlpv2-base"``, ``"egovlpv2-base-smallproj"``,
+    ``config``: a recipe name in ``egovlpv2/recipes/model/`` (``"egovlpv2-base"``, ``"egovlpv2-base-smallproj"``,
     ``"egovlpv2-tiny"``), a YAML path, a mapping or a :class:`ModelConfig`. ``overrides``: ``num_frames``,
     ``projection`` (``"mlp4096"``/``"linear256"``), ``vision_init`` (a timm ViT file), ``text_init`` (a Hugging
     Face RoBERTa directory), ``checkpoint`` (an EgoVLPv2 checkpoint, released or ours; its temporal embedding is

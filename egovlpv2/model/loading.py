@@ -93,7 +93,7 @@ def torch_load(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":  # launch/export.py writes these
+    if path.suffix == ".safetensors":  # egovlpv2-export writes these
         from safetensors.torch import load_file
 
         return load_file(str(path))

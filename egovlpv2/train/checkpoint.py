@@ -21,19 +21,19 @@ from __future__ import annotations
 import io
 import json
 import logging
-import random
 import shutil
 import signal
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
+from egovlpv2.dist import collectives as C
 from egovlpv2.dist.signals import STOP_SIGNALS
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
+from egovlpv2.rng import rng_state, set_rng_state
 from egovlpv2.train import elastic
 from egovlpv2.train.checkpoint_commit import commit_latest, fsync_tree, resumable_tag, write_manifest
 
@@ -61,32 +61,9 @@ def install_stop_handlers(signals: Iterable[int] = STOP_SIGNALS) -> None:
 def stop_agreed(device: torch.device) -> bool:
     """True on every rank when any rank requested a stop; a collective, call it on all ranks at once."""
     flag = torch.tensor([1.0 if _STOP.is_set() else 0.0], device=device)
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if C.world_size() > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item() > 0)
-
-
-def rng_state() -> dict:
-    """Every RNG's state as tensors, ints, floats, strings, tuples and lists only, so that the rank file
-    loads with ``torch.load(weights_only=True)`` (numpy's key array becomes a list of ints)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "python": random.getstate(),
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def tag_for_step(step: int) -> str:
@@ -100,8 +77,7 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.engine = engine
         self.keep_last = keep_last
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.rank, self.world_size = C.rank(), C.world_size()
 
     def tags(self) -> list[str]:
         return sorted(p.name for p in self.directory.glob("step*") if p.is_dir())

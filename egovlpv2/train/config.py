@@ -21,7 +21,7 @@ from egovlpv2.recipes import resolve_recipe
 
 @dataclass
 class OptimConfig:
-    """AdamW with a warm-up + cosine schedule stepped every optimizer step (DESIGN §4)."""
+    """AdamW with a warm-up + cosine schedule stepped every optimizer step (the paper's recipe, see train/optim.py)."""
 
     lr: float = 3e-5
     # Multiplier on `lr` for the cross-modal modules (cross-attention, gates, fused CLS/norm) and the heads.
@@ -140,7 +140,7 @@ class PretrainConfig:
                 raise ConfigError(f"{left}={a} but {right}={b}: they must agree")
         if self.eval.num_frames is not None and self.eval.num_frames > self.model.video.num_frames:
             raise ConfigError(f"eval.num_frames={self.eval.num_frames} exceeds model.video.num_frames="
-                              f"{self.model.video.num_frames}; evaluate more frames on an export with launch/evaluate.py")
+                              f"{self.model.video.num_frames}; evaluate more frames on an export with egovlpv2-evaluate")
         if self.data.text_max_len > self.model.text.max_positions - 2:
             raise ConfigError(f"data.text_max_len={self.data.text_max_len} exceeds the model's "
                               f"{self.model.text.max_positions - 2} text positions")

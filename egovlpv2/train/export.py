@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 
 from egovlpv2.config import to_dict
+from egovlpv2.errors import MissingPathError, UsageError, UserError
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.loading import RELEASED_KEY_TABLE, RELEASED_POSITION_IDS
 
@@ -65,14 +66,14 @@ def consolidate(checkpoint_dir: str | Path, tag: Optional[str] = None) -> tuple[
     if tag is None:
         latest = checkpoint_dir / "latest"
         if not latest.is_file():
-            raise FileNotFoundError(f"{checkpoint_dir} has no `latest` file: pass --tag or a checkpoints directory")
+            raise MissingPathError(f"{checkpoint_dir} has no `latest` file: pass --tag or a checkpoints directory")
         tag = latest.read_text().strip()
     if not (checkpoint_dir / tag).is_dir():
-        raise FileNotFoundError(f"no checkpoint {checkpoint_dir / tag}")
+        raise MissingPathError(f"no checkpoint {checkpoint_dir / tag}")
     state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_dir), tag=tag)
     foreign = [k for k in state if not k.startswith(ENGINE_PREFIX)]
     if foreign:
-        raise ValueError(f"{checkpoint_dir / tag} is not an EgoVLPv2 training checkpoint: keys {foreign[:5]}")
+        raise UserError(f"{checkpoint_dir / tag} is not an EgoVLPv2 training checkpoint: keys {foreign[:5]}")
     return {k[len(ENGINE_PREFIX):]: v.contiguous() for k, v in state.items()}, tag
 
 
@@ -92,7 +93,7 @@ def export(checkpoint_dir: str | Path, out: str | Path, model_cfg: ModelConfig, 
     from safetensors.torch import save_file
 
     if out.suffix != ".safetensors":
-        raise ValueError(f"{out}: the {layout} layout is written as .safetensors")
+        raise UsageError(f"{out}: the {layout} layout is written as .safetensors")
     meta = {"egovlpv2_model_config": json.dumps(to_dict(model_cfg)), "step_tag": tag, "layout": layout}
     save_file(state, str(out), metadata=meta)
     return out

@@ -34,20 +34,10 @@ from egovlpv2.losses import batch_ops
 from egovlpv2.losses.mlm import IGNORE
 from egovlpv2.losses.objective import PretrainObjective
 from egovlpv2.losses.vtm import gather_plans, rows_requested_from, vtm_inputs
+from egovlpv2.rng import rng_state, set_rng_state
 
 # run(fn, batch) -> fn(model, batch), through whatever wrapper must see the forward (DeepSpeed's hooks).
 Runner = Callable[[Callable[[Any, dict], Any], dict], Any]
-
-
-def rng_state(device: torch.device) -> tuple:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def set_rng_state(state: tuple, device: torch.device) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)
 
 
 class RecomputeMismatch(RuntimeError):
@@ -92,12 +82,11 @@ def cached_step(objective: PretrainObjective, micro_batches: list[dict], step: i
     """
     cfg = objective.cfg
     layout = _layout(micro_batches)
-    device = layout.batch["input_ids"].device
 
     # Pass 1: embeddings only, no graph.
     states, video_embeds, text_embeds = [], [], []
     for b in micro_batches:
-        states.append(rng_state(device))
+        states.append(rng_state())
         with torch.no_grad():
             v, t = run(lambda model, x: _embed(objective, x), b)
         video_embeds.append(v)
@@ -105,7 +94,7 @@ def cached_step(objective: PretrainObjective, micro_batches: list[dict], step: i
     v_all = _at_least_fp32(torch.cat(video_embeds)).requires_grad_()
     t_all = _at_least_fp32(torch.cat(text_embeds)).requires_grad_()
     ego = objective.contrastive(v_all, t_all, layout.batch["verb"], layout.batch["noun"], layout.sizes)
-    (cfg.egonce_weight * ego.loss).backward()
+    objective.weighted({"egonce": ego.loss}).backward()
 
     # Fusion denominators over the whole step.
     mlm_count = None
@@ -117,7 +106,7 @@ def cached_step(objective: PretrainObjective, micro_batches: list[dict], step: i
     # Pass 2: re-encode with gradients, one micro-batch at a time.
     sums: dict[str, torch.Tensor] = {}
     for m, b in enumerate(micro_batches):
-        set_rng_state(states[m], device)
+        set_rng_state(states[m])
         rows = slice(layout.micro_starts[m], layout.micro_starts[m] + b["input_ids"].shape[0])
 
         def forward(model, x, m=m, rows=rows):
@@ -127,17 +116,11 @@ def cached_step(objective: PretrainObjective, micro_batches: list[dict], step: i
                 raise RecomputeMismatch("pass 2 embeddings differ from pass 1's for micro-batch %d" % m)
             loss = (_at_least_fp32(enc.video_embed) * v_all.grad[rows]).sum() \
                 + (_at_least_fp32(enc.text_embed) * t_all.grad[rows]).sum()
-            mlm = vtm = None
-            vtm_states = labels = None
-            first = layout.first_row + rows.start
-            if cfg.vtm_weight > 0:
-                plan = objective.plan(ego, step, rows, first_row=first)
-                vtm_states, zero = _vtm_states(objective, layout, enc, plan, rows, m)
-                loss = loss + zero
-                labels = plan.labels
-            mlm, vtm = objective.fusion(enc.video_states, x["input_ids"], x["attention_mask"], first, step,
-                                        vtm_states, labels, slots, mlm_count)
-            return loss + objective.weighted(mlm, vtm), mlm, vtm
+            mlm, vtm, zero = objective.fused_terms(
+                enc, ego, x["input_ids"], x["attention_mask"], step, layout.first_row + rows.start, slots, rows,
+                mlm_count, slot_states=lambda plan: _vtm_states(objective, layout, enc, plan, rows, m))
+            fused = {name: out.loss for name, out in (("mlm", mlm), ("vtm", vtm)) if out is not None}
+            return loss + zero + objective.weighted(fused), mlm, vtm
 
         loss, mlm, vtm = run(forward, b)
         backward(loss)
@@ -147,8 +130,7 @@ def cached_step(objective: PretrainObjective, micro_batches: list[dict], step: i
                 sums[f"{name}_acc"] = sums.get(f"{name}_acc", 0) + out.accuracy / len(micro_batches)
 
     parts = {"egonce": ego.loss.detach(), "egonce_acc": ego.accuracy, **sums}
-    total = cfg.egonce_weight * parts["egonce"] + sum(
-        w * parts[k] for k, w in (("mlm", cfg.mlm_weight), ("vtm", cfg.vtm_weight)) if k in parts)
+    total = objective.weighted({name: parts.get(name) for name in ("egonce", "mlm", "vtm")})
     return {"loss": total, **parts}
 
 

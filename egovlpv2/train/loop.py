@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
-import numpy as np
 import torch
 
+from egovlpv2.dist import collectives as C
 from egovlpv2.dist.watchdog import PeerWatchdog, is_collective_error
 from egovlpv2.fileio import atomic_write_json
+from egovlpv2.rng import rng_state, set_rng_state
 from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed, stop_requested
 from egovlpv2.train.divergence import NonFiniteGuard
 from egovlpv2.train.monitor import Monitor
@@ -127,7 +127,7 @@ def _run_eval(engine, task: Task) -> dict[str, float]:
 
 def _record_eval(path: Path, step: int, metrics: dict[str, float]) -> None:
     """Rank 0 keeps every evaluation of the run in one JSON file ({step: metrics}), across resumptions."""
-    if torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+    if C.rank() != 0:
         return
     history = json.loads(path.read_text()) if path.is_file() else {}
     history[str(step)] = metrics
@@ -141,7 +141,7 @@ class _Batches:
         self.task, self.device = task, device
         self.source = task.make_loader(state)
         self.iterator: Optional[Iterator] = None
-        self.loader_rng: Optional[tuple] = None
+        self.loader_rng: Optional[dict] = None
 
     def _with_loader_rng(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn`` (start the loader, fetch a batch) on the loader's own copy of the global random streams.
@@ -151,14 +151,14 @@ class _Batches:
         dropout after a resume would differ. The loader's stream starts as a copy of the training's and then
         advances on its own (in-process augmentation still varies from batch to batch).
         """
-        training = _rng_states()
+        training = rng_state()
         if self.loader_rng is not None:
-            _set_rng_states(self.loader_rng)
+            set_rng_state(self.loader_rng)
         try:
             return fn()
         finally:
-            self.loader_rng = _rng_states()
-            _set_rng_states(training)
+            self.loader_rng = rng_state()
+            set_rng_state(training)
 
     def next(self) -> Any:
         for attempt in range(2):
@@ -170,16 +170,6 @@ class _Batches:
             except StopIteration:
                 self.iterator = None
         raise RuntimeError("the loader yields no batches (an epoch ended immediately after starting)")
-
-
-def _rng_states() -> tuple:
-    return random.getstate(), np.random.get_state(), torch.get_rng_state()
-
-
-def _set_rng_states(states: tuple) -> None:
-    random.setstate(states[0])
-    np.random.set_state(states[1])
-    torch.set_rng_state(states[2])
 
 
 def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:

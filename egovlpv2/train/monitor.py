@@ -16,6 +16,8 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from egovlpv2.dist import collectives as C
+
 log = logging.getLogger(__name__)
 
 # Dense bf16/fp16 tensor-core peak FLOP/s per device, by name fragment (for the MFU estimate).
@@ -41,8 +43,8 @@ def peak_memory_gib(device: torch.device) -> float:
 
 
 def _gather(obj):
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        out = [None] * dist.get_world_size()
+    if C.world_size() > 1:
+        out = [None] * C.world_size()
         dist.all_gather_object(out, obj)
         return out
     return [obj]
@@ -62,8 +64,7 @@ class Monitor:
         progress_bar: bool = True,
         flops_per_step: Optional[float] = None,
     ):
-        self.rank = dist.get_rank() if dist.is_initialized() else 0
-        self.world_size = dist.get_world_size() if dist.is_initialized() else 1
+        self.rank, self.world_size = C.rank(), C.world_size()
         self.device = device
         self.every_steps = every_steps
         self.flops_per_step = flops_per_step

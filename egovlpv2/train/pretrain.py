@@ -22,6 +22,7 @@ from egovlpv2.data.pipeline import reshard_loader_states
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.collectives import gather_objects
 from egovlpv2.dist.env import detect, init_distributed, select_device
+from egovlpv2.errors import MissingPathError
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.storage import exists, join
@@ -115,19 +116,19 @@ def check_inputs(cfg: PretrainConfig, ds_config_path: "str | Path | dict") -> di
     ds = load_ds_config(ds_config_path) if not isinstance(ds_config_path, dict) else ds_config_path
     shards = cfg.data.shards
     if not shards:
-        raise ConfigError("data.shards is not set: point it at a shard directory or URL (shard_tools/make_shards.py)")
+        raise ConfigError("data.shards is not set: point it at a shard directory or URL (egovlpv2-make-shards)")
     if not exists(join(shards, "manifest.json")):
-        raise FileNotFoundError(f"data.shards={shards}: no manifest.json there; write shards with "
-                                "shard_tools/make_shards.py --task egoclip")
+        raise MissingPathError(f"data.shards={shards}: no manifest.json there; write shards with "
+                                "egovlpv2-make-shards --task egoclip")
     if not cfg.data.tokenizer or not Path(cfg.data.tokenizer).is_dir():
-        raise FileNotFoundError(f"data.tokenizer={cfg.data.tokenizer!r} is not a directory (a local Hugging Face "
+        raise MissingPathError(f"data.tokenizer={cfg.data.tokenizer!r} is not a directory (a local Hugging Face "
                                 "tokenizer: roberta-base's, or one from egovlpv2.data.tokenizer.build_bpe_tokenizer)")
     for key in ("vision_init", "text_init", "checkpoint"):
         path = getattr(cfg.model, key)
         if path and not Path(path).exists():
-            raise FileNotFoundError(f"model.{key}={path} does not exist")
+            raise MissingPathError(f"model.{key}={path} does not exist")
     if cfg.eval.egomcq_shards and not exists(join(cfg.eval.egomcq_shards, "manifest.json")):
-        raise FileNotFoundError(f"eval.egomcq_shards={cfg.eval.egomcq_shards}: no manifest.json there")
+        raise MissingPathError(f"eval.egomcq_shards={cfg.eval.egomcq_shards}: no manifest.json there")
     world_size = detect().world_size  # read from the launcher's variables; no group needed yet
     return reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, world_size, cfg.train.precision)
 

@@ -2,7 +2,7 @@
 import pytest
 import torch.distributed as dist
 
-from egovlpv2.cli import pretrain
+from egovlpv2.cli import pretrain, run_cli
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def inputs(tmp_path):
     (["optim.lr=-1"], "optim.lr"),
 ])
 def test_bad_inputs_fail_before_the_process_group(inputs, change, message, capsys):
-    assert pretrain.main(["--config", "demo", *inputs, *change]) == 2
+    assert run_cli(pretrain.main, ["--config", "demo", *inputs, *change]) == 2
     assert message in capsys.readouterr().err
     assert not dist.is_initialized()
 
@@ -33,8 +33,8 @@ def test_bad_inputs_fail_before_the_process_group(inputs, change, message, capsy
 def test_ds_config_disagreeing_with_the_recipe(inputs, tmp_path, capsys):
     bad = tmp_path / "ds.json"
     bad.write_text('{"train_micro_batch_size_per_gpu": 3, "gradient_clipping": 1.0}')
-    assert pretrain.main(["--deepspeed", str(bad), "--config", "demo", *inputs]) == 2
+    assert run_cli(pretrain.main, ["--deepspeed", str(bad), "--config", "demo", *inputs]) == 2
     assert "train_micro_batch_size_per_gpu=3 disagrees with the recipe (data.batch_size gives 16)" in capsys.readouterr().err
-    assert pretrain.main(["--deepspeed", str(tmp_path / "missing.json"), "--config", "demo", *inputs]) == 2
+    assert run_cli(pretrain.main, ["--deepspeed", str(tmp_path / "missing.json"), "--config", "demo", *inputs]) == 2
     assert "DeepSpeed config not found" in capsys.readouterr().err
     assert not dist.is_initialized()

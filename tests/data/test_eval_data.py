@@ -1,4 +1,4 @@
-"""Evaluation shards and readers: EgoMCQ, EPIC-KITCHENS-100 MIR, Charades-Ego."""
+"""Evaluation shards and what the evaluator reads from them: EgoMCQ, EPIC-KITCHENS-100 MIR, Charades-Ego."""
 import dataclasses
 import json
 import pickle
@@ -6,11 +6,11 @@ import pickle
 import numpy as np
 import torch
 
-from egovlpv2.data.eval_data import (epic_mir_relevancy_path, iter_charades_ego, iter_egomcq, iter_epic_mir_clips,
-                                     load_charades_classes, load_epic_mir_captions)
+from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_classes, load_epic_mir_captions
 from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.tokenizer import load_tokenizer
 from tests.data.data_helpers import gray_number, write_gray_video
+from tests.eval.synthetic_benchmarks import read_samples
 
 
 def _failed_ids(shard_dir):
@@ -28,7 +28,7 @@ def test_egomcq_questions_with_five_candidates(synthetic_dir, data_cfg, tmp_path
     assert json.loads((tmp_path / "s" / "failures.jsonl").read_text()) == {
         "id": "broken", "reason": "bad_row", "detail": "bad question: answer 7 or type 1 out of range"}
     tok = load_tokenizer(data_cfg.tokenizer)
-    items = list(iter_egomcq(str(tmp_path / "s"), data_cfg))
+    items = read_samples("egomcq", tmp_path / "s", data_cfg)
     assert len(items) == len(questions) - 1 and {i["type"] for i in items} == {1, 2}
     for item in items:
         q = questions[item["question_id"]]
@@ -58,7 +58,7 @@ def test_epic_mir_clips_in_csv_order_with_captions_and_relevancy(tmp_path, data_
                                         videos=str(tmp_path / "v"), workers=1, progress=False, max_failure_fraction=0.5))
     assert ok and _failed_ids(tmp_path / "s") == ["P01_01_1"]
     cfg = dataclasses.replace(data_cfg, img_size=24, eval_resize=32)
-    clips = list(iter_epic_mir_clips(str(tmp_path / "s"), cfg))
+    clips = read_samples("epic_mir", tmp_path / "s", cfg)
     assert [(c["narration_id"], c["row"], c["video_id"]) for c in clips] == [("P01_01_0", 0, "P01_01"), ("P01_01_2", 2, "P01_01")]
     # Segment centres: [1.0, 2.0) holds frames 20..39 -> 4 segments of 5 frames -> 22, 27, 32, 37.
     assert [gray_number(f) for f in clips[0]["video"]] == [22, 27, 32, 37]
@@ -78,7 +78,7 @@ def test_charades_ego_whole_videos_with_multi_hot_labels(tmp_path, data_cfg):
                                         out=str(tmp_path / "s"), videos=str(tmp_path / "v"), workers=1,
                                         progress=False, max_failure_fraction=0.5))
     assert ok and _failed_ids(tmp_path / "s") == ["XYZ99"]
-    items = list(iter_charades_ego(str(tmp_path / "s"), data_cfg))
+    items = read_samples("charades_ego", tmp_path / "s", data_cfg)
     assert len(items) == 1 and items[0]["id"] == "ABC12"
     assert items[0]["label"].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
     assert [gray_number(f) for f in items[0]["video"]] == [5, 15, 25, 35]  # centres of the whole 40 frames

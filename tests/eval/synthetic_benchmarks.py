@@ -190,3 +190,13 @@ def run_isolated(main, argv: list[str]):
             dist.destroy_process_group()
         os.environ.clear()
         os.environ.update(saved)
+
+
+def read_samples(task: str, shard_dir, data_cfg) -> list[dict]:
+    """Every sample of an eval shard directory through the evaluator's reader, in written order."""
+    from egovlpv2.data.tokenizer import load_tokenizer
+    from egovlpv2.eval.eval_samples import EvalSamples
+
+    tokenizer = load_tokenizer(data_cfg.tokenizer) if task == "egomcq" else None
+    dataset = EvalSamples(task, shard_dir, data_cfg, tokenizer)
+    return [dataset[i][1] for i in range(len(dataset))]

@@ -7,7 +7,6 @@ import torch.multiprocessing as mp
 
 import egovlpv2
 from egovlpv2.data import DataConfig
-from egovlpv2.data.eval_data import iter_charades_ego, iter_egomcq, iter_epic_mir_clips
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import normalize_video
 from egovlpv2.dist.env import free_port
@@ -48,9 +47,9 @@ def data_cfg(bench, shards):
 
 @torch.no_grad()
 def reference_epic(bench):
-    """Similarity straight from the data module's reader, independent of the evaluator's dataset path."""
+    """Similarity computed directly from the samples, independent of the evaluator's batching, gathering and metrics."""
     model, tok = bench["model"], load_tokenizer(bench["tokenizer"])
-    clips = list(iter_epic_mir_clips(str(bench["epic"]["shards"]), data_cfg(bench, bench["epic"]["shards"])))
+    clips = synth.read_samples("epic_mir", bench["epic"]["shards"], data_cfg(bench, bench["epic"]["shards"]))
     video = model.encode_video(normalize_video(torch.stack([c["video"] for c in clips])))
     enc = tok(bench["epic"]["captions"], padding=True, return_tensors="pt")
     text = model.encode_text(enc["input_ids"], enc["attention_mask"])
@@ -78,7 +77,7 @@ def test_egomcq_end_to_end_from_the_released_checkpoint_layout(bench, tmp_path):
     results = run_cli(bench, "egomcq", bench["mcq"]["shards"], bench["released"], tmp_path / "mcq.json")
     model = bench["model"]
     dual, vtm, answers, types = [], [], [], []
-    for s in iter_egomcq(str(bench["mcq"]["shards"]), data_cfg(bench, bench["mcq"]["shards"])):
+    for s in synth.read_samples("egomcq", bench["mcq"]["shards"], data_cfg(bench, bench["mcq"]["shards"])):
         video = normalize_video(s["video"])
         ids, mask = s["input_ids"][None], s["attention_mask"][None]
         dual.append((model.encode_video(video) @ model.encode_text(ids, mask).T)[:, 0])
@@ -95,7 +94,7 @@ def test_egomcq_end_to_end_from_the_released_checkpoint_layout(bench, tmp_path):
 def test_charades_ego_end_to_end(bench, tmp_path):
     results = run_cli(bench, "charades_ego", bench["charades"]["shards"], bench["ours"], tmp_path / "ch.json")
     model, tok = bench["model"], load_tokenizer(bench["tokenizer"])
-    samples = list(iter_charades_ego(str(bench["charades"]["shards"]), data_cfg(bench, bench["charades"]["shards"])))
+    samples = synth.read_samples("charades_ego", bench["charades"]["shards"], data_cfg(bench, bench["charades"]["shards"]))
     video = model.encode_video(normalize_video(torch.stack([s["video"] for s in samples])))
     enc = tok(bench["charades"]["classes"], padding=True, return_tensors="pt")
     scores = video @ model.encode_text(enc["input_ids"], enc["attention_mask"]).T

@@ -1,9 +1,9 @@
-"""EgoMCQ scoring during training on a hand-made case, and the equal-work split ZeRO-3 needs."""
+"""EgoMCQ scoring during training on a hand-made case."""
 import pytest
 import torch
 
 from egovlpv2.eval.egomcq import accuracies
-from egovlpv2.train.egomcq_hook import flatten, padded_share
+from egovlpv2.train.egomcq_hook import flatten
 
 
 def test_hand_made_questions():
@@ -21,11 +21,3 @@ def test_hand_made_questions():
     got = flatten(accuracies(dual, vtm, answers, types))
     assert got == pytest.approx({"dual_inter": 50.0, "dual_intra": 50.0, "vtm_inter": 50.0, "vtm_intra": 50.0,
                                  "ensemble_inter": 100.0, "ensemble_intra": 50.0})
-
-
-@pytest.mark.parametrize("count, world", [(10, 3), (2, 4), (7, 1), (8, 2)])
-def test_every_rank_runs_the_same_number_of_questions_and_each_counts_once(count, world):
-    shares = [padded_share(count, r, world) for r in range(world)]
-    assert len({len(share) for share, _ in shares}) == 1  # ZeRO-3 forwards are collective
-    counted = sorted(i for share, real in shares for i in share[:real])
-    assert counted == list(range(count))

@@ -133,3 +133,21 @@ def test_resume_mid_epoch_reproduces_the_losses_bitwise(shards, tmp_path):
         assert [h["step"] for h in second["history"]] == [4]
         assert [[h[k] for k in keys] for h in first["history"] + second["history"]] == \
             [[h[k] for k in keys] for h in full["history"]]
+
+
+@pytest.mark.slow
+def test_egomcq_in_training_equals_the_evaluator_on_the_exported_weights(shards, tmp_path):
+    """The training hook is the evaluator: the same figures as egovlpv2-evaluate on the export (fp32, 4 frames)."""
+    from egovlpv2.cli.evaluate import evaluate
+    from egovlpv2.train.egomcq_hook import flatten
+    from tests.eval.synthetic_benchmarks import run_isolated
+
+    out = tmp_path / "run"
+    torchrun(WORKER, ["demo", "zero2", *overrides(shards, out, 2, **{"train.precision": "fp32"})])
+    (r0,) = results(out, 0)
+    in_training = r0["evaluations"]["2"]
+    weights = export(out / "checkpoints", tmp_path / "model.safetensors", load_pretrain_config(out / "config.yaml").model)
+    after = run_isolated(evaluate, ["--task", "egomcq", "--checkpoint", str(weights), "--data", str(shards / "egomcq"),
+                                    "--tokenizer", str(shards / "src" / "tokenizer"), "--model", "egovlpv2-tiny",
+                                    "--num-frames", "4", "--num-workers", "0", "--out", str(tmp_path / "mcq.json")])
+    assert flatten(after) == in_training

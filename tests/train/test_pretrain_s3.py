@@ -4,7 +4,7 @@ the end-of-run EgoMCQ evaluation reads its shards from the server too."""
 import pytest
 
 from egovlpv2.cli import make_shards, run_cli
-from egovlpv2.data.synthetic import SyntheticSpec, make_synthetic
+from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
 from tests.train.conftest import torchrun
 from tests.train.test_pretrain_e2e import WORKER, results
 
