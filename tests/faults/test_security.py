@@ -129,6 +129,11 @@ def test_rank_files_hold_data_only_and_a_hostile_one_runs_nothing(tmp_path):
     assert {"rng", "loader"} <= set(state)
     marker = tmp_path / "pwned"
     torch.save({"rng": _Payload(marker), "loader": state["loader"]}, rank_file)
+    # The tamperer also fixes the completeness record, or resume would just skip the altered checkpoint.
+    record = rank_file.parent / "complete.json"
+    files = json.loads(record.read_text())
+    files["files"][rank_file.name] = rank_file.stat().st_size
+    record.write_text(json.dumps(files))
     proc = torchrun(worker, [zero2, run, 6], nproc=1, expect_failure=True)
     assert not marker.exists()
     assert "weights_only" in proc.stderr + proc.stdout
