@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from egovlpv2.config import ConfigError
+from egovlpv2.model.egovlpv2 import EgoVLPv2
 
 CompileMode = Literal["off", "blocks", "full"]
 COMPILE_MODES = ("off", "blocks", "full")
@@ -81,7 +82,8 @@ def compiled_mode(model: nn.Module) -> str:
     """Which of :data:`COMPILE_MODES` ``model`` was compiled with."""
     if "fused_from_lower" in vars(model):
         return "full"
-    if any("forward" in vars(block) for block, _ in transformer_blocks(model)):
+    # The training loop also drives other models (fine-tuning heads, test stand-ins): none of them is compiled.
+    if isinstance(model, EgoVLPv2) and any("forward" in vars(block) for block, _ in transformer_blocks(model)):
         return "blocks"
     return "off"
 
