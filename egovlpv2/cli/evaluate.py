@@ -18,6 +18,7 @@ from egovlpv2.eval.report import write_report
 from egovlpv2.eval.runtime import AMP_DTYPES, current_context
 from egovlpv2.eval.tasks import TASKS, evaluate_task
 from egovlpv2.model.config import resolve_model_config
+from egovlpv2.storage import exists, join
 
 
 def parse_args(argv=None):
@@ -44,7 +45,7 @@ def check_paths(args) -> None:
     line from each rank, not a traceback from deep inside a collective run."""
     if not Path(args.checkpoint).exists():
         raise MissingPathError(f"--checkpoint {args.checkpoint}: no such file")
-    if not (Path(args.data) / "manifest.json").is_file():
+    if not exists(join(args.data, "manifest.json")):  # a path or a URL (an unreachable store raises here)
         raise MissingPathError(f"--data {args.data}: no shard directory (manifest.json) there; write it with "
                                f"egovlpv2-make-shards --task {args.task}")
     if not Path(args.tokenizer).is_dir():
