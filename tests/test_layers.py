@@ -7,7 +7,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "egovlpv2"
 # Lowest first; the packages of one layer may import each other and anything below.
 LAYERS = [
-    {"config", "errors", "fileio", "recipes", "rng", "model", "dist"},
+    {"config", "errors", "fileio", "paths", "safe_pickle", "storage", "recipes", "rng", "model", "dist"},
     {"losses", "data", "shards"},
     {"eval"},
     {"train"},

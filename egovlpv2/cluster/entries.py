@@ -221,14 +221,14 @@ def features(argv: list[str]):
 def shards(argv: list[str]) -> int:
     """Every task of a shard-writing job: egovlpv2-make-shards' arguments, writing part RANK of
     WORLD_SIZE; the last part to finish writes the manifest. A requeued task keeps its finished shards."""
-    from egovlpv2.cli import run_cli
-    from egovlpv2.cli.make_shards import main
+    from egovlpv2.cluster.job import resolve_entry
+    from egovlpv2.errors import UserError
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    status = run_cli(main, [*argv, "--part", str(rank), "--parts", str(world)])
-    if status == 2:
-        raise SystemExit(f"make_shards part {rank} of {world}: bad inputs (see the error line above)")
-    return status
+    try:
+        return resolve_entry("egovlpv2.cli.make_shards:main")([*argv, "--part", str(rank), "--parts", str(world)])
+    except UserError as exc:
+        raise SystemExit(f"error: make_shards part {rank} of {world}: {exc}") from None
 
 
 ENTRIES: dict[str, Entry] = {
