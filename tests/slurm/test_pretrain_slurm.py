@@ -15,12 +15,14 @@ every sample used once as an anchor.
 """
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.slurm.slurm_helpers import (
-    job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars,
+    job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars, wait_for_job,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -151,9 +153,9 @@ def test_run_signalled_on_two_nodes_finishes_on_one_with_each_sample_once(slurm_
     # k + (16 - 4k) / 2 on 1 node; the second epoch follows at the new size (8 steps).
     assert 1 <= k < 4
     end_of_epoch = k + (16 - 4 * k) // 2
-    result = _result(run_dir, second)
+    result = task_result(run_dir, second)
     assert result.finished and result.step == end_of_epoch + 8
-    state = torch.load(run_dir / "checkpoints" / f"step{end_of_epoch:08d}" / "rank_00000.pt", weights_only=False)
+    state = torch.load(run_dir / "checkpoints" / f"step{end_of_epoch:08d}" / "rank_00000.pt", weights_only=True)
     loader = state["loader"]["loader"]
     # The checkpoint at the end of epoch 0: the one rank yielded the 16 - 4k anchors left as (16 - 4k) / 2
     # batches, and with the 4k used before the union is every sample: none twice, none lost.

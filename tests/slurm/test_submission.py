@@ -80,12 +80,13 @@ def test_bad_recipe_fails_before_anything_is_queued(tmp_path):
 def submit_dry(capsys, monkeypatch):
     """launch/submit.py --dry-run in this process (the imports of a fresh one cost seconds); relative paths
     resolve in the checkout, as for the subprocess runs."""
+    from egovlpv2.cli import run_cli
     from egovlpv2.cli.submit import main
 
     monkeypatch.chdir(REPO)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        code = main(["--nodes", "2", "--gpus-per-node", "8", "--dry-run", *args])
+        code = run_cli(main, ["--nodes", "2", "--gpus-per-node", "8", "--dry-run", *args])
         captured = capsys.readouterr()
         return subprocess.CompletedProcess(args, code, captured.out, captured.err)
 
