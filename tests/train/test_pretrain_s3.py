@@ -37,12 +37,13 @@ def overrides(root, out, steps: int, **extra) -> list[str]:
 def test_killed_run_on_s3_shards_resumes_to_the_uninterrupted_losses(s3_shards, tmp_path):
     """Rank 1 is SIGKILLed in step 5 (mid-epoch: 6 batches an epoch); the checkpoint of step 3 resumes it."""
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, straight, 5)])
+    # Reads from the local server retry with backoff when it is slow to answer: a wider bound than on disk.
+    torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, straight, 5)], timeout=480)
     torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, killed, 5, **{"eval.at_end": "false"})],
-             env_extra={"PRETRAIN_WORKER_KILL_AT_BATCH": "5"}, expect_failure=True)
+             env_extra={"PRETRAIN_WORKER_KILL_AT_BATCH": "5"}, expect_failure=True, timeout=480)
     assert (killed / "checkpoints" / "latest").read_text().strip() == "step00000003"
     assert not results(killed, 0)  # it died before writing any result
-    torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, killed, 5, **{"eval.at_end": "false"})])
+    torchrun(WORKER, ["demo", "zero2", *overrides(s3_shards, killed, 5, **{"eval.at_end": "false"})], timeout=480)
     keys = ("step", "loss", "egonce", "mlm", "vtm", "grad_norm")
     for rank in (0, 1):
         (full,) = results(straight, rank)
