@@ -4,9 +4,16 @@ SLURM, torchrun and the DeepSpeed launcher signal a job's whole process group, D
 A worker killed by SIGTERM makes the main process raise ("DataLoader worker ... is killed by signal")
 before it can save, so workers ignore these signals (:func:`ignore_stop_signals`, their ``worker_init_fn``)
 and the main process alone decides: it saves at the next step boundary, then the workers are shut down.
+
+At exit, multiprocessing stops daemonic children with SIGTERM and joins them; a loader abandoned with its
+workers alive (an exception mid-epoch keeps its iterator referenced) would then hold the exit forever, so
+this process kills its remaining daemonic children first (:func:`kill_daemonic_children`).
 """
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # registers its exit handler first, so ours runs before it
 import signal
 
 # SIGUSR1: SLURM's advance warning (--signal), SIGTERM: preemption, scancel, a launcher shutting down.
@@ -17,3 +24,15 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
     """``worker_init_fn`` of every DataLoader: leave stop signals (and Ctrl-C) to the main process."""
     for signum in (*STOP_SIGNALS, signal.SIGINT):
         signal.signal(signum, signal.SIG_IGN)
+
+
+def kill_daemonic_children() -> None:
+    """SIGKILL what is left of this process's daemonic children (DataLoader workers ignore SIGTERM)."""
+    children = [child for child in multiprocessing.active_children() if child.daemon]
+    if children:  # torch's SIGCHLD handler would report each one as a failed worker
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+
+
+atexit.register(kill_daemonic_children)
