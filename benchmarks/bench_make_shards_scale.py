@@ -7,7 +7,7 @@ Generates an EgoClip-format csv (tab-separated, the EgoClip columns, Python-list
 over ``--videos`` videos, then runs shard_tools/make_shards.py in child processes:
 1. a mistyped --videos root (the directory does not exist);
 2. a root that exists but holds none of the csv's videos;
-3. --plan-only against a root holding half the videos (empty placeholder files: planning only checks that
+3. --plan-only against a root holding half the videos (empty stand-in files: planning only checks that
    they exist), the partial-download case: plan time, peak RSS, plan failures and summary;
 4. the merge of that plan as if every planned shard had been written (records of the planned sizes),
    for the size of manifest.json and failures.jsonl at full scale.

@@ -138,7 +138,7 @@ def _save(out_dir: Path, job: ClipJob, features, meta: dict) -> None:
 
 
 def _remove_partial_writes(out_dir: Path, clip_ids: set[str]) -> None:
-    """Temporary files of this rank's clips left by a killed write (``.{clip}.pt.XXXX.tmp``): the clip is redone."""
+    """Temporary files of this rank's clips left by a killed write (``.{clip}.pt.<random>.tmp``): the clip is redone."""
     for stale in out_dir.glob(".*.tmp"):
         target = stale.name[1:].rsplit(".", 2)[0]  # "{clip}.pt" or "{clip}.json"
         if target.rpartition(".")[0] in clip_ids:

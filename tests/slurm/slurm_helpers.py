@@ -12,6 +12,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SUBMIT = REPO / "launch" / "submit.py"
+# What the training jobs of these tests run with: DeepSpeed on the CPU, one thread per rank.
+JOB_ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def run_submit(*args: str, env: dict | None = None, timeout: float = 120) -> str:

@@ -12,13 +12,12 @@ from pathlib import Path
 import pytest
 
 from tests.slurm.slurm_helpers import (
-    job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars,
+    JOB_ENV, job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 STEPS = 6
-ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,7 @@ def _args(data: dict, run_dir: Path) -> list[str]:
 
 def _submit(data: dict, run_dir: Path) -> str:
     printed = run_submit("--entry", "finetune", "--nodes", "2", "--gpus-per-node", "0", "--cpus-per-task", "1",
-                         "--time", "10", "--job-name", run_dir.name, *_args(data, run_dir), env=ENV)
+                         "--time", "10", "--job-name", run_dir.name, *_args(data, run_dir), env=JOB_ENV)
     return job_id_of(printed)
 
 
@@ -83,6 +82,6 @@ def test_a_finished_finetune_is_not_submitted_again(runs, epic_data):
     run_dir, _, state = runs["ref"]
     assert state == "COMPLETED"
     before = sorted(p.name for p in (run_dir / "slurm").iterdir())
-    printed = run_submit("--entry", "finetune", "--nodes", "2", "--gpus-per-node", "0", *_args(epic_data, run_dir), env=ENV)
+    printed = run_submit("--entry", "finetune", "--nodes", "2", "--gpus-per-node", "0", *_args(epic_data, run_dir), env=JOB_ENV)
     assert "already finished" in printed and f"step {STEPS} of {STEPS}" in printed
     assert sorted(p.name for p in (run_dir / "slurm").iterdir()) == before, "nothing was submitted"

@@ -22,13 +22,12 @@ from pathlib import Path
 import pytest
 
 from tests.slurm.slurm_helpers import (
-    job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars, wait_for_job,
+    JOB_ENV, job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars, wait_for_job,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 STEPS = 8
-ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +54,7 @@ def _recipe_args(data: Path, run_dir: Path) -> list[str]:
 
 def _submit(data: Path, run_dir: Path) -> str:
     printed = run_submit("--nodes", "2", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "10",
-                         "--job-name", run_dir.name, *_recipe_args(data, run_dir), env=ENV)
+                         "--job-name", run_dir.name, *_recipe_args(data, run_dir), env=JOB_ENV)
     return job_id_of(printed)
 
 
@@ -107,7 +106,7 @@ def test_a_finished_run_is_not_submitted_again(runs, demo_data):
     run_dir, _, state = runs["ref"]
     assert state == "COMPLETED"
     before = sorted(p.name for p in (run_dir / "slurm").iterdir())
-    printed = run_submit("--nodes", "2", "--gpus-per-node", "0", *_recipe_args(demo_data, run_dir), env=ENV)
+    printed = run_submit("--nodes", "2", "--gpus-per-node", "0", *_recipe_args(demo_data, run_dir), env=JOB_ENV)
     assert "already finished" in printed and f"step {STEPS} of {STEPS}" in printed
     assert sorted(p.name for p in (run_dir / "slurm").iterdir()) == before, "nothing was submitted"
 
@@ -122,7 +121,7 @@ def test_run_signalled_on_two_nodes_finishes_on_one_with_each_sample_once(slurm_
     args = [*_recipe_args(demo_data, run_dir), "data.batch_size=2", "train.max_steps=null", "train.epochs=2",
             "checkpoint.every_steps=1", "checkpoint.keep_last=20"]
     first = job_id_of(run_submit("--nodes", "2", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "10",
-                                 "--job-name", "elastic", *args, env=ENV))
+                                 "--job-name", "elastic", *args, env=JOB_ENV))
     latest = run_dir / "checkpoints" / "latest"
     deadline = time.monotonic() + 240
     while not latest.is_file() and time.monotonic() < deadline:
@@ -141,7 +140,7 @@ def test_run_signalled_on_two_nodes_finishes_on_one_with_each_sample_once(slurm_
         time.sleep(0.5)
 
     printed = run_submit("--nodes", "1", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "10",
-                         "--job-name", "elastic", *args, env=ENV)
+                         "--job-name", "elastic", *args, env=JOB_ENV)
     assert "elastic resume" in printed and "world size 2 -> 1" in printed, printed
     second = job_id_of(printed)
     assert wait_for_job(second, run_dir, timeout=400) == "COMPLETED", logs_of(run_dir, second)
