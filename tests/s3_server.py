@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -39,11 +40,12 @@ class S3Server:
                                  client_kwargs={"endpoint_url": self.endpoint}, **kwargs)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def _wait_for_port(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {proc.returncode}: {proc.stdout.read()}")
+            log.seek(0)
+            raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read()}")
         with socket.socket() as sock:  # a bare connect: no HTTP request, so no auth-free action is spent
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -56,11 +58,13 @@ def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
 
     port = free_port()
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(SETUP_ACTIONS)) if auth else dict(os.environ)
+    # A file, not a pipe: the server logs every request, and a pipe nobody drains fills up and stalls it.
+    log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_port(port, proc)
+        _wait_for_port(port, proc, log)
         if not auth:
             return proc, S3Server(endpoint, "test-key", "test-secret")
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
