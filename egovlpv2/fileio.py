@@ -30,6 +30,12 @@ def _default_mode() -> int:
     return 0o666 & ~mask
 
 
+def leftover_temporaries(directory: str | os.PathLike) -> list[tuple[Path, str]]:
+    """The temporaries of atomic writes in ``directory`` that a killed process left behind, each with the name
+    of the file it was to replace (``.{name}.{random}.tmp`` -> ``name``)."""
+    return [(tmp, tmp.name[1:-len(".tmp")].rpartition(".")[0]) for tmp in Path(directory).glob(".*.tmp")]
+
+
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """A file to stream into (text ``"w"`` or binary ``"wb"``) that replaces ``path`` only when the block

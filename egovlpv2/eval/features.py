@@ -29,7 +29,7 @@ from egovlpv2.data.transforms import prepare_video
 from egovlpv2.eval.encode import batched, tokenize
 from egovlpv2.eval.runtime import EvalContext, my_share, progress, share_indices
 from egovlpv2.eval.video_windows import WindowSpec, count_windows, iter_windows, video_duration
-from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
+from egovlpv2.fileio import atomic_write_bytes, atomic_write_json, leftover_temporaries
 from egovlpv2.paths import path_inside
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ def _save(out_dir: Path, job: ClipJob, features, meta: dict) -> None:
 
 def _remove_partial_writes(out_dir: Path, clip_ids: set[str]) -> None:
     """Temporary files of this rank's clips left by a killed write (``.{clip}.pt.<random>.tmp``): the clip is redone."""
-    for stale in out_dir.glob(".*.tmp"):
-        target = stale.name[1:].rsplit(".", 2)[0]  # "{clip}.pt" or "{clip}.json"
+    for stale, target in leftover_temporaries(out_dir):  # target: "{clip}.pt" or "{clip}.json"
         if target.rpartition(".")[0] in clip_ids:
             stale.unlink(missing_ok=True)
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from egovlpv2.fileio import atomic_write_json
+from egovlpv2.fileio import atomic_write_json, leftover_temporaries
 from egovlpv2.shards.source_reader import SourceReader
 from egovlpv2.shards.transcode import ClipError, EncodeOptions, cut_clip, video_segments
 
@@ -146,8 +146,9 @@ def remove_partial_files(out_dir: str | Path, names: set[str] | None = None) -> 
     With ``names`` (one part of a cluster run: other parts may be writing theirs right now) only those of
     the shards ``names``. Returns the removed files."""
     out = Path(out_dir)
-    candidates = [*out.glob(f"*{PARTIAL_SUFFIX}"), *out.glob(".*.tmp"), *Path(out, RECORDS).glob(".*.tmp")]
-    leftovers = [p for p in candidates if names is None or p.name.lstrip(".").split(".")[0] in names]
+    candidates = [(p, p.name) for p in out.glob(f"*{PARTIAL_SUFFIX}")]
+    candidates += leftover_temporaries(out) + leftover_temporaries(Path(out, RECORDS))
+    leftovers = [p for p, target in candidates if names is None or target.split(".")[0] in names]
     for path in leftovers:
         path.unlink(missing_ok=True)
     return leftovers
