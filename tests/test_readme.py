@@ -1,7 +1,7 @@
 """Every command line the README shows goes through its real parser, so the guide cannot drift from the code:
 its flags exist, its sub-options exist, and the recipes and DeepSpeed configs it names resolve.
 
-A README command may use the guide's placeholders: ``...`` (more arguments), ``[--opt value]`` (optional)
+A README command may use the guide's shorthand: ``...`` (more arguments), ``[--opt value]`` (optional)
 and ``a|b`` (alternatives, the first is taken).
 """
 import argparse
@@ -46,7 +46,7 @@ def readme_commands() -> list[str]:
     return out
 
 
-def _expand_placeholders(words: list[str]) -> list[str]:
+def _expand_shorthand(words: list[str]) -> list[str]:
     out = []
     for w in words:
         if w == "...":
@@ -146,7 +146,7 @@ def _check_recipes(module: str, ns) -> None:
 
 
 COMMANDS = readme_commands()
-OURS = [(c, *_program(_expand_placeholders(shlex.split(c)))) for c in COMMANDS]
+OURS = [(c, *_program(_expand_shorthand(shlex.split(c)))) for c in COMMANDS]
 OURS = [(c, m, a) for c, m, a in OURS if m is not None]
 
 
