@@ -73,10 +73,6 @@ def video_info(path: str | Path) -> VideoInfo:
     return VideoInfo(duration, int(frames))
 
 
-def video_duration(path: str | Path) -> float:
-    return video_info(path).duration_s
-
-
 def count_windows(spec: WindowSpec, start: float, end: float) -> int:
     return max(1, math.ceil((end - start) * spec.windows_per_second - 1e-9))
 
