@@ -155,6 +155,8 @@ def test_dense_features_of_a_video_list_one_file_each_with_metadata(setup, tmp_p
         _run(setup, "--preset", "dense", "--videos", str(listing), "--out", str(tmp_path / "out2"))
     with pytest.raises(UsageError, match="--preset dense"):
         _run(setup, "--preset", "egomq", "--frames", "4", "--videos", str(setup["videos"]), "--out", str(tmp_path))
+    with pytest.raises(UsageError, match="needs --tokenizer"):
+        _run(setup, "--preset", "egonlq", "--videos", str(setup["videos"]), "--out", str(tmp_path))
 
 
 @pytest.mark.slow
