@@ -175,15 +175,17 @@ def _prepare_finetune(argv: list[str], output_dir: Path | None) -> Prepared:
 def _features_plan(argv: list[str]):
     """egovlpv2-extract-features' arguments, its clips, and how many of them have their features already."""
     from egovlpv2.cluster.job import resolve_entry
-    from egovlpv2.eval.features import plan_jobs
+    from egovlpv2.eval.feature_presets import resolve_preset
+    from egovlpv2.eval.features import is_done, plan_jobs
 
     args = resolve_entry("egovlpv2.cli.extract_features:parse_args")(argv)
+    preset = resolve_preset(args.preset, args.windows_per_second, args.frames)
     if not Path(args.checkpoint).is_file():
         raise MissingPathError(f"--checkpoint {args.checkpoint} not found")
-    if args.task == "egonlq" and not (args.tokenizer and Path(args.tokenizer).is_dir()):
-        raise MissingPathError(f"egonlq needs --tokenizer, a tokenizer directory (got {args.tokenizer!r})")
-    jobs = plan_jobs(args.task, args.videos, args.annotations)
-    done = sum((Path(args.out) / f"{job.clip_id}.pt").is_file() for job in jobs)
+    if preset.needs_queries and not (args.tokenizer and Path(args.tokenizer).is_dir()):
+        raise MissingPathError(f"{preset.name} needs --tokenizer, a tokenizer directory (got {args.tokenizer!r})")
+    jobs = plan_jobs(preset.name, args.videos, args.annotations)
+    done = sum(is_done(args.out, job, preset) for job in jobs)
     return args, jobs, done
 
 

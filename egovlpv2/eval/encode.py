@@ -21,8 +21,10 @@ def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield chunk
 
 
-def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    enc = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length, return_tensors="pt")
+def tokenize(tokenizer, texts: Sequence[str], max_length: int, device: torch.device,
+             padding: str = "longest") -> tuple[torch.Tensor, torch.Tensor]:
+    """``padding="max_length"`` pads every text to ``max_length`` tokens (the EgoNLQ feature files)."""
+    enc = tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 

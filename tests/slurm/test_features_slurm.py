@@ -1,4 +1,4 @@
-"""EgoMQ feature extraction as a 2-task job through launch/submit.py, requeued on the time limit mid-way.
+"""Dense feature extraction as a 2-task job through launch/submit.py, requeued on the time limit mid-way.
 
 Clip i belongs to task i % 2. After the first clip is written the job gets SLURM's time-limit signal (USR2):
 each task finishes its clip in progress, the job requeues, and the second attempt skips the finished clips.
@@ -33,14 +33,16 @@ def inputs(tmp_path_factory) -> dict:
     videos.mkdir()
     for i in range(CLIPS):
         write_video(videos / f"clip{i:02d}.mp4", synth.render(i % 3, i % 4, 6.0, i), synth.FPS, gop=8)
+    # a list of videos, as for one's own collection (paths relative to the list's folder)
+    (root / "videos.txt").write_text("".join(f"videos/clip{i:02d}.mp4\n" for i in range(CLIPS)))
     torch.manual_seed(0)
     torch.save(egovlpv2.create_model("egovlpv2-tiny", num_frames=4).state_dict(), root / "tiny.pt")
     return {"root": root, "videos": videos, "checkpoint": root / "tiny.pt"}
 
 
 def _args(inputs: dict, out: Path) -> list[str]:
-    return ["--task", "egomq", "--checkpoint", str(inputs["checkpoint"]), "--videos", str(inputs["videos"]),
-            "--out", str(out), "--model", "egovlpv2-tiny", "--frames-per-window", "4", "--windows-per-second", "8",
+    return ["--preset", "dense", "--checkpoint", str(inputs["checkpoint"]), "--videos", str(inputs["root"] / "videos.txt"),
+            "--out", str(out), "--model", "egovlpv2-tiny", "--frames", "4", "--windows-per-second", "8",
             "--batch-size", "16"]
 
 

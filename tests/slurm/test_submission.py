@@ -119,7 +119,7 @@ def test_features_dry_run_counts_the_clips_and_missing_inputs_fail_at_once(submi
         (videos / f"{name}.mp4").write_bytes(b"")  # planning looks at names only
     (out_dir / "b.pt").write_bytes(b"")
     (tmp_path / "model.pt").write_bytes(b"")
-    args = ["--entry", "features", "--task", "egomq", "--checkpoint", str(tmp_path / "model.pt"),
+    args = ["--entry", "features", "--preset", "egomq", "--checkpoint", str(tmp_path / "model.pt"),
             "--videos", str(videos), "--out", str(out_dir)]
     out = submit_dry(*args)
     assert out.returncode == 0, out.stderr
