@@ -5,7 +5,7 @@
   egovlpv2-submit --nodes 8 --dry-run --config egoclip          # print sbatch script + config
   egovlpv2-submit --entry check --nodes 2 --output-dir runs/check
   egovlpv2-submit --entry finetune --task epic_mir --time 12:00:00 init_checkpoint=... train.output_dir=...
-  egovlpv2-submit --entry features --nodes 2 --task egomq --checkpoint EgoVLPv2.pth --videos clips/ --out feats/mq
+  egovlpv2-submit --entry features --nodes 2 --preset egomq --checkpoint EgoVLPv2.pth --videos clips/ --annotations moments_val.json --out feats/mq
   egovlpv2-submit --entry shards --nodes 8 --gpus-per-node 0 --output-dir runs/shards \
       --csv egoclip.csv --videos /data/ego4d/v2/video_540ss --out /data/egoclip_shards
 
