@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
 from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import charades_map
+from egovlpv2.eval.ranking import Ranking
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating
 
 
@@ -17,10 +19,11 @@ def class_scores(model, videos_emb: torch.Tensor, class_names: list[str], tokeni
     return videos_emb @ text_emb.T
 
 
-def evaluate_charades_ego(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
-                          batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
-                          allow_missing: bool = False) -> dict:
-    """Zero-shot (or fine-tuned) mAP from eval shards of `make_shards.py --task charades_ego`."""
+def rank_charades_ego(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
+                      batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
+                      allow_missing: bool = False) -> tuple[dict, Ranking]:
+    """Zero-shot (or fine-tuned) mAP from eval shards of `make_shards.py --task charades_ego`, and every video
+    ranked for each class prompt."""
     from egovlpv2.data.eval_data import load_charades_classes
 
     ctx = ctx or current_context()
@@ -34,5 +37,8 @@ def evaluate_charades_ego(model, shard_dir: str | Path, data_cfg, tokenizer, ctx
     labels = torch.stack(kept["label"])
     if labels.shape[1] != len(class_names):
         raise ValueError(f"Charades-Ego labels have {labels.shape[1]} classes but the class list has {len(class_names)}")
-    return {"mAP": charades_map(scores, labels), "num_videos": int(labels.shape[0]),
-            "num_classes": len(class_names), "missing": missing}
+    result = {"mAP": charades_map(scores, labels), "num_videos": int(labels.shape[0]),
+              "num_classes": len(class_names), "missing": missing}
+    ranking = Ranking("charades_ego", "cosine similarity", scores.T.numpy(), labels.T.double().numpy(), dataset.refs,
+                      queries=class_names, candidate_samples=np.arange(labels.shape[0]))
+    return result, ranking

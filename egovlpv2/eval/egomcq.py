@@ -8,12 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 
 from egovlpv2.data.transforms import prepare_video
 from egovlpv2.eval.encode import batch_count
 from egovlpv2.eval.eval_samples import NUM_CHOICES, EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import egomcq_accuracy
+from egovlpv2.eval.ranking import Ranking
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating, gather_rows, progress
 
 SCORE_KINDS = ("dual", "vtm", "ensemble")
@@ -44,10 +46,12 @@ def accuracies(dual: torch.Tensor, vtm: torch.Tensor, answers, types) -> dict[st
     return {kind: egomcq_accuracy(scores[kind], answers, types) for kind in SCORE_KINDS}
 
 
-def evaluate_egomcq_batches(model, batches: Iterable[list], ctx: EvalContext | None = None) -> dict:
+def score_egomcq_batches(model, batches: Iterable[list], ctx: EvalContext | None = None,
+                         ) -> tuple[dict, torch.Tensor, torch.Tensor]:
     """Score this rank's batches of `(index, sample)`; each question is scored by exactly one rank.
 
-    Returns {"dual"|"vtm"|"ensemble": {"inter", "intra"}, "num_questions": {"inter", "intra"}}.
+    Returns ({"dual"|"vtm"|"ensemble": {"inter", "intra"}, "num_questions": {"inter", "intra"}},
+    ensemble scores [Q, 5], answers [Q]), questions in index order, on every rank.
     """
     ctx = ctx or current_context()
     indices, rows = [], []
@@ -62,16 +66,21 @@ def evaluate_egomcq_batches(model, batches: Iterable[list], ctx: EvalContext | N
     answers, types = table[:, -2].long(), table[:, -1].long()
     result = accuracies(dual, vtm, answers, types)
     result["num_questions"] = {"inter": int((types == 1).sum()), "intra": int((types == 2).sum())}
-    return result
+    return result, dual + vtm, answers
 
 
-def evaluate_egomcq(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
-                    batch_size: int = 2, limit: int | None = None, num_workers: int = 2,
-                    allow_missing: bool = False) -> dict:
-    """EgoMCQ accuracy from eval shards written by `egovlpv2-make-shards --task egomcq`."""
+def rank_egomcq(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
+                batch_size: int = 2, limit: int | None = None, num_workers: int = 2,
+                allow_missing: bool = False) -> tuple[dict, Ranking]:
+    """EgoMCQ accuracy from eval shards written by `egovlpv2-make-shards --task egomcq`, and each
+    question's five clips ranked by the ensemble score."""
     ctx = ctx or current_context()
     missing = check_complete(shard_dir, allow_missing)
     dataset = EvalSamples("egomcq", shard_dir, data_cfg, tokenizer, limit)
-    result = evaluate_egomcq_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx)
+    result, ensemble, answers = score_egomcq_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx)
     result["missing"] = missing
-    return result
+    correct = torch.nn.functional.one_hot(answers, NUM_CHOICES).numpy().astype(np.float64)
+    ranking = Ranking("egomcq", "ensemble score", ensemble.numpy(), correct, dataset.refs, queries=None,
+                      candidate_samples=None)
+    return result, ranking
+

@@ -14,6 +14,7 @@ from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
 from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
 from egovlpv2.eval.metrics import mir_map, mir_ndcg
+from egovlpv2.eval.ranking import Ranking
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating
 from egovlpv2.safe_pickle import load_pickled_array
 
@@ -44,10 +45,11 @@ def mir_results(similarity, relevancy) -> dict:
     return {"mAP": mir_map(similarity, relevancy), "nDCG": mir_ndcg(similarity, relevancy)}
 
 
-def evaluate_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
-                      batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
-                      allow_missing: bool = False, relevancy_path: str | Path | None = None) -> dict:
-    """mAP and nDCG (V->T, T->V, avg) from eval shards of `make_shards.py --task epic_mir`."""
+def rank_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalContext | None = None,
+                  batch_size: int = 8, limit: int | None = None, num_workers: int = 2,
+                  allow_missing: bool = False, relevancy_path: str | Path | None = None) -> tuple[dict, Ranking]:
+    """mAP and nDCG (V->T, T->V, avg) from eval shards of `make_shards.py --task epic_mir`, and every clip
+    ranked for each caption (text -> video)."""
     from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_epic_mir_captions
 
     ctx = ctx or current_context()
@@ -65,9 +67,13 @@ def evaluate_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: Ev
     if missing or limit is not None:
         # Only the clips present: their rows of the matrix (figures not comparable to the paper's).
         relevancy = relevancy[kept["row"]]
+        sample_of_clip = np.arange(len(kept["row"]))
     else:
         video_emb = order_by_row(video_emb, kept["row"], relevancy.shape[0], shard_dir)
+        sample_of_clip = np.argsort(kept["row"])  # matrix row -> evaluation order
     similarity = (video_emb @ text_emb.T).numpy()
     result = mir_results(similarity, relevancy)
     result.update(num_clips=int(similarity.shape[0]), num_captions=int(similarity.shape[1]), missing=missing)
-    return result
+    ranking = Ranking("epic_mir", "cosine similarity", similarity.T, relevancy.T, dataset.refs, queries=captions,
+                      candidate_samples=sample_of_clip)
+    return result, ranking

@@ -43,14 +43,19 @@ def _cell(value) -> str:
     return "n/a" if math.isnan(value) else f"{value:.2f}"
 
 
-def markdown_table(task: str, results: dict) -> str:
+def table_rows(task: str, results: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the results table: each metric, our figure, the paper's in each setting."""
     paper = PAPER.get(task, {})
     settings = sorted({s for per_metric in paper.values() for s in per_metric})
-    header = ["metric", "ours"] + settings
+    rows = [[metric, _cell(value)] + [_cell(paper.get(metric, {}).get(s)) for s in settings]
+            for metric, value in flatten(results).items()]
+    return ["metric", "ours"] + settings, rows
+
+
+def markdown_table(task: str, results: dict) -> str:
+    header, rows = table_rows(task, results)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for metric, value in flatten(results).items():
-        row = [metric, _cell(value)] + [_cell(paper.get(metric, {}).get(s)) for s in settings]
-        lines.append("| " + " | ".join(row) + " |")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 

@@ -76,12 +76,33 @@ def caption(meta: dict, key: str, chars: int) -> list[str]:
     return [f"{video}  {span}", *text[:TEXT_LINES - 3], tags or "(no tags)", key][:TEXT_LINES]
 
 
+def label_font() -> ImageFont.ImageFont:
+    """The font of every caption line (LINE_H pixels apart)."""
+    return ImageFont.load_default(size=11)
+
+
 def _tile(frame: np.ndarray) -> Image.Image:
     image = Image.fromarray(frame)
     image.thumbnail((TILE_W, TILE_H))
     tile = Image.new("RGB", (TILE_W, TILE_H))
     tile.paste(image, ((TILE_W - image.width) // 2, (TILE_H - image.height) // 2))
     return tile
+
+
+def frame_strip(frames) -> Image.Image:
+    """uint8 [H, W, 3] frames side by side, each fitted inside a TILE_W x TILE_H tile (aspect kept)."""
+    strip = Image.new("RGB", (len(frames) * TILE_W, TILE_H))
+    for j, frame in enumerate(frames):
+        strip.paste(_tile(frame), (j * TILE_W, 0))
+    return strip
+
+
+def save_png(image: Image.Image, out: str | Path) -> None:
+    """Write ``image`` to ``out`` as PNG atomically (a reader never sees half a file), making its folder."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    atomic_write_bytes(out, png.getvalue())
 
 
 def contact_sheet(shard_dir: str | Path, out: str | Path, samples: int = 16, frames: int = 4, seed: int = 0,
@@ -92,7 +113,7 @@ def contact_sheet(shard_dir: str | Path, out: str | Path, samples: int = 16, fra
     width, height = sheet_size(len(chosen), frames)
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=11)
+    font = label_font()
     decoder = FrameDecoder(backend)
     keys = []
     cell_w, cell_h = frames * TILE_W, TILE_H + TEXT_LINES * LINE_H
@@ -103,13 +124,9 @@ def contact_sheet(shard_dir: str | Path, out: str | Path, samples: int = 16, fra
         kind, data, count = frames_member(sample, meta, prefix)
         images = decoder(kind, data, lambda n: segment_indices(n, frames, False), count)
         x0, y0 = (i % COLUMNS) * cell_w, (i // COLUMNS) * cell_h
-        for j, frame in enumerate(images[:frames]):
-            sheet.paste(_tile(frame), (x0 + j * TILE_W, y0))
+        sheet.paste(frame_strip(images[:frames]), (x0, y0))
         for line_no, line in enumerate(caption(meta, sample["__key__"], cell_w // 7)):
             draw.text((x0 + 4, y0 + TILE_H + 1 + line_no * LINE_H), line, fill="black", font=font)
         keys.append(sample["__key__"])
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    png = io.BytesIO()
-    sheet.save(png, format="PNG")
-    atomic_write_bytes(out, png.getvalue())
+    save_png(sheet, out)
     return keys

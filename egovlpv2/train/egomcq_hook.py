@@ -1,6 +1,6 @@
 """EgoMCQ during pre-training: dual, VTM and ensemble accuracy, inter- and intra-video.
 
-The hook runs the evaluator itself (``egovlpv2.eval.egomcq.evaluate_egomcq``) on the model inside the
+The hook runs the evaluator itself (``egovlpv2.eval.egomcq.rank_egomcq``) on the model inside the
 DeepSpeed engine, so its figures are those of ``egovlpv2-evaluate`` on the exported weights at the same
 frame count and precision. The one difference is the split of the questions: under the engine, ZeRO-3
 makes every forward a collective, so every rank runs the same number of batches
@@ -13,7 +13,7 @@ import dataclasses
 import torch
 
 from egovlpv2.errors import UserError
-from egovlpv2.eval.egomcq import SCORE_KINDS, evaluate_egomcq
+from egovlpv2.eval.egomcq import SCORE_KINDS, rank_egomcq
 from egovlpv2.eval.runtime import current_context
 from egovlpv2.eval.shards import index_shards
 from egovlpv2.train.engine import precision_dtype
@@ -42,7 +42,8 @@ class EgoMCQHook:
         def score(model, _):
             # Questions that failed at shard time are left out here (and counted); egovlpv2-evaluate
             # refuses such shards unless told --allow-missing.
-            return evaluate_egomcq(model, self.shards, self.data_cfg, self.tokenizer, self.ctx, self.batch_size,
-                                   self.limit, self.num_workers, allow_missing=True)
+            results, _ = rank_egomcq(model, self.shards, self.data_cfg, self.tokenizer, self.ctx, self.batch_size,
+                                     self.limit, self.num_workers, allow_missing=True)
+            return results
 
         return flatten(run(score, None))

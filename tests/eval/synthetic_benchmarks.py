@@ -200,3 +200,31 @@ def read_samples(task: str, shard_dir, data_cfg) -> list[dict]:
     tokenizer = load_tokenizer(data_cfg.tokenizer) if task == "egomcq" else None
     dataset = EvalSamples(task, shard_dir, data_cfg, tokenizer)
     return [dataset[i][1] for i in range(len(dataset))]
+
+
+BENCH_FRAMES = 2  # frames per clip of the tiny model the benchmarks are evaluated with
+
+
+def make_bench(root: Path) -> dict:
+    """A tiny random model (saved in our and in the released layout), the tokenizer and the three benchmarks."""
+    import egovlpv2
+
+    torch.manual_seed(0)
+    model = egovlpv2.create_model("egovlpv2-tiny", num_frames=BENCH_FRAMES).eval()
+    ours = root / "ours.pt"
+    torch.save(model.state_dict(), ours)
+    released = root / "EgoVLPv2_tiny_layout.pth"
+    torch.save(released_layout(model), released)
+    tokenizer = make_tokenizer(root)
+    return {"root": root, "model": model, "ours": ours, "released": released, "tokenizer": tokenizer,
+            "epic": make_epic_mir(root), "charades": make_charades_ego(root), "mcq": make_egomcq(root)}
+
+
+def evaluate_bench(bench: dict, task: str, shards, checkpoint, out, *extra: str) -> dict:
+    """egovlpv2-evaluate's arguments for the tiny model on `shards`, run in this process."""
+    from egovlpv2.cli.evaluate import evaluate
+
+    return run_isolated(evaluate, ["--task", task, "--checkpoint", str(checkpoint), "--data", str(shards),
+                                   "--tokenizer", str(bench["tokenizer"]), "--model", "egovlpv2-tiny",
+                                   "--num-frames", str(BENCH_FRAMES), "--batch-size", "5", "--num-workers", "0",
+                                   "--out", str(out), *extra])

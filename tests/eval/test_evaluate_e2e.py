@@ -5,7 +5,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-import egovlpv2
 from egovlpv2.data import DataConfig
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.data.transforms import normalize_video
@@ -15,30 +14,7 @@ from egovlpv2.eval.metrics import charades_map, egomcq_accuracy, mir_map, mir_nd
 from tests.eval import synthetic_benchmarks as synth
 
 pytestmark = pytest.mark.slow
-FRAMES = 2
-
-
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    torch.manual_seed(0)
-    model = egovlpv2.create_model("egovlpv2-tiny", num_frames=FRAMES).eval()
-    ours = root / "ours.pt"
-    torch.save(model.state_dict(), ours)
-    released = root / "EgoVLPv2_tiny_layout.pth"
-    torch.save(synth.released_layout(model), released)
-    tokenizer = synth.make_tokenizer(root)
-    return {"root": root, "model": model, "ours": ours, "released": released, "tokenizer": tokenizer,
-            "epic": synth.make_epic_mir(root), "charades": synth.make_charades_ego(root),
-            "mcq": synth.make_egomcq(root)}
-
-
-def run_cli(bench, task, shards, checkpoint, out, *extra):
-    from egovlpv2.cli.evaluate import evaluate
-
-    return synth.run_isolated(evaluate, ["--task", task, "--checkpoint", str(checkpoint), "--data", str(shards), "--tokenizer",
-                 str(bench["tokenizer"]), "--model", "egovlpv2-tiny", "--num-frames", str(FRAMES),
-                 "--batch-size", "5", "--num-workers", "0", "--out", str(out), *extra])
+FRAMES = synth.BENCH_FRAMES
 
 
 def data_cfg(bench, shards):
@@ -57,7 +33,7 @@ def reference_epic(bench):
 
 
 def test_epic_mir_end_to_end_matches_direct_computation(bench, tmp_path):
-    results = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "epic.json")
+    results = synth.evaluate_bench(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "epic.json")
     sim, rel = reference_epic(bench)
     for key, metric in (("mAP", mir_map), ("nDCG", mir_ndcg)):
         expected = metric(sim, rel)
@@ -74,7 +50,7 @@ def test_epic_mir_end_to_end_matches_direct_computation(bench, tmp_path):
 def test_egomcq_end_to_end_from_the_released_checkpoint_layout(bench, tmp_path):
     """The checkpoint is in the released key layout ({"state_dict": {"module.video_model...."}}); the
     reference scores come from the model it was written from."""
-    results = run_cli(bench, "egomcq", bench["mcq"]["shards"], bench["released"], tmp_path / "mcq.json")
+    results = synth.evaluate_bench(bench, "egomcq", bench["mcq"]["shards"], bench["released"], tmp_path / "mcq.json")
     model = bench["model"]
     dual, vtm, answers, types = [], [], [], []
     for s in synth.read_samples("egomcq", bench["mcq"]["shards"], data_cfg(bench, bench["mcq"]["shards"])):
@@ -92,7 +68,7 @@ def test_egomcq_end_to_end_from_the_released_checkpoint_layout(bench, tmp_path):
 
 @torch.no_grad()
 def test_charades_ego_end_to_end(bench, tmp_path):
-    results = run_cli(bench, "charades_ego", bench["charades"]["shards"], bench["ours"], tmp_path / "ch.json")
+    results = synth.evaluate_bench(bench, "charades_ego", bench["charades"]["shards"], bench["ours"], tmp_path / "ch.json")
     model, tok = bench["model"], load_tokenizer(bench["tokenizer"])
     samples = synth.read_samples("charades_ego", bench["charades"]["shards"], data_cfg(bench, bench["charades"]["shards"]))
     video = model.encode_video(normalize_video(torch.stack([s["video"] for s in samples])))
@@ -114,8 +90,8 @@ def test_missing_video_is_an_error_naming_it(bench, tmp_path):
                          csv=str(csv_path), classes=str(root / "Charades_v1_classes.txt"), workers=1,
                          progress=False, max_failure_fraction=1.0))
     with pytest.raises(MissingSamplesError, match="NOVIDEO9"):
-        run_cli(bench, "charades_ego", tmp_path / "shards", bench["ours"], tmp_path / "x.json")
-    results = run_cli(bench, "charades_ego", tmp_path / "shards", bench["ours"], tmp_path / "x.json", "--allow-missing")
+        synth.evaluate_bench(bench, "charades_ego", tmp_path / "shards", bench["ours"], tmp_path / "x.json")
+    results = synth.evaluate_bench(bench, "charades_ego", tmp_path / "shards", bench["ours"], tmp_path / "x.json", "--allow-missing")
     assert results["missing"] == 1 and results["num_videos"] == 12
 
 
@@ -127,12 +103,12 @@ def _rank_main(rank, world, port, bench_paths, out):
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
     # 23 clips: the ranks get 12 and 11, no padding.
-    results = run_cli(bench_paths, "epic_mir", bench_paths["epic"]["shards"], bench_paths["ours"], out, "--limit", "23")
+    results = synth.evaluate_bench(bench_paths, "epic_mir", bench_paths["epic"]["shards"], bench_paths["ours"], out, "--limit", "23")
     torch.save(results, f"{out}.rank{rank}")
 
 
 def test_two_ranks_score_each_clip_once_and_agree(bench, tmp_path):
-    single = run_cli(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "single.json", "--limit", "23")
+    single = synth.evaluate_bench(bench, "epic_mir", bench["epic"]["shards"], bench["ours"], tmp_path / "single.json", "--limit", "23")
     paths = {k: bench[k] for k in ("ours", "tokenizer")} | {"epic": {"shards": bench["epic"]["shards"]}}
     mp.start_processes(_rank_main, args=(2, free_port(), paths, str(tmp_path / "multi.json")), nprocs=2,
                        start_method="spawn")
