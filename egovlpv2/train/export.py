@@ -94,6 +94,12 @@ def consolidate(checkpoint_dir: str | Path, tag: Optional[str] = None) -> tuple[
 def export(checkpoint_dir: str | Path, out: str | Path, model_cfg: ModelConfig, tag: Optional[str] = None,
            layout: str = "ours", dtype: torch.dtype = torch.float32) -> Path:
     state, tag = consolidate(checkpoint_dir, tag)
+    return write_weights(state, out, model_cfg, tag, layout, dtype)
+
+
+def write_weights(state: dict[str, torch.Tensor], out: str | Path, model_cfg: ModelConfig, tag: str,
+                  layout: str = "ours", dtype: torch.dtype = torch.float32) -> Path:
+    """Write model weights (our names) as one file in ``layout``; ``tag`` names the training checkpoint."""
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

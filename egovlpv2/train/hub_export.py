@@ -29,6 +29,7 @@ from egovlpv2.model import EgoVLPv2, ModelConfig, Provenance, resolve_model_conf
 from egovlpv2.model.config import model_recipe_names
 from egovlpv2.model.loading import (
     CheckpointError,
+    ReleasedTrainingConfig,
     is_released_layout,
     load_state_dict_strict,
     prepare_checkpoint_state,
@@ -74,7 +75,11 @@ def detect_model_config(state: dict[str, torch.Tensor], source: str) -> ModelCon
 
 def load_into_model(state: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> EgoVLPv2:
     """Strictly load ``state`` into a model built on the meta device: the checkpoint's tensors become the
-    parameters without a random initialisation or a second copy."""
+    parameters without a random initialisation or a second copy.
+
+    A tensor that is a view into a larger storage (ZeRO's consolidated flat buffers, a ``.pth`` saved from
+    such views) is copied out: safetensors writes whole storages and refuses partial ones."""
+    state = {k: v if v.untyped_storage().nbytes() == v.nbytes else v.clone() for k, v in state.items()}
     with torch.device("meta"):
         model = EgoVLPv2(cfg)
     load_state_dict_strict(model, prepare_checkpoint_state(model, state), source=source, assign=True)
@@ -88,8 +93,10 @@ def _file_model(path: Path, config: Optional[str]) -> tuple[EgoVLPv2, Provenance
 
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
-    state = unwrap_state_dict(torch_load(path))
-    released = is_released_layout(state)
+    checkpoint = torch_load(path)
+    state = unwrap_state_dict(checkpoint)
+    # The released files pickle their training config beside the weights; our released-layout exports do not.
+    release = isinstance(checkpoint, dict) and isinstance(checkpoint.get("config"), ReleasedTrainingConfig)
     if config:
         cfg = resolve_model_config(config)
     elif "egovlpv2_model_config" in meta:
@@ -100,14 +107,15 @@ def _file_model(path: Path, config: Optional[str]) -> tuple[EgoVLPv2, Provenance
     if "step_tag" in meta:
         provenance = Provenance(source=f"`{path.name}` (egovlpv2-export, {meta.get('layout', 'ours')} layout, "
                                        f"checkpoint {meta['step_tag']}, sha256 `{digest}`)")
-    elif released:
+    elif release:
         provenance = Provenance(source=f"the released checkpoint `{path.name}` (sha256 `{digest}`)", data=RELEASE_DATA,
                                 license="mit", license_note=RELEASE_LICENSE_NOTE)
         if cfg.projection == "mlp4096":
             provenance.evaluation["EgoMCQ accuracy (%), as reported in the EgoVLPv2 paper, not measured here"] = {
                 metric: values["paper"] for metric, values in PAPER["egomcq"].items()}
     else:
-        provenance = Provenance(source=f"`{path.name}` (sha256 `{digest}`)")
+        layout = "released" if is_released_layout(state) else "our"
+        provenance = Provenance(source=f"`{path.name}`, in the {layout} layout (sha256 `{digest}`)")
     return load_into_model(state, cfg, str(path)), provenance
 
 
