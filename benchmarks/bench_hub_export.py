@@ -42,10 +42,12 @@ def main() -> None:
         start = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.perf_counter() - start
-        peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB on Linux
+        child = resource.getrusage(resource.RUSAGE_CHILDREN)
+        peak_gib = child.ru_maxrss / 2**20  # KiB on Linux
         sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
         print(f"recipe {args.recipe}: {params / 1e6:.1f}M parameters, source {source.stat().st_size / 2**30:.2f} GiB")
-        print(f"egovlpv2-export --format hub: {wall:.1f} s wall, peak RSS {peak_gib:.2f} GiB")
+        print(f"egovlpv2-export --format hub: {wall:.1f} s wall ({child.ru_utime:.1f} s user CPU, "
+              f"{child.ru_stime:.1f} s system CPU), peak RSS {peak_gib:.2f} GiB")
         print("written: " + ", ".join(f"{name} {size / 2**20:.1f} MiB" for name, size in sizes.items()))
 
 
