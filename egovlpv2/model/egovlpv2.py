@@ -37,13 +37,13 @@ from egovlpv2.model.layers import key_padding_mask, l2_normalize, run_block
 from egovlpv2.model.loading import load_checkpoint
 from egovlpv2.model.states import CLS_LAYOUTS, FusedOutput, TextStates, VideoStates
 from egovlpv2.model.text import RobertaText
-from egovlpv2.model.video import TimeSformer
+from egovlpv2.model.video import TimeSformer, VideoTowerSizes
 
 # eps of the fused path's own final LayerNorm (the towers use 1e-5).
 FUSED_NORM_EPS = 1e-6
 
 
-class EgoVLPv2(nn.Module, HubModel):
+class EgoVLPv2(nn.Module, VideoTowerSizes, HubModel):
     # Where the weights come from (egovlpv2.model.card.Provenance), for the model card; None when unknown.
     provenance = None
 
@@ -68,15 +68,6 @@ class EgoVLPv2(nn.Module, HubModel):
     def load_weights(self, path) -> None:
         """Load a weights file or Hub-format directory strictly (see :func:`egovlpv2.model.loading.load_checkpoint`)."""
         load_checkpoint(self, path)
-
-    @property
-    def num_frames(self) -> int:
-        return self.video.temporal_embed.shape[1]
-
-    @property
-    def embed_dim(self) -> int:
-        """Width of the dual-mode embeddings."""
-        return self.video_proj[-1].out_features
 
     def set_grad_checkpointing(self, enable: bool = True, blocks: Optional[int] = None) -> None:
         """Activation checkpointing (``torch.utils.checkpoint``, non-reentrant) of every video block and text

@@ -16,10 +16,10 @@ from egovlpv2.model.heads import build_projections
 from egovlpv2.model.hub import HubModel
 from egovlpv2.model.layers import l2_normalize
 from egovlpv2.model.loading import load_state_dict_strict, prepare_checkpoint_state, torch_load
-from egovlpv2.model.video import TimeSformer
+from egovlpv2.model.video import TimeSformer, VideoTowerSizes
 
 
-class EgoVLPv2VideoEncoder(nn.Module, HubModel):
+class EgoVLPv2VideoEncoder(nn.Module, VideoTowerSizes, HubModel):
     """``encode_video([B, T, 3, H, W]) -> [B, D]``, L2-normalised. Built with PyTorch's default initialisation:
     its weights come from :meth:`from_model` or ``from_pretrained``."""
 
@@ -40,14 +40,6 @@ class EgoVLPv2VideoEncoder(nn.Module, HubModel):
         encoder.load_state_dict({k: full[k] for k in encoder.state_dict()}, strict=True)
         encoder.provenance = model.provenance
         return encoder.train(model.training)
-
-    @property
-    def num_frames(self) -> int:
-        return self.video.temporal_embed.shape[1]
-
-    @property
-    def embed_dim(self) -> int:
-        return self.video_proj[-1].out_features
 
     def load_weights(self, path) -> None:
         """Load an encoder's weights, or the video part of a full model's (checked whole, strictly)."""
