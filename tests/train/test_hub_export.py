@@ -106,3 +106,12 @@ def test_cli_writes_a_hub_directory(released_pth, tmp_path, capsys):
     assert "EgoVLPv2.from_pretrained" in capsys.readouterr().out
     config = json.loads((out / "config.json").read_text())
     assert config["name"] == "egovlpv2-tiny" and config["checkpoint"] is None
+
+
+def test_cli_refuses_options_of_the_other_format(released_pth, tmp_path, capsys):
+    hub = [str(released_pth), "--format", "hub", "--out", str(tmp_path / "hub")]
+    assert run_cli(export_main, [*hub, "--layout", "released"]) == 2
+    assert "--layout applies to --format weights only" in capsys.readouterr().err
+    assert run_cli(export_main, [str(tmp_path), "--out", str(tmp_path / "w.safetensors"), "--license", "mit"]) == 2
+    assert "--license applies to --format hub only" in capsys.readouterr().err
+    assert not (tmp_path / "hub").exists()
