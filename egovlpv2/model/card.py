@@ -1,5 +1,8 @@
 """The model card (``README.md``) of a Hub-format directory: what the weights are, where they come from, how
-to load them, and the sha256 of every other file written with it."""
+to load them, and the sha256 of every other file written with it.
+
+The card's metadata also holds the :class:`Provenance` (``egovlpv2_provenance``), so a loaded model keeps it
+and a model saved again, or its video encoder, carries it on."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,12 +13,14 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from torch import nn
 
+from egovlpv2.config import from_dict, to_dict
 from egovlpv2.fileio import file_sha256
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import count_parameters
 from egovlpv2.model.heads import PROJECTION_DIMS
 
 PAPER_URL = "https://arxiv.org/abs/2307.05463"
+PROVENANCE_KEY = "egovlpv2_provenance"
 CARD_TAGS = ["egovlpv2", "video-text-retrieval", "egocentric-video", "pytorch_model_hub_mixin"]
 
 
@@ -86,7 +91,8 @@ def render_card(model: nn.Module, directory: Path, files: list[str], video_only:
     cls = type(model).__name__
     what = "video encoder (video tower and its projection)" if video_only else "model"
     data = ModelCardData(license=p.license, library_name="egovlpv2", tags=CARD_TAGS,
-                         pipeline_tag="feature-extraction" if video_only else None)
+                         pipeline_tag="feature-extraction" if video_only else None,
+                         **{PROVENANCE_KEY: to_dict(p)})
     sections = [
         f"# {cfg.name} {what}", "",
         f"EgoVLPv2 ([Pramanick et al., ICCV 2023]({PAPER_URL})) {what}, in the Hub format of the `egovlpv2` "
@@ -106,3 +112,9 @@ def render_card(model: nn.Module, directory: Path, files: list[str], video_only:
         *[f"| {name} | {(directory / name).stat().st_size} | `{file_sha256(directory / name)}` |" for name in files],
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(sections) + "\n")
+
+
+def read_provenance(card: str | Path) -> Optional[Provenance]:
+    """The provenance a card's metadata holds, or None (a card written by something else)."""
+    recorded = ModelCard.load(card).data.to_dict().get(PROVENANCE_KEY)
+    return None if recorded is None else from_dict(Provenance, recorded, f"{card} {PROVENANCE_KEY}")

@@ -3,7 +3,7 @@
 
 A Hub-format directory holds ``config.json`` (the full :class:`ModelConfig`, with the local init paths
 cleared: the weights are all in the directory), ``model.safetensors`` (our parameter names, written by the
-mixin) and ``README.md`` (the card, :mod:`egovlpv2.model.card`). Loading is strict and resizes the temporal
+mixin) and ``README.md`` (the card, :mod:`egovlpv2.model.card`; loading restores the provenance it records). Loading is strict and resizes the temporal
 embedding to a ``num_frames`` override as ``create_model`` does. A repository id goes through
 ``hf_hub_download``, so ``HF_HUB_OFFLINE=1`` loads it from the Hub cache.
 """
@@ -15,10 +15,11 @@ from pathlib import Path
 
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
+from huggingface_hub.errors import EntryNotFoundError
 
 from egovlpv2.config import ConfigError, from_dict, to_dict
 from egovlpv2.fileio import atomic_write_json
-from egovlpv2.model.card import PAPER_URL, render_card
+from egovlpv2.model.card import PAPER_URL, read_provenance, render_card
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.config import apply_model_overrides
 
@@ -55,12 +56,18 @@ class HubModel(PyTorchModelHubMixin, library_name="egovlpv2", paper_url=PAPER_UR
         if config is None:
             raise ConfigError(f"{model_id} has no {CONFIG_NAME}: not a Hub-format EgoVLPv2 model")
         cfg = apply_model_overrides(from_dict(ModelConfig, config, f"{model_id}/{CONFIG_NAME}"), **overrides)
-        if os.path.isdir(model_id):
-            weights = Path(model_id) / SAFETENSORS_SINGLE_FILE
-        else:
-            weights = hf_hub_download(repo_id=model_id, filename=SAFETENSORS_SINGLE_FILE, revision=revision,
-                                      cache_dir=cache_dir, force_download=force_download, token=token,
-                                      local_files_only=local_files_only)
+        def fetch(filename: str) -> Path:
+            if os.path.isdir(model_id):
+                return Path(model_id) / filename
+            return Path(hf_hub_download(repo_id=model_id, filename=filename, revision=revision, cache_dir=cache_dir,
+                                        force_download=force_download, token=token, local_files_only=local_files_only))
+
         model = cls(cfg)
-        model.load_weights(weights)
+        model.load_weights(fetch(SAFETENSORS_SINGLE_FILE))
+        try:
+            card = fetch(CARD_NAME)
+        except EntryNotFoundError:  # a repository without a card: nothing known about the weights
+            card = None
+        if card is not None and card.is_file():
+            model.provenance = read_provenance(card)
         return model.eval()

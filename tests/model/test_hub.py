@@ -90,6 +90,7 @@ def test_from_pretrained_round_trips_bitwise(saved):
     model, directory = saved
     loaded = egovlpv2.EgoVLPv2.from_pretrained(directory)
     assert not loaded.training
+    assert loaded.provenance == model.provenance  # kept in the card's metadata
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
     ref, got = outputs(model), outputs(loaded)
@@ -139,6 +140,7 @@ encoder = egovlpv2.EgoVLPv2VideoEncoder.from_pretrained("egovlpv2-org/tiny-test"
 with torch.no_grad():
     video = encoder.encode_video(inputs()[0])
 torch.save({**outputs(model), "encoder": video}, sys.argv[1])
+print("provenance:", encoder.provenance.source)
 try:
     egovlpv2.EgoVLPv2.from_pretrained("egovlpv2-org/not-cached")
 except Exception as exc:
@@ -160,3 +162,4 @@ def test_offline_load_from_the_hub_cache_layout(saved, tmp_path):
     assert all(torch.equal(ref[k], got[k]) for k in ref)
     assert torch.equal(got["encoder"], ref["video"])
     assert "refused:" in proc.stdout  # not in the cache and offline: an error, not a download
+    assert "provenance: a test" in proc.stdout

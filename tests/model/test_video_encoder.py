@@ -4,13 +4,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import egovlpv2
-from egovlpv2.model import CheckpointError, EgoVLPv2VideoEncoder
+from egovlpv2.model import CheckpointError, EgoVLPv2VideoEncoder, Provenance
 from tests.model.test_hub import inputs, trained_like
 
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     model = trained_like(seed=3)
+    model.provenance = Provenance(source="the full model's test", license="mit")
     directory = tmp_path_factory.mktemp("full")
     model.save_pretrained(directory)
     return model, directory
@@ -28,7 +29,7 @@ def test_encoder_of_a_hub_directory_gives_the_full_models_embeddings(full):
 
 def test_encoder_saves_only_the_video_tower_and_projection(full, tmp_path):
     model, directory = full
-    encoder = EgoVLPv2VideoEncoder.from_model(model)
+    encoder = EgoVLPv2VideoEncoder.from_pretrained(directory)
     encoder.save_pretrained(tmp_path / "enc")
     keys = set(load_file(tmp_path / "enc" / "model.safetensors"))
     assert keys and all(k.startswith(("video.", "video_proj.")) for k in keys)
@@ -36,6 +37,7 @@ def test_encoder_saves_only_the_video_tower_and_projection(full, tmp_path):
     card = (tmp_path / "enc" / "README.md").read_text()
     assert "video encoder" in card and "egovlpv2.EgoVLPv2VideoEncoder.from_pretrained" in card
     assert "Text tower" not in card
+    assert "- Source: the full model's test" in card and "license: mit" in card  # the full model's provenance
     again = EgoVLPv2VideoEncoder.from_pretrained(tmp_path / "enc", num_frames=8)
     reference = egovlpv2.create_model("egovlpv2-tiny", checkpoint=directory, num_frames=8).eval()
     video = inputs(frames=8)[0]
