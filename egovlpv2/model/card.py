@@ -5,6 +5,7 @@ The card's metadata also holds the :class:`Provenance` (``egovlpv2_provenance``)
 and a model saved again, or its video encoder, carries it on."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -92,7 +93,7 @@ def render_card(model: nn.Module, directory: Path, files: list[str], video_only:
     what = "video encoder (video tower and its projection)" if video_only else "model"
     data = ModelCardData(license=p.license, library_name="egovlpv2", tags=CARD_TAGS,
                          pipeline_tag="feature-extraction" if video_only else None,
-                         **{PROVENANCE_KEY: to_dict(p)})
+                         **{PROVENANCE_KEY: json.loads(json.dumps(to_dict(p)))})  # plain YAML: tuples as lists
     sections = [
         f"# {cfg.name} {what}", "",
         f"EgoVLPv2 ([Pramanick et al., ICCV 2023]({PAPER_URL})) {what}, in the Hub format of the `egovlpv2` "
