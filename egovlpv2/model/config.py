@@ -1,6 +1,7 @@
 """Model configuration: the TimeSformer video tower, the RoBERTa text tower and fusion."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
@@ -71,3 +72,22 @@ def resolve_model_config(config: "str | Path | ModelConfig | dict") -> ModelConf
         return from_dict(ModelConfig, config)
     path = resolve_recipe("model", config)
     return from_dict(ModelConfig, load_yaml(path), str(path))
+
+
+OVERRIDES = ("num_frames", "projection", "vision_init", "text_init", "checkpoint")
+
+
+def apply_model_overrides(cfg: ModelConfig, **overrides) -> ModelConfig:
+    """``cfg`` with the :data:`OVERRIDES` applied (``num_frames`` goes to ``cfg.video``)."""
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise ConfigError(f"unknown create_model overrides {unknown}; known: {list(OVERRIDES)}")
+    if "num_frames" in overrides:
+        frames = int(overrides.pop("num_frames"))
+        if frames < 1:
+            raise ConfigError(f"num_frames must be >= 1, got {frames}")
+        cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, num_frames=frames))
+    if "projection" in overrides and overrides["projection"] not in ("mlp4096", "linear256"):
+        raise ConfigError(f"projection must be 'mlp4096' or 'linear256', got {overrides['projection']!r}")
+    paths = {k: (None if v is None else str(v)) for k, v in overrides.items()}
+    return dataclasses.replace(cfg, **paths)
