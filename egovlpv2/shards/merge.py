@@ -5,12 +5,14 @@
   to the video root. Only people and ``make_shards`` read it; training-time readers never open it.
 - ``summary.json`` and ``missing_videos.txt``: how complete the shards are against the metadata.
 
-Every part of a cluster run writes the same plan record (``records/plan.json``) and tries the merge when
-its own shards are done; the merge happens when the last part finishes, and merging twice gives the same
-files.
+Every part of a cluster run makes the same plan and tries the merge when its own shards are done; the merge
+happens when the last part finishes, and merging twice gives the same files. The first part records the plan
+(``records/plan.json``) with its fingerprint; a part whose plan differs from an unfinished recorded one is
+refused (``plan_difference``), so parts given different options never overwrite each other's shards.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -43,6 +45,44 @@ def write_plan(out_dir: str | Path, plan: dict, failures: Iterable[dict], missin
 
 def read_plan(out_dir: str | Path) -> dict:
     return json.loads(Path(out_dir, RECORDS, PLAN).read_text())
+
+
+def recorded_plan(out_dir: str | Path) -> dict | None:
+    """The plan record, or None where there is none (or a torn one, which no part can have finished)."""
+    try:
+        return read_plan(out_dir)
+    except (OSError, ValueError):
+        return None
+
+
+# Options that do not change which shards are written, nor their bytes.
+UNPLANNED_OPTIONS = ("max_failure_fraction",)
+
+
+def plan_fingerprint(plan: dict) -> str:
+    """Names the shards a plan writes: the task, the options that shape them, each shard's name and hash."""
+    options = {k: v for k, v in plan["options"].items() if k not in UNPLANNED_OPTIONS}
+    blob = json.dumps([plan["task"], options, plan["shards"], plan["hashes"]], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _flat_options(options: dict) -> dict:
+    flat = {}
+    for key, value in options.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return {k: v for k, v in flat.items() if k not in UNPLANNED_OPTIONS}
+
+
+def plan_difference(recorded: dict, plan: dict) -> str | None:
+    """How ``plan`` differs from the ``recorded`` one, named as command-line options; None for the same plan."""
+    if recorded.get("fingerprint") == plan["fingerprint"] and recorded.get("parts") == plan["parts"]:
+        return None
+    mine, theirs = _flat_options(plan["options"]), _flat_options(recorded.get("options", {}))
+    changed = [f"--{k.replace('_', '-')} {mine.get(k)!r} here, {theirs.get(k)!r} in the recorded plan"
+               for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if recorded.get("parts") != plan["parts"]:
+        changed.append(f"--parts {plan['parts']} here, {recorded.get('parts')} in the recorded plan")
+    return "; ".join(changed) or "same options, but the metadata or the videos changed since the recorded plan"
 
 
 def shard_records(out_dir: str | Path, plan: dict) -> list[dict] | None:
