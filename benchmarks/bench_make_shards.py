@@ -33,9 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_loader import source_frames  # noqa: E402
+from bench_loader import clip_row, source_chunk  # noqa: E402
 from egovlpv2.shards.egoclip_csv import write_egoclip  # noqa: E402
-from egovlpv2.shards.synthetic import NOUNS, VERBS, narration, write_video  # noqa: E402
 from egovlpv2.shards.tasks import ShardRun, make_shards  # noqa: E402
 from egovlpv2.shards.transcode import EncodeOptions  # noqa: E402
 
@@ -43,20 +42,9 @@ UID = "bench-video"
 
 
 def prepare(work: Path, chunk_s: float) -> tuple[Path, list[dict]]:
-    chunk = work / "videos" / UID / "0.mp4"
-    if not chunk.is_file():
-        chunk.parent.mkdir(parents=True, exist_ok=True)
-        print(f"encoding a {chunk_s:.0f} s 456x256 30 fps source chunk ...", flush=True)
-        write_video(chunk, source_frames(chunk_s, 30.0, 456, 256), 30.0, gop=250, crf=23, preset="veryfast", bframes=3)
+    chunk = source_chunk(work, chunk_s, UID)
     rng = random.Random(0)
-    rows = []
-    for i in range(int(chunk_s // 2)):
-        start = round(2 * i + rng.uniform(0, 0.7), 3)
-        verb, noun = rng.randrange(len(VERBS)), rng.randrange(len(NOUNS))
-        rows.append({"clip_idx": i, "video_uid": UID, "video_dur": chunk_s, "narration_source": "narration_pass_1",
-                     "narration_ind": i, "narration_time": start + 0.5, "clip_start": start,
-                     "clip_end": round(start + rng.uniform(0.8, 1.2), 3), "clip_text": narration(verb, noun),
-                     "tag_verb": f"[{verb}]", "tag_noun": f"[{noun}]"})
+    rows = [clip_row(i, UID, round(2 * i + rng.uniform(0, 0.7), 3), chunk_s, rng) for i in range(int(chunk_s // 2))]
     write_egoclip(work / "bench.csv", rows)
     return chunk, rows
 
