@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +22,7 @@ from typing import Iterable
 from egovlpv2.data.manifest import FORMAT_VERSION, MANIFEST
 from egovlpv2.fileio import atomic_open, atomic_write_json
 from egovlpv2.shards.writer import RECORDS, read_record
+from egovlpv2.storage import is_url
 
 FAILURES = "failures.jsonl"
 SUMMARY = "summary.json"
@@ -55,22 +57,25 @@ def recorded_plan(out_dir: str | Path) -> dict | None:
         return None
 
 
-# Options that do not change which shards are written, nor their bytes.
-UNPLANNED_OPTIONS = ("max_failure_fraction",)
-
-
-def plan_fingerprint(plan: dict) -> str:
-    """Names the shards a plan writes: the task, the options that shape them, each shard's name and hash."""
-    options = {k: v for k, v in plan["options"].items() if k not in UNPLANNED_OPTIONS}
-    blob = json.dumps([plan["task"], options, plan["shards"], plan["hashes"]], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+# Options that change neither which shards are written nor their bytes (``out`` is where they all meet).
+UNPLANNED_OPTIONS = ("max_failure_fraction", "out")
+# Input paths: the same file named relative to another working directory is the same input.
+PATH_OPTIONS = ("videos", "csv", "json", "sentence_csv", "relevancy", "classes")
 
 
 def _flat_options(options: dict) -> dict:
     flat = {}
     for key, value in options.items():
         flat.update(value if isinstance(value, dict) else {key: value})
-    return {k: v for k, v in flat.items() if k not in UNPLANNED_OPTIONS}
+    return {k: os.path.abspath(v) if k in PATH_OPTIONS and v and not is_url(v) else v
+            for k, v in flat.items() if k not in UNPLANNED_OPTIONS}
+
+
+def plan_fingerprint(plan: dict) -> str:
+    """Names the shards a plan writes: the task, the options that shape them, each shard's name and hash."""
+    blob = json.dumps([plan["task"], _flat_options(plan["options"]), plan["shards"], plan["hashes"]],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def plan_difference(recorded: dict, plan: dict) -> str | None:

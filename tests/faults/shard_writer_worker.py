@@ -1,7 +1,7 @@
 """make_shards (the command line) whose first clip waits for a go file: a writer caught mid-shard.
 
 Usage: shard_writer_worker.py STARTED_FILE GO_FILE MAKE_SHARDS_ARGS...
-It creates STARTED_FILE when it reaches its first clip, then waits (at most an hour) for GO_FILE to exist.
+It creates STARTED_FILE when it reaches its first clip, then waits (at most liveness(600) s) for GO_FILE.
 """
 import sys
 import time
@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from egovlpv2.cli import make_shards, run_cli  # noqa: E402
 from egovlpv2.shards import writer  # noqa: E402
+from tests.helpers import liveness  # noqa: E402
 
 
 def main() -> int:
@@ -19,7 +20,7 @@ def main() -> int:
 
     def cut_clip(*a, **kw):
         started.touch()
-        deadline = time.monotonic() + 3600
+        deadline = time.monotonic() + liveness(600)
         while not go.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         return real_cut(*a, **kw)
