@@ -1,43 +1,79 @@
 import os
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
-from tests.s3_server import start_server, stop_server
+from tests import gcs_server as gcs, s3_server as s3
 
 AWS_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE")
+GOOGLE_VARIABLES = ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG")
+# gcsfs reads this once, when first imported: the GCS emulator serves no storage-control gRPC API, and the
+# lookup that calls it would wait a minute per bucket before falling back (see tests/gcs_server.py).
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """An S3-compatible server on 127.0.0.1, with this session's AWS variables pointing at it (so every
-    process the tests start, torchrun ranks included, reaches it the standard way); stopped afterwards."""
-    proc, server = start_server()
-    saved = {k: os.environ.get(k) for k in (*server.env(), *AWS_VARIABLES)}
-    for name in AWS_VARIABLES:
+@contextmanager
+def environment(set_to: dict[str, str], removed=()):
+    """This process's environment (inherited by every process the tests start) with ``set_to`` and without
+    ``removed``, restored afterwards."""
+    saved = {k: os.environ.get(k) for k in (*set_to, *removed)}
+    for name in removed:
         os.environ.pop(name, None)
-    empty = tmp_path_factory.mktemp("aws")  # no profile or config of the machine's user may leak in
-    os.environ.update(server.env(AWS_CONFIG_FILE=str(empty / "config"),
-                                 AWS_SHARED_CREDENTIALS_FILE=str(empty / "credentials")))
+    os.environ.update(set_to)
     try:
-        yield server
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-        stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """An S3-compatible server on 127.0.0.1, with this session's AWS variables pointing at it (so every
+    process the tests start, torchrun ranks included, reaches it the standard way); stopped afterwards."""
+    proc, server = s3.start_server()
+    empty = tmp_path_factory.mktemp("aws")  # no profile or config of the machine's user may leak in
+    try:
+        with environment(server.env(AWS_CONFIG_FILE=str(empty / "config"),
+                                    AWS_SHARED_CREDENTIALS_FILE=str(empty / "credentials")), AWS_VARIABLES):
+            yield server
+    finally:
+        s3.stop_server(proc)
+
+
+@pytest.fixture(scope="session")
+def gcs_server(tmp_path_factory):
+    """A GCS server (the JSON API) on 127.0.0.1, reached through STORAGE_EMULATOR_HOST by this process and
+    every process the tests start; no credentials or gcloud configuration of the machine's user leak in."""
+    proc, server = gcs.start_server()
+    empty = tmp_path_factory.mktemp("gcloud")
+    try:
+        with environment(server.env(CLOUDSDK_CONFIG=str(empty)), GOOGLE_VARIABLES):
+            yield server
+    finally:
+        gcs.stop_server(proc)
+
+
+@pytest.fixture(scope="session", params=["s3", "gs"])
+def object_store(request):
+    """Each real object store in turn (moto for s3://, gcp-storage-emulator for gs://): ``scheme``,
+    ``filesystem()``, ``env()`` and ``stamp`` (the info field a rewrite changes)."""
+    return request.getfixturevalue({"s3": "s3_server", "gs": "gcs_server"}[request.param])
 
 
 @pytest.fixture(scope="session")
 def s3_auth_server():
     """A second S3-compatible server that checks credentials (a known key with an s3:* policy)."""
-    proc, server = start_server(auth=True)
+    proc, server = s3.start_server(auth=True)
     try:
         yield server
     finally:
-        stop_server(proc)
+        s3.stop_server(proc)
 
 
 @pytest.fixture

@@ -27,6 +27,8 @@ class S3Server:
     endpoint: str
     key: str
     secret: str
+    scheme = "s3"
+    stamp = "LastModified"  # the field of an object's info that a rewrite changes
 
     def env(self, **changes: str) -> dict[str, str]:
         """The standard AWS variables that point s3fs / boto at this server with this key."""
@@ -40,17 +42,18 @@ class S3Server:
                                  client_kwargs={"endpoint_url": self.endpoint}, **kwargs)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
+    """Return once ``proc`` (a server logging to the file ``log``) listens on ``port``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read()}")
+            raise RuntimeError(f"{proc.args[2]} exited with {proc.returncode}: {log.read()}")
         with socket.socket() as sock:  # a bare connect: no HTTP request, so no auth-free action is spent
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"moto_server did not listen on port {port} within {timeout:.0f} s")
+    raise RuntimeError(f"{proc.args[2]} did not listen on port {port} within {timeout:.0f} s")
 
 
 def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
@@ -64,7 +67,7 @@ def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
                             stdout=log, stderr=subprocess.STDOUT, text=True)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_port(port, proc, log)
+        wait_for_port(port, proc, log)
         if not auth:
             return proc, S3Server(endpoint, "test-key", "test-secret")
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
