@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from egovlpv2.dist.env import free_port
+from tests.helpers import liveness
 
 SETUP_ACTIONS = 3  # create_user, put_user_policy, create_access_key
 
@@ -44,6 +45,7 @@ class S3Server:
 
 def wait_for_port(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
     """Return once ``proc`` (a server logging to the file ``log``) listens on ``port``."""
+    timeout = liveness(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -86,7 +88,7 @@ def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
 def stop_server(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGINT)  # the server's own shutdown path (it may sit through a SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=liveness(10))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

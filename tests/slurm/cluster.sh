@@ -64,8 +64,11 @@ alive() {  # alive PIDFILE: the process named in the pid file is running
   [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local seconds=$1 what=$2; shift 2
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: SECONDS scaled like every test bound (tests/helpers.py)
+  local seconds what=$2
+  seconds=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && python3 -c \
+    "from tests.helpers import liveness; print(round(liveness($1)))")
+  shift 2
   local deadline=$((SECONDS + seconds))
   until "$@" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "$what did not come up within ${seconds}s (logs in $STATE/log)"
