@@ -11,9 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from egovlpv2.dist.env import free_port
-from egovlpv2.shards.synthetic import write_video
-
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = REPO / "launch" / "submit.py"
 
@@ -31,6 +28,7 @@ def liveness(seconds: float) -> float:
 def torchrun(script, args, nproc=2, timeout=240, env_extra=None, expect_failure=False):
     """Run ``script`` on ``nproc`` real CPU ranks with torchrun on a free port (bounded by
     ``liveness(timeout)``); fail with its output."""
+    from egovlpv2.dist.env import free_port  # here, not above: tests/slurm/cluster.sh imports this module bare
     env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env_extra or {}))
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
            "--master_addr=127.0.0.1", f"--master_port={free_port()}", str(script), *map(str, args)]
@@ -76,6 +74,7 @@ def read_number(frame: np.ndarray) -> int:
 
 def write_numbered_video(path, num_frames: int, fps: float, first: int = 0) -> None:
     """Frame i shows the number first + i (chunks continue the numbering of the whole video)."""
+    from egovlpv2.shards.synthetic import write_video
     write_video(path, (numbered_frame(first + i) for i in range(num_frames)), fps, gop=15, crf=12)
 
 
@@ -87,6 +86,7 @@ def egoclip_row(idx, uid, start, end, text="#C C lifts the red ball", verb="[0]"
 
 def write_gray_video(path, num_frames: int, fps: float) -> None:
     """Frame n is a uniform grey of level 10 + 6 (n mod 40): readable after any resize, crop or re-encode."""
+    from egovlpv2.shards.synthetic import write_video
     write_video(path, (np.full((48, 64, 3), 10 + 6 * (n % 40), np.uint8) for n in range(num_frames)), fps, gop=15, crf=10)
 
 
