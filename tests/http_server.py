@@ -48,32 +48,29 @@ class FlakyServer:
                     self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
                 self.end_headers()
 
-            def _redirect(self) -> bool:
+            def _lookup(self):
+                """The file at this path, or None once a redirect or a 404 has been answered instead."""
                 target = server.redirects.get(self.path)
-                if target is None:
-                    return False
-                server.redirected += 1
-                self.send_response(302)
-                self.send_header("Location", target)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return True
+                if target is not None:
+                    server.redirected += 1
+                    self.send_response(302)
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                data = server.files.get(self.path)
+                if data is None:
+                    self.send_error(404)
+                return data
 
             def do_HEAD(self):
-                if self._redirect():
-                    return
-                data = server.files.get(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                self._headers(data, 200, 0, len(data))
+                data = self._lookup()
+                if data is not None:
+                    self._headers(data, 200, 0, len(data))
 
             def do_GET(self):
-                if self._redirect():
-                    return
-                data = server.files.get(self.path)
+                data = self._lookup()
                 if data is None:
-                    self.send_error(404)
                     return
                 server.gets += 1
                 action = server.script.pop(0) if server.script else "ok"
