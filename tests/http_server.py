@@ -24,7 +24,7 @@ class FlakyServer:
 
     def __init__(self, files: dict[str, bytes], script: list[str] = (), redirects: dict[str, str] | None = None):
         self.files, self.script, self.gets = files, list(script), 0
-        self.redirects, self.redirected = dict(redirects or {}), 0
+        self.redirects, self.redirected, self.requests = dict(redirects or {}), 0, 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,6 +50,7 @@ class FlakyServer:
 
             def _lookup(self):
                 """The file at this path, or None once a redirect or a 404 has been answered instead."""
+                server.requests += 1
                 target = server.redirects.get(self.path)
                 if target is not None:
                     server.redirected += 1

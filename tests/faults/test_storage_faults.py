@@ -24,7 +24,7 @@ def test_a_redirect_to_another_host_is_refused_naming_the_shard():
         assert len(list(read_tar(f"{server.url}/shards/moved.tar"))) == 3  # a redirect on the same host is followed
         with pytest.raises(RedirectRefused) as caught:
             list(read_tar(f"{server.url}/shards/a.tar"))
-        assert other.gets == 0  # never followed, not even once
+        assert other.requests == 0  # never followed, not even once
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"cannot open {server.url}/shards/a.tar: "), message
     assert f"another host ({other.url})" in message, message
