@@ -11,7 +11,7 @@ from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
 from egovlpv2.train.config import load_pretrain_config
 from egovlpv2.train.export import export
 from egovlpv2.train.hub_export import convert_to_hub
-from tests.train.conftest import REPO, torchrun
+from tests.helpers import REPO, torchrun
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")
 
