@@ -12,7 +12,7 @@ from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.shards.source_reader import SourceReader
 from egovlpv2.shards.synthetic import write_video
 from egovlpv2.shards.transcode import EncodeOptions, Segment, cut_clip
-from tests.data.data_helpers import egoclip_row
+from tests.helpers import egoclip_row
 from tests.helpers import liveness
 
 SECONDS, FPS, WIDTH, HEIGHT = 8, 30.0, 640, 360  # scaled to 454x256 by the default short side

@@ -19,7 +19,7 @@ from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.shards.publish import default_staging, write_shards_to
 from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
-from tests.data.data_helpers import egoclip_row, write_numbered_video
+from tests.helpers import egoclip_row, write_numbered_video
 from tests.helpers import REPO, liveness
 
 WORKER = REPO / "tests" / "faults" / "shard_writer_worker.py"
