@@ -29,5 +29,8 @@ class DataConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
     hflip: bool = True
     seed: int = 0
+    # A resume whose shards differ from the checkpoint's (removed, added, recounted): refuse, or start the
+    # next epoch on the new shards (the rest of the saved epoch is dropped). See egovlpv2.data.position.
+    on_shard_change: Literal["refuse", "next_epoch"] = "refuse"
     # Eval frames: resize to short side eval_resize, centre crop eval_resize, then resize to img_size.
     eval_resize: int = 256
