@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 
 from egovlpv2.config import ConfigError
-from egovlpv2.model.compile import check_compile_mode, compile_model
+from egovlpv2.model.compile import CompileMode, compile_model
 from egovlpv2.model.config import ModelConfig, resolve_model_config
 from egovlpv2.model.egovlpv2 import EgoVLPv2
 from egovlpv2.model.loading import load_checkpoint
@@ -33,7 +33,7 @@ def apply_model_overrides(cfg: ModelConfig, **overrides) -> ModelConfig:
     return dataclasses.replace(cfg, **paths)
 
 
-def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", compile: str = "off",
+def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", compile: "str | CompileMode" = "off",
                  **overrides) -> EgoVLPv2:
     """Build an EgoVLPv2.
 
@@ -45,7 +45,7 @@ def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", co
     ``compile``: ``"off"``, ``"blocks"`` (one ``torch.compile`` region per transformer block) or ``"full"`` (one
     per entry point), see :mod:`egovlpv2.model.compile`; compilation happens at the first call.
     """
-    check_compile_mode(compile)
+    mode = CompileMode.parse(compile)
     cfg = apply_model_overrides(resolve_model_config(config), **overrides)
     model = EgoVLPv2(cfg)
     if cfg.checkpoint:
@@ -57,4 +57,4 @@ def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", co
             inflate_vit(model.video, cfg.vision_init)
         if cfg.text_init:
             load_roberta(model.text, cfg.text_init)
-    return compile_model(model, compile)
+    return compile_model(model, mode)

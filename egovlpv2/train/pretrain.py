@@ -22,17 +22,18 @@ from egovlpv2.data.pipeline import reshard_loader_states, shard_counts
 from egovlpv2.data.position import SHARD_CHANGE_OPTION, SHARDS, changed_inputs, describe_changes, position_inputs
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.collectives import gather_objects
-from egovlpv2.dist.env import detect, init_distributed, select_device
+from egovlpv2.dist.env import detect
 from egovlpv2.errors import MissingPathError
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.storage import exists, join
-from egovlpv2.train.compile import CompileClock, use_run_compile_cache
+from egovlpv2.train.compile import start_compile_clock
 from egovlpv2.train.config import PretrainConfig, save_resolved
 from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
 from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
-from egovlpv2.train.loop import LoopSettings, RunResult, Task, accumulate_step, run_loop
+from egovlpv2.train.loop import RunResult, Task, accumulate_step, run_loop
+from egovlpv2.train.run_setup import run_setup
 
 log = logging.getLogger(__name__)
 
@@ -199,8 +200,8 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     if len(tokenizer) > cfg.model.text.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but model.text.vocab_size="
                           f"{cfg.model.text.vocab_size}")
-    env = init_distributed(timeout_s=cfg.train.collective_timeout_s)
-    device = select_device(env)
+    setup = run_setup(cfg)
+    env, device = setup.start_distributed()
     out = Path(cfg.train.output_dir)
     setup_logging(out, env.rank)
     per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
@@ -216,14 +217,11 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
              global_batch)
 
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
-    clock = None
-    if cfg.train.compile != "off":
-        log.info("train.compile=%s: compile cache %s", cfg.train.compile, use_run_compile_cache(out))
-        clock = CompileClock()
-    model = egovlpv2.create_model(cfg.model, compile=cfg.train.compile)
+    clock = start_compile_clock(setup.compile, out)
+    model = egovlpv2.create_model(cfg.model, compile=setup.compile)
     model.set_grad_checkpointing(cfg.train.grad_checkpointing, cfg.train.checkpoint_blocks)
     objective = PretrainObjective(model, cfg.loss, TokenizerInfo.from_tokenizer(tokenizer))
-    engine = build_engine(model, objective, ds, cfg.optim, total)
+    engine = build_engine(model, objective, ds, cfg.optim, total, setup.compile)
     seed_everything(cfg.train.seed + 1 + env.rank)  # dropout differs per rank (restored on resume)
 
     evaluate = None
@@ -249,16 +247,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     )
     flops = pretrain_step_flops(cfg.model, 2 * cfg.data.batch_size * cfg.train.grad_accum_steps,
                                 cfg.data.text_max_len, cfg.loss.mlm_probability)
-    settings = LoopSettings(
-        output_dir=str(out), total_steps=total, grad_accum_steps=cfg.train.grad_accum_steps,
-        checkpoint_every=cfg.checkpoint.every_steps, keep_last=cfg.checkpoint.keep_last,
-        checkpoint_at_end=cfg.checkpoint.at_end, auto_resume=cfg.checkpoint.auto_resume,
-        log_every=cfg.logging.every_steps, eval_every=cfg.eval.every_steps, eval_at_end=cfg.eval.at_end,
-        stop_after_steps=cfg.train.stop_after_steps, tensorboard=cfg.logging.tensorboard,
-        progress_bar=cfg.logging.progress_bar, flops_per_step=flops,
-        max_nonfinite_steps=cfg.train.max_nonfinite_steps, peer_timeout_s=cfg.train.peer_timeout_s,
-        stop_timeout_s=cfg.train.stop_timeout_s,
-    )
+    settings = setup.loop_settings(total, cfg.eval.every_steps, cfg.eval.at_end, flops)
     try:
         return run_loop(engine, task, settings, device)
     finally:
