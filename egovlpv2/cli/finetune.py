@@ -12,7 +12,6 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
-from egovlpv2.errors import UsageError
 
 
 def parse_args(argv=None):
@@ -27,16 +26,10 @@ def parse_args(argv=None):
 
 def finetune(argv=None):
     """Fine-tune as the command line says; returns the run's result."""
-    args = parse_args(argv)
-    from egovlpv2.finetune.config import load_finetune_config
-    from egovlpv2.finetune.run import run_finetuning
-    from egovlpv2.train.checkpoint import install_stop_handlers
+    from egovlpv2.finetune.run import finetune as run
 
-    cfg = load_finetune_config(args.config or args.task, args.overrides)
-    if cfg.task != args.task:
-        raise UsageError(f"--task {args.task} but the recipe is for {cfg.task}")
-    install_stop_handlers()
-    result = run_finetuning(cfg, args.deepspeed)
+    args = parse_args(argv)
+    result = run(args.task, args.config, args.overrides, args.deepspeed)
     for step, metrics in sorted(result.evaluations.items()):
         print(f"step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
     if result.stopped:

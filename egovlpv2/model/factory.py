@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from egovlpv2.model.compile import check_compile_mode, compile_model
+from egovlpv2.model.compile import CompileMode, compile_model
 from egovlpv2.model.config import ModelConfig, apply_model_overrides, resolve_model_config
 from egovlpv2.model.egovlpv2 import EgoVLPv2
 from egovlpv2.model.loading import load_checkpoint
@@ -13,7 +13,7 @@ from egovlpv2.model.pretrained import inflate_vit, load_roberta
 log = logging.getLogger(__name__)
 
 
-def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", compile: str = "off",
+def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", compile: "str | CompileMode" = "off",
                  **overrides) -> EgoVLPv2:
     """Build an EgoVLPv2.
 
@@ -25,7 +25,7 @@ def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", co
     ``compile``: ``"off"``, ``"blocks"`` (one ``torch.compile`` region per transformer block) or ``"full"`` (one
     per entry point), see :mod:`egovlpv2.model.compile`; compilation happens at the first call.
     """
-    check_compile_mode(compile)
+    mode = CompileMode.parse(compile)
     cfg = apply_model_overrides(resolve_model_config(config), **overrides)
     model = EgoVLPv2(cfg)
     if cfg.checkpoint:
@@ -37,4 +37,4 @@ def create_model(config: "str | Path | dict | ModelConfig" = "egovlpv2-base", co
             inflate_vit(model.video, cfg.vision_init)
         if cfg.text_init:
             load_roberta(model.text, cfg.text_init)
-    return compile_model(model, compile)
+    return compile_model(model, mode)
