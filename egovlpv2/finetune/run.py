@@ -70,5 +70,5 @@ def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict):
         checkpoint_at_end=cfg.checkpoint.at_end, auto_resume=cfg.checkpoint.auto_resume,
         log_every=cfg.logging.every_steps, eval_every=cfg.eval.every_steps, eval_at_end=cfg.eval.at_end,
         stop_after_steps=cfg.train.stop_after_steps, tensorboard=cfg.logging.tensorboard,
-        progress_bar=cfg.logging.progress_bar)
+        progress_bar=cfg.logging.progress_bar, allow_fresh_start_on_requeue=cfg.train.allow_fresh_start_on_requeue)
     return run_loop(engine, task, settings, device)

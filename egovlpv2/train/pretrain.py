@@ -32,6 +32,7 @@ from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
 from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.train.loop import LoopSettings, RunResult, Task, accumulate_step, run_loop
+from egovlpv2.train.monitor import BestEffortFileHandler
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def setup_logging(output_dir: Path, rank: int) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(output_dir / "train.log"))
+        handlers.append(BestEffortFileHandler(output_dir / "train.log"))
     for handler in handlers:
         handler.setFormatter(fmt)
         root.addHandler(handler)
@@ -227,7 +228,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
         stop_after_steps=cfg.train.stop_after_steps, tensorboard=cfg.logging.tensorboard,
         progress_bar=cfg.logging.progress_bar, flops_per_step=flops,
         max_nonfinite_steps=cfg.train.max_nonfinite_steps, peer_timeout_s=cfg.train.peer_timeout_s,
-        stop_timeout_s=cfg.train.stop_timeout_s,
+        stop_timeout_s=cfg.train.stop_timeout_s, allow_fresh_start_on_requeue=cfg.train.allow_fresh_start_on_requeue,
     )
     try:
         return run_loop(engine, task, settings, device)

@@ -1,0 +1,33 @@
+"""The stop timeout bounds reaching the step boundary, not the save there (docs/faults.md R2-6): a save that
+takes longer than ``train.stop_timeout_s`` after SIGTERM still completes, and the run exits 0."""
+import signal
+from pathlib import Path
+
+import pytest
+
+from egovlpv2.train.checkpoint_commit import check_complete
+from tests.faults.ranks import ZERO2, results, start, wait_for
+from tests.helpers import liveness
+
+WORKER = Path(__file__).with_name("fault_worker.py")
+STOP_TIMEOUT = 2
+SLOW_SAVE = 8  # rank 0's save takes this much longer than usual
+
+
+@pytest.mark.slow
+def test_a_slow_save_after_sigterm_outlasts_a_short_stop_timeout(tmp_path):
+    out = tmp_path / "run"
+    job = start(WORKER, [ZERO2, out, 1000, "--step-sleep", 0.5, "--checkpoint-every", 1000,
+                         "--slow-save-s", SLOW_SAVE, "--stop-timeout", STOP_TIMEOUT], out / "logs")
+    try:
+        wait_for(out / "started_rank0", timeout=liveness(240))
+        wait_for(out / "started_rank1", timeout=liveness(60))
+        job.signal_group(signal.SIGTERM)
+        codes = job.wait(liveness(120))
+    finally:
+        job.kill()
+    assert codes == [0, 0], job.output()
+    (stopped,) = results(out, 0)
+    tag = f"step{stopped['step']:08d}"
+    assert stopped["stopped"] and (out / "checkpoints" / "latest").read_text() == tag
+    assert check_complete(out / "checkpoints" / tag) is None
