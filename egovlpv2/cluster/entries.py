@@ -85,15 +85,10 @@ def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
 
 
 def _latest_state(prepared: Prepared) -> Optional[tuple[Path, dict]]:
-    """(tag directory, trainer_state.json) of the run directory's latest checkpoint, or None."""
-    ckpt = prepared.output_dir / "checkpoints"
-    latest = ckpt / "latest"
-    if not latest.is_file():
-        return None
-    state_file = ckpt / latest.read_text().strip() / "trainer_state.json"
-    if not state_file.is_file():
-        return None  # an incomplete layout: the job reports it with the full context
-    return state_file.parent, json.loads(state_file.read_text())
+    """(tag directory, trainer_state.json) of the checkpoint the job will resume from, or None."""
+    from egovlpv2.train.checkpoint_commit import latest_complete_state
+
+    return latest_complete_state(prepared.output_dir / "checkpoints")
 
 
 def _zero_stage(prepared: Prepared) -> Optional[int]:

@@ -149,7 +149,7 @@ def main(argv=None) -> int:
                             checkpoint_every=args.checkpoint_every, keep_last=3, log_every=1, progress_bar=False,
                             peer_timeout_s=args.peer_timeout, stop_timeout_s=args.stop_timeout,
                             auto_resume=not args.no_resume,
-                            allow_fresh_start_on_requeue=args.allow_fresh_start_on_requeue)
+                            **({"allow_fresh_start_on_requeue": True} if args.allow_fresh_start_on_requeue else {}))
     result = run_loop(engine, task, settings, torch.device("cpu"))
     (out / f"result_rank{env.rank}_{os.getpid()}.json").write_text(json.dumps(
         {"step": result.step, "finished": result.finished, "stopped": result.stopped,
