@@ -12,9 +12,9 @@ A job that finds the record held decides whether the holder is dead:
 
 - the holder is on this host and its process is gone (or its pid now names another process);
 - the holder is this job's previous run: the same SLURM job id, requeued (``SLURM_RESTART_COUNT`` higher);
-- the holder's renewal counter does not move for ``lease_s`` (a killed job, a dead node). The newcomer
-  watches it on its own clock, so the hosts' clocks need not agree; a renewal older than ``2 * lease_s``
-  by this host's clock is taken as expired at once.
+- the holder is on another host and its renewal counter does not move for ``lease_s`` (a killed job, a dead
+  node). The newcomer watches it on its own clock, so the hosts' clocks need not agree; a renewal older than
+  ``2 * lease_s`` by this host's clock is taken as expired at once.
 
 A dead holder is taken over without any manual step; a live one makes the newcomer stop with a
 :class:`RunDirectoryBusy` error naming it. The holder checks its token before every checkpoint commit, so
@@ -198,7 +198,9 @@ def claim(run_dir: str | Path, lease_s: float = LEASE_S) -> RunOwnership:
         holder = _read(path)
         if holder is None:
             continue  # released meanwhile
-        why = _dead_at_once(holder, me) or _expired(path, holder)
+        why = _dead_at_once(holder, me)
+        if why is None and holder.host != me.host:  # on this host a live process is a live holder
+            why = _expired(path, holder)
         if why is None:
             stop = f"scancel {holder.slurm_job_id}" if holder.slurm_job_id else f"kill {holder.pid} on {holder.host}"
             raise RunDirectoryBusy(

@@ -3,11 +3,14 @@ holder is taken over without a manual step, another job's step directories are n
 never moves backwards."""
 import json
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from egovlpv2.train.run_owner import OWNER_FILE
+from egovlpv2.train.run_owner import OWNER_FILE, Holder, RunDirectoryBusy, claim
 from tests.faults.ranks import ZERO2, results, run, start, wait_for
 from tests.helpers import liveness
 
@@ -66,3 +69,33 @@ def test_another_jobs_step_directories_are_kept_and_latest_never_moves_back(tmp_
     assert latest(out) == "step00000008"
     assert (ckpt / "replaced" / f"step00000003.{written_by_a}").is_dir()
     assert {"step00000003", "step00000004", "step00000006", "step00000008"} <= {p.name for p in ckpt.glob("step*")}
+
+
+def plant(run_dir: Path, **fields) -> None:
+    holder = Holder.this_process(lease_s=60.0)
+    for key, value in fields.items():
+        setattr(holder, key, value)
+    (run_dir / OWNER_FILE).write_text(json.dumps(vars(holder)))
+
+
+def test_which_holders_are_dead_and_taken_over_at_once(tmp_path, monkeypatch):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        plant(tmp_path, pid=sleeper.pid, process_start=None, slurm_job_id="77")
+        with pytest.raises(RunDirectoryBusy, match=f"pid {sleeper.pid}, SLURM job 77.*scancel 77"):
+            claim(tmp_path)
+        monkeypatch.setenv("SLURM_JOB_ID", "77")
+        monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # this job's requeue: the old incarnation is over
+        claim(tmp_path).release()
+        monkeypatch.delenv("SLURM_JOB_ID")
+        monkeypatch.delenv("SLURM_RESTART_COUNT")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    plant(tmp_path, pid=sleeper.pid, process_start=None)  # its process is gone
+    claim(tmp_path).release()
+    plant(tmp_path, host="node-that-died", renewed_at=time.time() - 1000)  # renewed 1000 s ago, lease 60 s
+    ownership = claim(tmp_path)
+    assert json.loads((tmp_path / OWNER_FILE).read_text())["token"] == ownership.holder.token
+    ownership.release()
+    assert not (tmp_path / OWNER_FILE).exists()
