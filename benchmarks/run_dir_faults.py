@@ -70,14 +70,15 @@ def launched(job, out):
 
 def sigterm(job, out):
     wait_for(out / "started_rank1", timeout=600)
+    time.sleep(5)  # past the first steps
     job.signal_group(signal.SIGTERM)
     return time.monotonic()
 
 
 def main() -> None:
     ownership()
-    job("SIGTERM, save 8 s slower, train.stop_timeout_s=2", [1000, "--step-sleep", 0.5, "--checkpoint-every", 1000,
-        "--slow-save-s", 8, "--stop-timeout", 2], sigterm, "saved")
+    job("SIGTERM, save 15 s slower, train.stop_timeout_s=5", [1000, "--step-sleep", 0.1, "--checkpoint-every", 1000,
+        "--slow-save-s", 15, "--stop-timeout", 5], sigterm, "saved")
     job("rank 1 holds the GIL 12 s, train.peer_timeout_s=4 (4 steps)", [4, "--peer-timeout", 4,
         "--gil-hold-at-call", 3, "--gil-hold-s", 12], launched, "whole run")
     import os
