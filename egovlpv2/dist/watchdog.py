@@ -145,12 +145,11 @@ class PeerWatchdog:
 
     @contextmanager
     def in_step(self) -> Iterator[None]:
-        """Mark the way to the next step boundary: only there does a stop request's timeout run."""
+        """Mark the way to the next step boundary: only there does a stop request's timeout run. A step that
+        raises never reached its boundary: the timeout keeps running while the error is handled."""
         self._step_since = time.monotonic()
-        try:
-            yield
-        finally:
-            self._step_since = None
+        yield
+        self._step_since = None
 
     def stop(self, failure: Optional[str] = None, collective: bool = False) -> None:
         """Stop watching; ``failure`` (this rank's error) is posted so peers exit at once, naming this rank.

@@ -236,11 +236,14 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device, wat
     try:
         engine.train()
         while step < settings.total_steps:
-            with watchdog.in_step():  # the stop timeout bounds only this: reaching the step boundary
+            # The stop timeout bounds only this: reaching the step boundary, where every rank agrees on a stop;
+            # the evaluation and the save after it run as long as they progress.
+            with watchdog.in_step():
                 wait_start = time.perf_counter()
                 micro = [batches.next() for _ in range(settings.grad_accum_steps)]
                 wait_s = time.perf_counter() - wait_start
                 parts = task.step_fn(engine, micro, step)
+                stop = stop_agreed(device)
             parts["grad_norm"] = torch.as_tensor(engine.get_global_grad_norm() or 0.0).float()
             step += 1
             steps_this_run += 1
@@ -261,7 +264,6 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device, wat
                 monitor.write_scalars(step, metrics, f"eval/{task.name}")
                 log.info("step %d eval: %s", step, " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
 
-            stop = stop_agreed(device)
             early = settings.stop_after_steps is not None and steps_this_run >= settings.stop_after_steps
             if step % settings.checkpoint_every == 0 or (last and settings.checkpoint_at_end) or stop or early:
                 guard.check_weights_before_save(step)
