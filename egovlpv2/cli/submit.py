@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from egovlpv2.cli import run_cli
-from egovlpv2.cluster.entries import ENTRIES
+from egovlpv2.cluster.entries import ENTRIES, fit_stop_timeout
 from egovlpv2.cluster.submission import ClusterSpec, sbatch_script, submit
 
 
@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--constraint")
     queue.add_argument("--time", default="24:00:00", help="time limit per job (requeued until the run is done)")
     queue.add_argument("--signal-delay-s", type=int, default=120,
-                       help="SIGUSR2 this long before the time limit: the run saves at the next step and requeues")
+                       help="SIGUSR2 this long before the time limit: the run saves at the next step and requeues; "
+                       "training gets half of it as train.stop_timeout_s (to reach the step boundary) at most")
     queue.add_argument("--max-timeouts", type=int, default=20, help="requeues after time limits before giving up")
     run = p.add_argument_group("run")
     run.add_argument("--job-name", default="egovlpv2")
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
         signal_delay_s=args.signal_delay_s, max_timeouts=args.max_timeouts,
     )
     prepared = entry.prepare(entry_argv, args.output_dir)  # the recipe resolves here, before anything is queued
+    prepared, fitted = fit_stop_timeout(prepared, spec.signal_delay_s)
     not_needed = entry.preflight(prepared, spec.world_size) if entry.preflight else None
     plan = entry.plan(prepared, spec.world_size) if entry.plan and not not_needed else None
     if args.dry_run:
@@ -72,14 +74,17 @@ def main(argv=None) -> int:
         if prepared.resolved_config:
             print("# resolved config")
             print(prepared.resolved_config)
-        if not_needed or plan:
-            print(f"# {not_needed or plan}")
+        for line in (fitted, not_needed or plan):
+            if line:
+                print(f"# {line}")
         return 0
     if not_needed:
         print(not_needed)
         return 0
     submitted = submit(entry.target, prepared.argv, spec, prepared.output_dir, cluster=args.cluster)
     print(submitted.describe(), flush=True)
+    if fitted:
+        print(fitted, flush=True)
     if plan:
         print(plan, flush=True)
     if args.cluster == "debug":

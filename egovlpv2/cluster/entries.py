@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -18,6 +18,24 @@ class Prepared:
     argv: list[str]  # the arguments every task passes to the entry point
     output_dir: Path  # the run directory
     resolved_config: str  # YAML of what will run ("" when the entry has no config)
+    stop_timeout_s: Optional[float] = None  # the training loop's train.stop_timeout_s (None: no training loop)
+
+
+def fit_stop_timeout(prepared: Prepared, signal_delay_s: float) -> tuple[Prepared, Optional[str]]:
+    """A training job gets SLURM's warning ``signal_delay_s`` before its time limit: its ``train.stop_timeout_s``
+    (reaching the next step boundary) is at most half of that, the other half is for the save and the requeue.
+    Returns the prepared job, with the timeout lowered where needed, and a line saying so."""
+    import yaml
+
+    limit = signal_delay_s / 2
+    if prepared.stop_timeout_s is None or prepared.stop_timeout_s <= limit:
+        return prepared, None
+    resolved = yaml.safe_load(prepared.resolved_config)
+    resolved["train"]["stop_timeout_s"] = limit
+    fitted = replace(prepared, argv=[*prepared.argv, f"train.stop_timeout_s={limit:g}"], stop_timeout_s=limit,
+                     resolved_config=yaml.safe_dump(resolved, sort_keys=False))
+    return fitted, (f"train.stop_timeout_s={limit:g} (was {prepared.stop_timeout_s:g}): half of --signal-delay-s "
+                    f"{signal_delay_s:g} to reach a step boundary, the other half for the save")
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,8 @@ def _prepare_recipe(args: argparse.Namespace, output_dir: Path | None, load: Cal
 
     recipe = ["--config", pinned(args.config)] if args.config else []
     job_argv = [*leading, "--deepspeed", pinned(ds_config), *recipe, *overrides]
-    return Prepared(argv=job_argv, output_dir=run_dir, resolved_config=yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return Prepared(argv=job_argv, output_dir=run_dir, resolved_config=yaml.safe_dump(to_dict(cfg), sort_keys=False),
+                    stop_timeout_s=cfg.train.stop_timeout_s)
 
 
 def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
@@ -85,15 +104,10 @@ def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
 
 
 def _latest_state(prepared: Prepared) -> Optional[tuple[Path, dict]]:
-    """(tag directory, trainer_state.json) of the run directory's latest checkpoint, or None."""
-    ckpt = prepared.output_dir / "checkpoints"
-    latest = ckpt / "latest"
-    if not latest.is_file():
-        return None
-    state_file = ckpt / latest.read_text().strip() / "trainer_state.json"
-    if not state_file.is_file():
-        return None  # an incomplete layout: the job reports it with the full context
-    return state_file.parent, json.loads(state_file.read_text())
+    """(tag directory, trainer_state.json) of the checkpoint the job will resume from, or None."""
+    from egovlpv2.train.checkpoint_commit import latest_complete_state
+
+    return latest_complete_state(prepared.output_dir / "checkpoints")
 
 
 def _zero_stage(prepared: Prepared) -> Optional[int]:

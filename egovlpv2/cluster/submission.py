@@ -9,6 +9,8 @@ Layout of a run directory ``<output_dir>``:
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import re
 import shlex
@@ -205,5 +207,23 @@ def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, clu
     executor = make_executor(cluster, spec, output_dir, code_dir or PACKAGE_DIR.parent)
     if code_dir is not None:  # shipped recipes and DeepSpeed configs: the snapshot's copies
         argv = [in_snapshot(arg, code_dir) for arg in argv]
-    job = executor.submit(LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
+    job = _submit_to(executor, LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
     return Submitted(job=job, output_dir=output_dir, code_dir=code_dir)
+
+
+def _submit_to(executor, launched: LaunchedJob):
+    """``executor.submit``; a submission that sbatch rejects (a gres, partition or account the cluster does not
+    have) is the user's to fix: a UsageError with sbatch's own message, which submitit would also print raw."""
+    from submitit.core.utils import FailedJobError
+
+    captured = io.StringIO()
+    rejected = None
+    try:
+        with contextlib.redirect_stderr(captured):
+            return executor.submit(launched)
+    except FailedJobError as exc:
+        rejected = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or "no message"
+    finally:
+        if rejected is None:  # anything said on the way is kept
+            sys.stderr.write(captured.getvalue())
+    raise UsageError(f"sbatch rejected the job: {rejected}")

@@ -2,6 +2,7 @@
 (from the job id) and its CUDA device. ``egovlpv2.dist.env`` builds the distributed environment on them."""
 from __future__ import annotations
 
+import os
 import re
 
 # MASTER_PORT = PORT_BASE + (job id mod PORT_SPAN): every task of a job computes the same port without
@@ -18,6 +19,15 @@ def master_port(job_id: str) -> int:
         raise ValueError(f"cannot derive a port from job id {job_id!r}")
     key = int(digits[0]) * 1009 + sum(int(d) for d in digits[1:])
     return PORT_BASE + key % PORT_SPAN
+
+
+def restart_count() -> int:
+    """How often SLURM restarted this job (``SLURM_RESTART_COUNT``: requeues after preemption, a time limit
+    or a node failure); 0 outside SLURM or on a first run."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    except ValueError:
+        return 0
 
 
 def cuda_device_index(local_rank: int, local_world_size: int, visible_devices: int) -> int:

@@ -8,20 +8,35 @@ bumps its own counter in the job's TCPStore every ``interval_s`` and watches eve
   posted a failure is named in an error line, then this process exits with :data:`EXIT_PEER_FAILED`
   (each rank watches the next one in a ring and posts what it finds; every rank reads the posted verdict);
 - the store itself unreachable means its host is gone (rank 0 under ``srun``, the agent under torchrun);
-- a stop requested ``stop_timeout_s`` ago that did not end the process (a rank stuck in a collective, its
-  peer hung) exits with :data:`EXIT_STOP_TIMEOUT`; the last complete checkpoint stays in charge.
+- a stop requested while the rank works on a step that does not reach the step boundary within
+  ``stop_timeout_s`` (a rank stuck in a collective, its peer hung, a hung loader) exits with
+  :data:`EXIT_STOP_TIMEOUT`; the last complete checkpoint stays in charge. Only the way to the boundary is
+  bounded (:meth:`PeerWatchdog.in_step`): the evaluation and the save there run as long as they progress
+  (a dead peer is still caught by its heartbeat, a collective stuck for good by the collective timeout).
+
+A Python thread cannot beat while the main thread holds the interpreter lock (a long C call that does not
+release it), so each rank also forks a small beater process that bumps the same counter for as long as its
+rank exists and is not stopped (``SIGSTOP``, a debugger). A rank blocked in C is then alive, not dead; one
+stuck in C for good is caught by the collective timeout. Where the beater cannot start, a rank that holds
+the lock longer than ``peer_timeout_s`` is declared "dead, hung, or blocked holding the GIL": raise
+``train.peer_timeout_s`` above the longest such call.
 
 ``os._exit`` is deliberate: the main thread may be blocked inside a collective that no exception reaches.
 """
 from __future__ import annotations
 
+import ctypes
 import datetime
+import gc
 import logging
 import os
+import signal
 import sys
 import threading
 import time
-from typing import Callable, Optional
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional
 
 import torch.distributed as dist
 
@@ -45,6 +60,31 @@ def is_collective_error(exc: BaseException) -> bool:
         word in str(exc) for word in ("gloo", "Gloo", "NCCL", "Connection closed", "Connection reset")))
 
 
+def _stopped_or_gone(pid: int) -> bool:
+    """``pid`` is stopped (SIGSTOP, a debugger), a zombie, or gone."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("T", "t", "Z", "X")
+
+
+def _beat_for(parent: int, connect: Callable, key: str, interval_s: float) -> None:
+    """The beater process: bump ``key`` while ``parent`` exists and is not stopped; die with it."""
+    gc.disable()  # objects inherited from the parent are never finalised here
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)  # the job's signals are for the rank, not for its beater
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: gone with the rank
+    except (OSError, AttributeError):
+        pass
+    store = connect()
+    while os.getppid() == parent:
+        if not _stopped_or_gone(parent):
+            store.add(key, 1)
+        time.sleep(interval_s)
+
+
 class PeerWatchdog:
     """Heartbeats through the job's TCPStore (MASTER_ADDR:MASTER_PORT), on its own client connection."""
 
@@ -59,6 +99,8 @@ class PeerWatchdog:
         self._done = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._store = None
+        self._beater: Optional[int] = None
+        self._step_since: Optional[float] = None  # when the current step began, None between steps
 
     def _connect(self):
         return dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), self.world_size,
@@ -69,11 +111,45 @@ class PeerWatchdog:
         if self.world_size > 1 and {"MASTER_ADDR", "MASTER_PORT"} <= set(os.environ):
             self._store = self._connect()
             self._store.add(f"{self.prefix}beat/{self.rank}", 1)
+            self._start_beater()
         elif self.world_size > 1:
             log.warning("MASTER_ADDR/MASTER_PORT are not set: no peer watchdog (only the stop timeout)")
         self._thread = threading.Thread(target=self._run, name="egovlpv2-watchdog", daemon=True)
         self._thread.start()
         return self
+
+    def _start_beater(self) -> None:
+        """Fork the beater (from the main thread, whose exit kills it); the thread's beats remain if it fails."""
+        parent = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            log.warning("no beater process (%s): a rank holding the GIL over %.0f s will be declared dead",
+                        exc, self.peer_timeout_s)
+            return
+        if pid == 0:
+            try:
+                _beat_for(parent, self._connect, f"{self.prefix}beat/{self.rank}", self.interval_s)
+            finally:
+                os._exit(0)
+        self._beater = pid
+
+    def _stop_beater(self) -> None:
+        if self._beater is not None:
+            try:
+                os.kill(self._beater, signal.SIGKILL)
+                os.waitpid(self._beater, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self._beater = None
+
+    @contextmanager
+    def in_step(self) -> Iterator[None]:
+        """Mark the way to the next step boundary: only there does a stop request's timeout run. A step that
+        raises never reached its boundary: the timeout keeps running while the error is handled."""
+        self._step_since = time.monotonic()
+        yield
+        self._step_since = None
 
     def stop(self, failure: Optional[str] = None, collective: bool = False) -> None:
         """Stop watching; ``failure`` (this rank's error) is posted so peers exit at once, naming this rank.
@@ -82,6 +158,7 @@ class PeerWatchdog:
         for up to ``peer_timeout_s`` so that the peer at fault is named (the thread exits the process)."""
         if collective and self._thread is not None and self._store is not None:
             self._thread.join(timeout=self.peer_timeout_s + 3 * self.interval_s)
+        self._stop_beater()
         self._done.set()
         if self._store is not None:
             try:
@@ -110,7 +187,7 @@ class PeerWatchdog:
         if count != seen[0]:
             seen[:] = [count, now]
         elif now - seen[1] > self.peer_timeout_s and not store.check([f"{self.prefix}left/{peer}"]):
-            verdict = f"rank {peer} is dead or hung: no heartbeat for {now - seen[1]:.0f} s"
+            verdict = f"rank {peer} is dead, hung, or blocked holding the GIL: no heartbeat for {now - seen[1]:.0f} s"
             self._post(verdict)
             return verdict
         return None
@@ -118,13 +195,19 @@ class PeerWatchdog:
     def _run(self) -> None:
         seen = [-1, time.monotonic()]  # the watched peer's last heartbeat count, and when it changed
         stop_since: Optional[float] = None
+        last_tick = time.monotonic()
         while not self._done.wait(self.interval_s):
+            now = time.monotonic()
+            if now - last_tick > self.peer_timeout_s / 2:  # this thread was frozen (the GIL held): not the peer's gap
+                seen[1] = now
+            last_tick = now
+            step_since = self._step_since
             if self.stop_requested():
-                stop_since = stop_since or time.monotonic()
-                if time.monotonic() - stop_since > self.stop_timeout_s:
-                    _exit(EXIT_STOP_TIMEOUT, f"rank {self.rank}: a stop was requested {self.stop_timeout_s:.0f} s "
-                          "ago and the run could not save (a peer is stuck?); exiting, resume from the last "
-                          "complete checkpoint")
+                stop_since = stop_since or now
+                if step_since is not None and now - max(stop_since, step_since) > self.stop_timeout_s:
+                    _exit(EXIT_STOP_TIMEOUT, f"rank {self.rank}: a stop was requested {now - stop_since:.0f} s "
+                          f"ago and the step did not reach its boundary within {self.stop_timeout_s:.0f} s (a peer "
+                          "is stuck?); exiting without saving, resume from the last complete checkpoint")
             if self._store is None:
                 continue
             try:

@@ -8,9 +8,13 @@ Layout of ``<output_dir>/checkpoints``::
         rank_00000.pt         # per rank: RNG states (python, numpy, torch, CUDA) and the loader position
         full_state/           # the same model and optimizer state for any world size or ZeRO stage (elastic.py)
         complete.json         # every file's size, written once all ranks synced theirs
+        .writer               # the ownership token of the job that wrote it (egovlpv2.train.run_owner)
+    replaced/step00000006.<token>/   # a step directory of an earlier job that this job had to write again
 
 A crash or a full disk mid-save leaves the previous checkpoint in charge, and a resume skips any tag whose
-files do not match its manifest (see :mod:`egovlpv2.train.checkpoint_commit`).
+files do not match its manifest (see :mod:`egovlpv2.train.checkpoint_commit`). A job never deletes a step
+directory that another job wrote, except to prune complete checkpoints beyond ``keep_last``: a torn one in
+the way of a save is moved under ``replaced/``.
 
 Preemption: a signal handler (or the SLURM/submitit glue, through :func:`request_stop`) only sets a flag.
 The loop calls :func:`stop_agreed` at each step boundary; it all-reduces the flag so every rank sees the
@@ -21,6 +25,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import shutil
 import signal
 import threading
@@ -35,7 +40,8 @@ from egovlpv2.dist.signals import STOP_SIGNALS
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.rng import rng_state, set_rng_state
 from egovlpv2.train import elastic
-from egovlpv2.train.checkpoint_commit import commit_latest, fsync_tree, resumable_tag, write_manifest
+from egovlpv2.train.checkpoint_commit import check_complete, commit_latest, fsync_tree, resumable_tag, write_manifest
+from egovlpv2.train.run_owner import RunOwnership
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +76,18 @@ def tag_for_step(step: int) -> str:
     return f"step{step:08d}"
 
 
+WRITER_FILE = ".writer"
+REPLACED_DIR = "replaced"
+
+
 class CheckpointManager:
     """Save every rank's share of a DeepSpeed engine plus the trainer's own state; keep the newest K."""
 
-    def __init__(self, directory: str | Path, engine, keep_last: int = 3):
+    def __init__(self, directory: str | Path, engine, keep_last: int = 3, ownership: Optional[RunOwnership] = None):
         self.directory = Path(directory)
         self.engine = engine
         self.keep_last = keep_last
+        self.ownership = ownership  # rank 0's hold on the run directory (None: the step directories are foreign)
         self.rank, self.world_size = C.rank(), C.world_size()
 
     def tags(self) -> list[str]:
@@ -86,8 +97,13 @@ class CheckpointManager:
         """Collective: every rank must call it at the same step."""
         tag = tag_for_step(step)
         tag_dir = self.directory / tag
-        if self.rank == 0 and tag_dir.exists():  # an earlier attempt at this step (torn, or run past and resumed)
-            shutil.rmtree(tag_dir)
+        if self.rank == 0:
+            if self.ownership is not None:
+                self.ownership.check()
+            if tag_dir.exists():  # an earlier attempt at this step (torn, or run past and resumed)
+                self._clear(tag_dir)
+            tag_dir.mkdir(parents=True)
+            (tag_dir / WRITER_FILE).write_text(self._token or "")
         self._barrier()
         tag_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
@@ -105,8 +121,10 @@ class CheckpointManager:
         self._barrier()  # every rank's files are on disk
         if self.rank == 0:
             write_manifest(tag_dir, self.world_size)
-            commit_latest(self.directory, tag)
-            self._prune(keep=tag)
+            if self.ownership is not None:
+                self.ownership.check()
+            if commit_latest(self.directory, tag):
+                self._prune(keep=tag)
         self._barrier()
         log.info("saved checkpoint %s", tag_dir)
         return tag
@@ -116,10 +134,37 @@ class CheckpointManager:
         if dist.is_initialized():
             dist.barrier()
 
+    @property
+    def _token(self) -> Optional[str]:
+        return self.ownership.holder.token if self.ownership is not None else None
+
+    def _written_here(self, tag_dir: Path) -> bool:
+        marker = tag_dir / WRITER_FILE
+        return self._token is not None and marker.is_file() and marker.read_text() == self._token
+
+    def _clear(self, tag_dir: Path) -> None:
+        """Make way for a new save of ``tag_dir``: this job's own earlier attempt is removed, another job's
+        directory is moved under ``replaced/`` (never deleted: it may be what someone else is writing)."""
+        if self._written_here(tag_dir):
+            shutil.rmtree(tag_dir)
+            return
+        marker = tag_dir / WRITER_FILE
+        writer = marker.read_text() if marker.is_file() else ""
+        writer = writer if re.fullmatch(r"[0-9a-f]{1,64}", writer) else "unknown"
+        aside = self.directory / REPLACED_DIR / f"{tag_dir.name}.{writer}"
+        aside.parent.mkdir(exist_ok=True)
+        while aside.exists():
+            aside = aside.with_name(aside.name + "-1")
+        tag_dir.rename(aside)
+        log.warning("%s was written by another job: moved to %s, to be written again by this one", tag_dir, aside)
+
     def _prune(self, keep: str) -> None:
-        old = [t for t in self.tags() if t != keep][: max(0, len(self.tags()) - self.keep_last)]
-        for tag in old:
-            shutil.rmtree(self.directory / tag, ignore_errors=True)
+        """Keep the newest ``keep_last`` tags up to ``keep``; never a newer one, nor another job's torn one."""
+        old = [t for t in self.tags() if t < keep]
+        for tag in old[: max(0, len(old) - (self.keep_last - 1))]:
+            tag_dir = self.directory / tag
+            if self._written_here(tag_dir) or check_complete(tag_dir) is None:
+                shutil.rmtree(tag_dir, ignore_errors=True)
 
     def load_latest(self) -> Optional[tuple[dict, dict]]:
         """Restore engine + RNG from the newest complete checkpoint; returns (trainer_state, rank_state), or

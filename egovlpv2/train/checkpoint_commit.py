@@ -6,7 +6,11 @@ size in ``complete.json`` and only after that moves ``latest`` (write, fsync, re
 still be writing theirs (a rank killed there, or a full disk, left ``latest`` naming a torn checkpoint).
 
 At resume the newest tag whose files all match its manifest wins; a torn or half-deleted tag is skipped
-with a warning, whatever ``latest`` says.
+with a warning, whatever ``latest`` says. :func:`resumable_tag` is the one answer to "the latest complete
+checkpoint": resume, elastic resume (the step budget) and ``egovlpv2-submit``'s checks all ask it.
+
+``latest`` never moves backwards: a commit of an older step than the complete one ``latest`` names is
+refused with a warning (a job started with ``checkpoint.auto_resume=false`` in a used run directory).
 """
 from __future__ import annotations
 
@@ -45,9 +49,16 @@ def write_manifest(tag_dir: Path, world_size: int) -> None:
     atomic_write_json(tag_dir / MANIFEST, {"world_size": world_size, "files": _files(tag_dir)}, indent=1)
 
 
-def commit_latest(directory: Path, tag: str) -> None:
-    """Point ``latest`` at ``tag`` atomically (rank 0, after :func:`write_manifest`)."""
-    atomic_write_text(directory / "latest", tag)
+def commit_latest(directory: Path, tag: str) -> bool:
+    """Point ``latest`` at ``tag`` atomically (rank 0, after :func:`write_manifest`), unless it names a newer
+    complete checkpoint; returns whether it moved."""
+    latest = directory / "latest"
+    named = latest.read_text().strip() if latest.is_file() else None
+    if named is not None and named > tag and check_complete(directory / named) is None:
+        log.warning("%s stays at %s: the checkpoint just written (%s) is older", latest, named, tag)
+        return False
+    atomic_write_text(latest, tag)
+    return True
 
 
 def check_complete(tag_dir: Path) -> Optional[str]:
@@ -81,3 +92,12 @@ def resumable_tag(directory: Path) -> Optional[str]:
             return tag
         log.warning("skipping checkpoint %s: %s", directory / tag, problem)
     return None
+
+
+def latest_complete_state(directory: Path) -> Optional[tuple[Path, dict]]:
+    """(tag directory, its trainer_state.json) of :func:`resumable_tag`, or None without a complete checkpoint."""
+    tag = resumable_tag(Path(directory))
+    if tag is None:
+        return None
+    tag_dir = Path(directory) / tag
+    return tag_dir, json.loads((tag_dir / "trainer_state.json").read_text())

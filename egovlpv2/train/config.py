@@ -65,6 +65,9 @@ class TrainConfig:
     stop_timeout_s: Seconds = 300.0
     # This many non-finite steps in a row (NaN/inf loss or grad norm, skipped updates) end the run with an error.
     max_nonfinite_steps: PositiveInt = 3
+    # A SLURM requeue (SLURM_RESTART_COUNT > 0) that finds no checkpoint in the run directory refuses to start
+    # from step 0 (its run directory was probably on node-local disk) unless this is set.
+    allow_fresh_start_on_requeue: bool = False
     # torch.compile: off, blocks (one compiled region per transformer block: fuses LayerNorm, GELU, residual
     # adds and the token regrouping into their neighbours) or full (one region per model method). Compiling
     # costs a minute or more once per process; worth it for long runs on a GPU (README "Speed").

@@ -18,7 +18,6 @@ scalars. Nothing in here knows how ZeRO partitions a tensor.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -26,6 +25,8 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+from egovlpv2.train.checkpoint_commit import latest_complete_state
 
 log = logging.getLogger(__name__)
 
@@ -231,11 +232,10 @@ def steps_for_epochs(checkpoint_dir: Path, world_size: int, epochs: float, steps
     budget still holds. Without elastic resumes that is the same number; after one it ends the epochs where
     the samples end, not where the old world size's step count would."""
     total = math.ceil(epochs * steps_per_epoch)
-    latest = Path(checkpoint_dir) / "latest"
-    state_file = Path(checkpoint_dir) / latest.read_text().strip() / "trainer_state.json" if latest.is_file() else None
-    if state_file is None or not state_file.is_file():
+    found = latest_complete_state(Path(checkpoint_dir))  # the checkpoint the loop will resume from
+    if found is None:
         return total
-    state = json.loads(state_file.read_text())
+    state = found[1]
     if "global_samples" not in state:
         return total
     left = epochs * steps_per_epoch * global_batch - state["global_samples"]

@@ -19,12 +19,15 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 import torch
 
 from egovlpv2.dist import collectives as C
+from egovlpv2.dist.slurm import restart_count
 from egovlpv2.dist.watchdog import PeerWatchdog, is_collective_error
+from egovlpv2.errors import UserError
 from egovlpv2.fileio import atomic_write_json
 from egovlpv2.rng import rng_state, set_rng_state
 from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed, stop_requested
 from egovlpv2.train.divergence import NonFiniteGuard
 from egovlpv2.train.monitor import Monitor
+from egovlpv2.train.run_owner import RunOwnership, claim_for_job
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +105,11 @@ class LoopSettings:
     max_nonfinite_steps: int = 3
     # A peer without a heartbeat this long is dead or hung: every rank exits, naming it.
     peer_timeout_s: float = 60.0
-    # A stop request that has not ended the process after this long (stuck in a collective) exits without saving.
+    # A stop request whose rank has not reached the next step boundary after this long (stuck in a collective,
+    # a hung loader) exits without saving; the evaluation and the save at the boundary are not counted.
     stop_timeout_s: float = 300.0
+    # A SLURM requeue (SLURM_RESTART_COUNT > 0) that finds no checkpoint refuses to start from step 0 unless set.
+    allow_fresh_start_on_requeue: bool = False
 
 
 @dataclass
@@ -179,26 +185,45 @@ def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -
     """Train until ``total_steps`` (resuming from the newest complete checkpoint), a stop request or
     ``stop_after_steps``.
 
-    A peer watchdog runs meanwhile (see :mod:`egovlpv2.dist.watchdog`); this rank's own error is posted to
-    the other ranks, so they exit naming it instead of waiting in their next collective.
+    The job owns the run directory meanwhile (see :mod:`egovlpv2.train.run_owner`): a second live job on it
+    stops with a user error naming this one. A peer watchdog runs too (see :mod:`egovlpv2.dist.watchdog`);
+    this rank's own error is posted to the other ranks, so they exit naming it instead of waiting in their
+    next collective.
     """
     dist = torch.distributed
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    watchdog = PeerWatchdog(rank, world, settings.peer_timeout_s, settings.stop_timeout_s, stop_requested).start()
+    ownership = claim_for_job(settings.output_dir)
     try:
-        result = _train(engine, task, settings, device)
-    except BaseException as exc:
-        watchdog.stop(failure=f"{type(exc).__name__}: {exc}", collective=is_collective_error(exc))
-        raise
-    watchdog.stop()
+        watchdog = PeerWatchdog(rank, world, settings.peer_timeout_s, settings.stop_timeout_s, stop_requested).start()
+        try:
+            result = _train(engine, task, settings, device, watchdog, ownership)
+        except BaseException as exc:
+            watchdog.stop(failure=f"{type(exc).__name__}: {exc}", collective=is_collective_error(exc))
+            raise
+        watchdog.stop()
+    finally:
+        if ownership is not None:
+            ownership.release()
     return result
 
 
-def _train(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
-    ckpt = CheckpointManager(Path(settings.output_dir) / "checkpoints", engine, settings.keep_last)
+def _refuse_fresh_start_on_requeue(settings: LoopSettings) -> None:
+    """A requeued job without a checkpoint usually lost its run directory (node-local disk, a wrong path)."""
+    restarts = restart_count()
+    if restarts and settings.auto_resume and not settings.allow_fresh_start_on_requeue:
+        raise UserError(f"this SLURM job was requeued (SLURM_RESTART_COUNT={restarts}) but {settings.output_dir} "
+                        "holds no complete checkpoint: is the run directory on node-local disk or another path? "
+                        "Set train.allow_fresh_start_on_requeue=true to start from step 0")
+
+
+def _train(engine, task: Task, settings: LoopSettings, device: torch.device, watchdog: PeerWatchdog,
+           ownership: Optional[RunOwnership]) -> RunResult:
+    ckpt = CheckpointManager(Path(settings.output_dir) / "checkpoints", engine, settings.keep_last, ownership)
     step, loader_state = 0, None
     resumed = ckpt.load_latest() if settings.auto_resume else None
-    if resumed is not None:
+    if resumed is None:
+        _refuse_fresh_start_on_requeue(settings)
+    else:
         trainer_state, rank_state = resumed
         step, loader_state = trainer_state["step"], rank_state.get("loader")
         if loader_state is not None and "data_inputs" in trainer_state:
@@ -216,10 +241,14 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device) -> 
     try:
         engine.train()
         while step < settings.total_steps:
-            wait_start = time.perf_counter()
-            micro = [batches.next() for _ in range(settings.grad_accum_steps)]
-            wait_s = time.perf_counter() - wait_start
-            parts = task.step_fn(engine, micro, step)
+            # The stop timeout bounds only this: reaching the step boundary, where every rank agrees on a stop;
+            # the evaluation and the save after it run as long as they progress.
+            with watchdog.in_step():
+                wait_start = time.perf_counter()
+                micro = [batches.next() for _ in range(settings.grad_accum_steps)]
+                wait_s = time.perf_counter() - wait_start
+                parts = task.step_fn(engine, micro, step)
+                stop = stop_agreed(device)
             parts["grad_norm"] = torch.as_tensor(engine.get_global_grad_norm() or 0.0).float()
             step += 1
             steps_this_run += 1
@@ -240,7 +269,6 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device) -> 
                 monitor.write_scalars(step, metrics, f"eval/{task.name}")
                 log.info("step %d eval: %s", step, " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
 
-            stop = stop_agreed(device)
             early = settings.stop_after_steps is not None and steps_this_run >= settings.stop_after_steps
             if step % settings.checkpoint_every == 0 or (last and settings.checkpoint_at_end) or stop or early:
                 guard.check_weights_before_save(step)

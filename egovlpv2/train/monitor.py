@@ -3,15 +3,20 @@
 Timing is split per rank into data wait (blocked on the loader) and compute; at each logging interval the
 ranks' figures are gathered once, so rank 0 can report every rank's data-wait fraction and the worst one
 (the slowest loader sets everyone's pace).
+
+Logging output is best-effort: TensorBoard files or ``train.log`` on a full (or failing) disk give one
+warning, then that output stops and training goes on. Checkpoints are what must not be lost, and their
+writes still fail loudly.
 """
 from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -75,6 +80,7 @@ class Monitor:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(Path(output_dir) / "tensorboard"), purge_step=start_step + 1)
+            self._tensorboard(lambda writer: writer.flush())  # a full disk shows here rather than mid-run
         if self.rank == 0 and progress_bar:
             from tqdm import tqdm
 
@@ -135,25 +141,50 @@ class Monitor:
                 totals[reason] += count
         for reason, count in totals.items():
             scalars[f"data/skipped/{reason}"] = count
-        if self.writer is not None:
-            for key, value in scalars.items():
-                if isinstance(value, (int, float)) and math.isfinite(value):
-                    self.writer.add_scalar(key, value, step)
-            self.writer.flush()
+        self.write_scalars(step, {k: v for k, v in scalars.items() if isinstance(v, (int, float)) and math.isfinite(v)})
         log.info(summary_line(step, scalars))
         return scalars
 
-    def write_scalars(self, step: int, scalars: dict[str, float], prefix: str) -> None:
-        if self.writer is not None:
+    def write_scalars(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
+        def write(writer) -> None:
             for key, value in scalars.items():
-                self.writer.add_scalar(f"{prefix}/{key}", value, step)
-            self.writer.flush()
+                writer.add_scalar(f"{prefix}/{key}" if prefix else key, value, step)
+            writer.flush()
+
+        self._tensorboard(write)
+
+    def _tensorboard(self, write: Callable) -> None:
+        """``write(writer)``; an OSError (a full disk) stops TensorBoard output with one warning."""
+        if self.writer is None:
+            return
+        try:
+            write(self.writer)
+        except OSError as exc:
+            writer, self.writer = self.writer, None
+            log.warning("TensorBoard output stops, training goes on: %s", exc)
+            try:
+                writer.close()
+            except OSError:
+                pass
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        if self.writer is not None:
-            self.writer.close()
+        self._tensorboard(lambda writer: writer.close())
+        self.writer = None
+
+
+class BestEffortFileHandler(logging.FileHandler):
+    """A log file that a full disk silences with one warning on stderr, instead of a traceback per record."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        logging.getLogger().removeHandler(self)
+        try:
+            self.close()
+        except OSError:
+            pass
+        log.warning("%s: log file output stops, training goes on (see stderr): %s", self.baseFilename,
+                    sys.exc_info()[1])
 
 
 def summary_line(step: int, scalars: dict[str, float]) -> str:

@@ -33,6 +33,7 @@ from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
 from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.train.loop import RunResult, Task, accumulate_step, run_loop
+from egovlpv2.train.monitor import BestEffortFileHandler
 from egovlpv2.train.run_setup import run_setup
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,7 @@ def setup_logging(output_dir: Path, rank: int) -> None:
     handlers = [logging.StreamHandler(sys.stderr)]
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(output_dir / "train.log"))
+        handlers.append(BestEffortFileHandler(output_dir / "train.log"))
     for handler in handlers:
         handler.setFormatter(fmt)
         root.addHandler(handler)

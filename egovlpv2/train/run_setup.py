@@ -44,5 +44,5 @@ def run_setup(cfg) -> RunSetup:
         auto_resume=checkpoint.auto_resume, log_every=logging.every_steps, stop_after_steps=train.stop_after_steps,
         tensorboard=logging.tensorboard, progress_bar=logging.progress_bar,
         max_nonfinite_steps=train.max_nonfinite_steps, peer_timeout_s=train.peer_timeout_s,
-        stop_timeout_s=train.stop_timeout_s)
+        stop_timeout_s=train.stop_timeout_s, allow_fresh_start_on_requeue=train.allow_fresh_start_on_requeue)
     return RunSetup(collective_timeout_s=train.collective_timeout_s, compile=CompileMode(train.compile), loop=loop)

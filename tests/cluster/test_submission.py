@@ -137,3 +137,19 @@ def test_features_dry_run_counts_the_clips_and_missing_inputs_fail_at_once(submi
         (out_dir / f"{name}.pt").write_bytes(b"")
     done = submit_dry(*args)
     assert done.returncode == 0 and "all 3 clips already have features; nothing to submit" in done.stdout
+
+
+def test_a_training_jobs_stop_timeout_is_derived_from_the_signal_delay(submit_dry, tmp_path):
+    """SLURM's warning comes --signal-delay-s before the time limit: half of it at most to reach a step
+    boundary (train.stop_timeout_s), the other half for the save."""
+    def submitted(*args):
+        out = submit_dry("--output-dir", str(tmp_path / "run"), *args, "--config", "demo")
+        assert out.returncode == 0, out.stderr
+        (job,) = [line for line in out.stdout.splitlines() if line.startswith("# egovlpv2.cluster.entries:pretrain ")]
+        return out.stdout, job, yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])["train"]["stop_timeout_s"]
+
+    printed, job, timeout = submitted()  # --signal-delay-s 120, the recipe's 300 s
+    assert job.endswith(" train.stop_timeout_s=60") and timeout == 60
+    assert "# train.stop_timeout_s=60 (was 300): half of --signal-delay-s 120" in printed
+    printed, job, timeout = submitted("--signal-delay-s", "900")
+    assert "stop_timeout_s" not in job and timeout == 300

@@ -7,10 +7,17 @@ Usage: fault_worker.py DS_CONFIG OUTPUT_DIR TOTAL_STEPS [options]
   --signal-at-call N --signal NAME                rank 1 sends itself NAME at objective call N (SIGKILL, SIGSTOP)
   --hang-at-call N                                rank 1 sleeps forever at call N (alive, heartbeating)
   --step-sleep S                                  sleep S seconds in every call (time for an outside signal)
+  --gil-hold-at-call N --gil-hold-s S             rank 1 holds the GIL for S seconds in one C call at call N
+  --slow-save-s S                                 rank 0's DeepSpeed save sleeps S seconds first
+  --tensorboard-enospc                            every TensorBoard flush raises OSError(ENOSPC) (a full disk)
+  --no-resume                                     checkpoint.auto_resume=false
+  --allow-fresh-start-on-requeue                  LoopSettings.allow_fresh_start_on_requeue
   --peer-timeout S --stop-timeout S               LoopSettings values
-It writes <output_dir>/started_rank<r> when the first step begins.
+It writes <output_dir>/started_rank<r> when the first step begins. A user error is one `error:` line and
+exit status 2, as under the console scripts.
 """
 import argparse
+import ctypes
 import errno
 import json
 import os
@@ -23,6 +30,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).res
 
 import torch  # noqa: E402
 
+from egovlpv2.cli import run_cli  # noqa: E402
 from egovlpv2.dist.env import init_distributed  # noqa: E402
 from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
@@ -50,6 +58,8 @@ class FaultyObjective(ToyObjective):
         if self.rank == 1 and self.calls == a.hang_at_call:
             while True:
                 time.sleep(1)
+        if self.rank == 1 and self.calls == a.gil_hold_at_call:
+            ctypes.PyDLL(None).sleep(int(a.gil_hold_s))  # a PyDLL call keeps the GIL for its whole length
         loss, parts = super().__call__(batch, step)
         if self.rank == 1 and a.nan_from_step is not None and step // GRAD_ACCUM + 1 >= a.nan_from_step:
             loss = loss * float("nan")
@@ -73,7 +83,26 @@ def inject_save_fault(engine, kind: str, tag: str) -> None:
     engine.checkpoint_engine.save = save
 
 
-def main():
+def slow_down_saves(engine, seconds: float) -> None:
+    original = engine.save_checkpoint
+
+    def save_checkpoint(*args, **kwargs):
+        time.sleep(seconds)
+        return original(*args, **kwargs)
+
+    engine.save_checkpoint = save_checkpoint
+
+
+def fill_tensorboard_disk() -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    def flush(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "tensorboard")
+
+    SummaryWriter.flush = flush
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("ds_config")
     parser.add_argument("output_dir")
@@ -88,7 +117,13 @@ def main():
     parser.add_argument("--peer-timeout", type=float, default=60.0)
     parser.add_argument("--stop-timeout", type=float, default=300.0)
     parser.add_argument("--checkpoint-every", type=int, default=3)
-    args = parser.parse_args()
+    parser.add_argument("--gil-hold-at-call", type=int, default=-1)
+    parser.add_argument("--gil-hold-s", type=float, default=0.0)
+    parser.add_argument("--slow-save-s", type=float, default=0.0)
+    parser.add_argument("--tensorboard-enospc", action="store_true")
+    parser.add_argument("--no-resume", action="store_true")
+    parser.add_argument("--allow-fresh-start-on-requeue", action="store_true")
+    args = parser.parse_args(argv)
 
     env = init_distributed(timeout_s=600)
     install_stop_handlers()
@@ -102,18 +137,25 @@ def main():
                           args.total_steps)
     if args.save_fault and env.rank == 1:
         inject_save_fault(engine, args.save_fault, f"step{args.save_fault_step:08d}")
+    if args.slow_save_s and env.rank == 0:
+        slow_down_saves(engine, args.slow_save_s)
+    if args.tensorboard_enospc:
+        fill_tensorboard_disk()
     dtype = precision_dtype(ds)
     task = Task(objective=None, make_loader=lambda state: ToySource(state, env.rank),
                 prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()},
                 count_clips=lambda b: len(b["x"]))
     settings = LoopSettings(output_dir=str(out), total_steps=args.total_steps, grad_accum_steps=GRAD_ACCUM,
                             checkpoint_every=args.checkpoint_every, keep_last=3, log_every=1, progress_bar=False,
-                            peer_timeout_s=args.peer_timeout, stop_timeout_s=args.stop_timeout)
+                            peer_timeout_s=args.peer_timeout, stop_timeout_s=args.stop_timeout,
+                            auto_resume=not args.no_resume,
+                            **({"allow_fresh_start_on_requeue": True} if args.allow_fresh_start_on_requeue else {}))
     result = run_loop(engine, task, settings, torch.device("cpu"))
     (out / f"result_rank{env.rank}_{os.getpid()}.json").write_text(json.dumps(
         {"step": result.step, "finished": result.finished, "stopped": result.stopped,
          "history": result.history, "scalars": result.last_scalars}))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

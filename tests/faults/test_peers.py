@@ -29,7 +29,7 @@ def test_a_killed_peer_ends_the_job_in_bounded_time_and_the_requeued_run_resumes
     job.procs[1].wait(timeout=liveness(240))
     waited = survivor_exit(job, time.monotonic())
     assert waited < PEER_TIMEOUT + liveness(SLACK)
-    assert "rank 1 is dead or hung" in job.output(0)
+    assert "rank 1 is dead, hung, or blocked holding the GIL" in job.output(0)
     run(WORKER, [ZERO2, out, 8], out / "logs")  # the requeue
     for rank in (0, 1):
         (full,) = results(straight, rank)
@@ -46,7 +46,7 @@ def test_a_hung_peer_ends_the_job_in_bounded_time(tmp_path):
     try:
         wait_for(out / "checkpoints" / "latest", timeout=240)
         assert survivor_exit(job, time.monotonic()) < 2 * PEER_TIMEOUT + liveness(SLACK)  # the stop lands within a step
-        assert "rank 1 is dead or hung" in job.output(0)
+        assert "rank 1 is dead, hung, or blocked holding the GIL" in job.output(0)
     finally:
         job.kill()
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 
 import pytest
 
-from tests.helpers import run_submit
+from tests.helpers import REPO, SUBMIT, liveness, run_submit
 from tests.slurm.slurm_helpers import job_id_of, logs_of, wait_for_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -34,3 +36,14 @@ def test_two_node_all_reduce_runs_from_the_code_snapshot(slurm_cluster, tmp_path
     job = submitit.SlurmJob(folder=out_dir / "slurm" / "%j", job_id=job_id, tasks=(0, 1))
     assert job.state == "COMPLETED"
     assert [r["all_reduce"] for r in job.results()] == [3.0, 3.0]
+
+
+def test_a_submission_that_sbatch_rejects_is_one_error_line(slurm_cluster, tmp_path):
+    """The test cluster has no GPUs: a --gpus-per-node request is an invalid gres for its sbatch."""
+    out = subprocess.run([sys.executable, str(SUBMIT), "--entry", "check", "--nodes", "1", "--gpus-per-node", "1",
+                          "--time", "5", "--output-dir", str(tmp_path / "check")], capture_output=True, text=True,
+                         timeout=liveness(120), cwd=REPO)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: sbatch rejected the job: "), out.stderr
+    assert "Invalid generic resource (gres) specification" in lines[0]

@@ -1,0 +1,34 @@
+"""One answer to "the latest complete checkpoint": with `latest` naming a torn tag, resume, the elastic step
+budget and egovlpv2-submit's checks all take the newest complete one."""
+import json
+
+from egovlpv2.cluster.entries import Prepared, _pretrain_plan, _pretrain_preflight
+from egovlpv2.train.checkpoint_commit import resumable_tag, write_manifest
+from egovlpv2.train.elastic import steps_for_epochs
+
+
+def write_tag(ckpt, step: int, global_samples: int, total_steps: int):
+    tag_dir = ckpt / f"step{step:08d}"
+    (tag_dir / "full_state").mkdir(parents=True)
+    (tag_dir / "trainer_state.json").write_text(json.dumps(
+        {"step": step, "world_size": 2, "zero_stage": 2, "global_samples": global_samples, "total_steps": total_steps}))
+    for name in ("rank_00000.pt", "rank_00001.pt", "full_state/part_00000.pt"):
+        (tag_dir / name).write_bytes(b"x" * 10)
+    write_manifest(tag_dir, 2)
+    return tag_dir
+
+
+def test_a_torn_latest_gives_the_same_checkpoint_to_resume_elastic_resume_and_submit(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints"
+    write_tag(ckpt, 3, global_samples=48, total_steps=6)
+    torn = write_tag(ckpt, 6, global_samples=96, total_steps=6)
+    (torn / "rank_00001.pt").write_bytes(b"x" * 4)  # a rank's file cut short after the manifest
+    (ckpt / "latest").write_text(torn.name)
+
+    assert resumable_tag(ckpt) == "step00000003"  # what CheckpointManager.load_latest restores
+    # The step budget counts the samples of step 3 (48 of 80): 3 + ceil(32 / 8) steps, not step 6's.
+    assert steps_for_epochs(ckpt, 2, epochs=1, steps_per_epoch=10, global_batch=8) == 7
+    prepared = Prepared(argv=["--deepspeed", "zero2"], output_dir=tmp_path / "run", resolved_config="")
+    assert _pretrain_preflight(prepared, 2) is None  # step 6 of 6 would read as finished
+    plan = _pretrain_plan(prepared, 4)
+    assert plan.startswith(f"elastic resume of {ckpt / 'step00000003'}: step 3:"), plan
