@@ -18,7 +18,8 @@ import torch
 
 from egovlpv2.config import ConfigError
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
-from egovlpv2.data.pipeline import reshard_loader_states
+from egovlpv2.data.manifest import ShardManifest
+from egovlpv2.data.pipeline import pretrain_manifest, reshard_loader_states
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.collectives import gather_objects
 from egovlpv2.dist.env import detect, init_distributed, select_device
@@ -41,11 +42,12 @@ class EpochSource:
 
     ``state`` may also be ``{"resharded_from": [every old rank's state]}`` (a resume at another world size,
     see egovlpv2.train.elastic), and a state saved with another ``data.num_workers`` is re-dealt the same way:
-    the rest of the epoch goes to the new ranks and workers (egovlpv2.data.remainder).
+    the rest of the epoch goes to the new ranks and workers (egovlpv2.data.remainder). ``manifest``: that of
+    ``cfg.shards``, read once by the caller.
     """
 
-    def __init__(self, cfg, rank: int, world_size: int, state: Optional[dict]):
-        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+    def __init__(self, cfg, manifest: ShardManifest, rank: int, world_size: int, state: Optional[dict]):
+        self.cfg, self.manifest, self.rank, self.world_size = cfg, manifest, rank, world_size
         if state is not None and "resharded_from" in state:
             state = self._reshard(state["resharded_from"])
         elif state is not None and state["loader"] and state["loader"]["num_workers"] != max(1, cfg.num_workers):
@@ -53,7 +55,7 @@ class EpochSource:
         state = state or {"epoch": 0, "loader": None, "past_skips": {}}
         self.epoch = state["epoch"]
         self.past_skips = Counter(state["past_skips"])
-        self.loader = build_pretrain_loader(cfg, rank, world_size, self.epoch, state["loader"])
+        self.loader = build_pretrain_loader(cfg, rank, world_size, self.epoch, state["loader"], manifest)
 
     def _reshard(self, states: list) -> Optional[dict]:
         """This rank's state from every old rank's: the epoch goes on, each old rank's skip counts are
@@ -65,13 +67,13 @@ class EpochSource:
             if old_rank % self.world_size == self.rank:
                 past.update(s["past_skips"])
                 past.update(s["loader"]["skips"] if s["loader"] else {})
-        loader = reshard_loader_states(self.cfg, [s["loader"] for s in states])
+        loader = reshard_loader_states(self.manifest, [s["loader"] for s in states])
         return {"epoch": states[0]["epoch"], "loader": loader, "past_skips": dict(past)}
 
     def _next_epoch(self) -> None:
         self.past_skips.update(self.loader.skip_counts())
         self.epoch += 1
-        self.loader = build_pretrain_loader(self.cfg, self.rank, self.world_size, self.epoch)
+        self.loader = build_pretrain_loader(self.cfg, self.rank, self.world_size, self.epoch, manifest=self.manifest)
 
     def __iter__(self):
         if self.loader.batches_done >= len(self.loader):
@@ -175,7 +177,8 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     device = select_device(env)
     out = Path(cfg.train.output_dir)
     setup_logging(out, env.rank)
-    per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
+    manifest = pretrain_manifest(cfg.data)
+    per_epoch = batches_per_epoch(manifest, cfg.data, env.world_size) // cfg.train.grad_accum_steps
     if per_epoch < 1:
         raise ConfigError(f"an epoch holds fewer than {cfg.train.grad_accum_steps} batches per rank")
     global_batch = cfg.data.batch_size * cfg.train.grad_accum_steps * env.world_size
@@ -210,7 +213,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
                else accumulate_step)
     task = Task(
         objective=objective,
-        make_loader=lambda state: EpochSource(cfg.data, env.rank, env.world_size, state),
+        make_loader=lambda state: EpochSource(cfg.data, manifest, env.rank, env.world_size, state),
         prepare=to_device,
         count_clips=lambda batch: int(batch["video"].shape[0]),
         evaluate=evaluate,
