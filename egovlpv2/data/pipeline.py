@@ -169,12 +169,20 @@ class PretrainStream(IterableDataset):
             yield pair
         yield from self.pair_stream(w, num_w, skips, self.epoch + 1)
 
-    def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random) -> torch.Tensor:
+    def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random, out: torch.Tensor) -> None:
+        """Decode and augment one clip into ``out`` (its row of the batch)."""
         cfg = self.cfg
         check_pretrain_meta(meta, cfg.num_verbs, cfg.num_nouns)
         kind, data, count = frames_member(sample, meta)
         frames = decoder(kind, data, lambda n: segment_indices(n, cfg.num_frames, True, rng), count)
-        return train_transform(frames, cfg.img_size, tuple(cfg.crop_scale), cfg.hflip, rng)
+        train_transform(frames, cfg.img_size, tuple(cfg.crop_scale), cfg.hflip, rng, out=out)
+
+    def _video_batch(self, in_worker: bool) -> torch.Tensor:
+        """The batch's clips, anchors in rows 0..B-1 and partners in B..2B-1, filled in place. In a worker it
+        lives in shared memory from the start, so handing it to the main process copies nothing."""
+        cfg = self.cfg
+        video = torch.empty(2 * cfg.batch_size, cfg.num_frames, 3, cfg.img_size, cfg.img_size, dtype=torch.uint8)
+        return video.share_memory_() if in_worker else video
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -185,7 +193,7 @@ class PretrainStream(IterableDataset):
         tokenizer = load_tokenizer(self.cfg.tokenizer)
         skips: Counter = Counter()
         replay = self.consumed.get(w, 0)
-        items, run, used = [], 0, []
+        items, run, used, video = [], 0, [], None
         pairs = self.pair_stream(w, num_w, skips) if self.plan is None else self.stage_pair_stream(w, num_w, skips)
         for n, ((meta_a, sample_a), (meta_p, sample_p)) in enumerate(pairs):
             if n < replay:  # consumed before the resume: only its tar reading and metadata are repeated
@@ -194,27 +202,31 @@ class PretrainStream(IterableDataset):
                 continue
             used.append(sample_a["__index__"])
             clip_rng = random.Random(f"egovlpv2-clip:{seed}:{epoch}:{self.rank}:{w}:{n}")
+            video = self._video_batch(info is not None) if video is None else video
+            anchor, partner = video[len(items)], video[self.cfg.batch_size + len(items)]
             try:
-                video_a = self._clip(meta_a, sample_a, decoder, clip_rng)
-                video_p = video_a if sample_p is sample_a else self._clip(meta_p, sample_p, decoder, clip_rng)
-            except SampleError as exc:
+                self._clip(meta_a, sample_a, decoder, clip_rng, anchor)
+                if sample_p is sample_a:
+                    partner.copy_(anchor)
+                else:
+                    self._clip(meta_p, sample_p, decoder, clip_rng, partner)
+            except SampleError as exc:  # the pair's rows are overwritten by the next pair
                 skips[exc.reason] += 1
                 run += 1
                 if run >= MAX_CONSECUTIVE_SKIPS:
                     raise RuntimeError(f"{run} consecutive bad samples in {self.cfg.shards}: {dict(skips)}") from exc
                 continue
             run = 0
-            items.append(((video_a, video_p), (meta_a, meta_p)))
+            items.append((meta_a, meta_p))
             if len(items) == self.cfg.batch_size:
                 state = {"worker": w, "consumed": n + 1, "skips": dict(skips), "used": used}
-                yield self._collate(items, tokenizer, state)
-                items, used = [], []
+                yield self._collate(items, video, tokenizer, state)
+                items, used, video = [], [], None
 
-    def _collate(self, items: list, tokenizer, state: dict) -> dict:
-        """Anchors in rows 0..B-1, their partners in rows B..2B-1."""
+    def _collate(self, items: list, video: torch.Tensor, tokenizer, state: dict) -> dict:
+        """Anchors in rows 0..B-1, their partners in rows B..2B-1 (``video`` is already filled so)."""
         cfg = self.cfg
-        metas = [m[0] for _, m in items] + [m[1] for _, m in items]
-        videos = [v[0] for v, _ in items] + [v[1] for v, _ in items]
+        metas = [a for a, _ in items] + [p for _, p in items]
         text = tokenizer([m["text"] for m in metas], padding="max_length", truncation=True,
                          max_length=cfg.text_max_len, return_tensors="pt")
         verb = torch.zeros(len(metas), cfg.num_verbs)
@@ -222,7 +234,7 @@ class PretrainStream(IterableDataset):
         for i, m in enumerate(metas):
             verb[i, m.get("verb", [])] = 1.0
             noun[i, m.get("noun", [])] = 1.0
-        return {"video": torch.stack(videos), "input_ids": text["input_ids"].long(),
+        return {"video": video, "input_ids": text["input_ids"].long(),
                 "attention_mask": text["attention_mask"].long(), "verb": verb, "noun": noun,
                 "sample_id": [m["id"] for m in metas], "_state": state}
 

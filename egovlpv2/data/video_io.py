@@ -13,7 +13,7 @@ import importlib
 import io
 import struct
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -56,13 +56,14 @@ def _decode_jpegs(data: bytes, choose: Callable[[int], list[int]]) -> np.ndarray
     import cv2
 
     jpegs = unpack_jpegs(data)
-    frames = []
-    for i in choose(len(jpegs)):
-        bgr = cv2.imdecode(np.frombuffer(jpegs[i], np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
+    wanted = choose(len(jpegs))
+    frames = {}
+    for i in sorted(set(wanted)):  # a frame chosen twice (more frames asked than stored) is decoded once
+        rgb = cv2.imdecode(np.frombuffer(jpegs[i], np.uint8), cv2.IMREAD_COLOR_RGB)  # libjpeg writes RGB itself
+        if rgb is None:
             raise SampleError("decode_error", f"JPEG frame {i} does not decode")
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return np.stack(frames)
+        frames[i] = rgb
+    return np.stack([frames[i] for i in wanted])
 
 
 def _decode_decord(data: bytes, choose: Callable[[int], list[int]], num_frames: int) -> np.ndarray:
@@ -82,11 +83,12 @@ def _decode_torchcodec(data: bytes, choose: Callable[[int], list[int]], num_fram
     return frames.numpy()
 
 
-def _decode_pyav(data: bytes, choose: Callable[[int], list[int]], num_frames: int) -> np.ndarray:
-    """Frame i is the i-th packet in presentation order (as decord and torchcodec count, at any frame rate).
+def pyav_frames(data: bytes, choose: Callable[[int], list[int]], num_frames: int) -> Iterator[tuple[int, Any]]:
+    """(index, av.VideoFrame) for each distinct chosen index, ascending: frame i is the i-th packet in
+    presentation order (as decord and torchcodec count, at any frame rate).
 
     The packets are demuxed once; each target is decoded from the key frame before it, carrying on through the
-    GOP when the next target lies in the same one, and only the chosen frames are converted to RGB."""
+    GOP when the next target lies in the same one. Nothing is converted here."""
     import av
 
     with av.open(io.BytesIO(data)) as container:
@@ -94,26 +96,33 @@ def _decode_pyav(data: bytes, choose: Callable[[int], list[int]], num_frames: in
         stream.thread_type = "NONE"  # one core per loader worker
         packets = [p for p in container.demux(stream) if p.size and p.pts is not None]
         by_pts = sorted(range(len(packets)), key=lambda i: packets[i].pts)  # presentation order -> decode order
-        wanted = choose(_available(len(packets), num_frames))
-        want_pts = {packets[by_pts[t]].pts for t in wanted}
-        codec, kept, pos, drained = stream.codec_context, {}, 0, False
-        for target in sorted(set(wanted)):
+        targets = sorted(set(choose(_available(len(packets), num_frames))))
+        index_of = {packets[by_pts[t]].pts: t for t in targets}
+        codec, pos, drained, ready = stream.codec_context, 0, False, {}
+        for target in targets:
             at, target_pts = by_pts[target], packets[by_pts[target]].pts
-            if target_pts in kept:
-                continue
             key = next((k for k in range(at, -1, -1) if packets[k].is_keyframe and packets[k].pts <= target_pts), 0)
-            if pos < key or drained:  # the target's GOP starts past where the decoder is: jump to its key frame
+            if target_pts not in ready and (pos < key or drained):  # the GOP lies ahead: jump to its key frame
                 codec.flush_buffers()
                 pos, drained = key, False
-            while target_pts not in kept and not drained:
+            while target_pts not in ready and not drained:
                 drained = pos == len(packets)
-                for frame in codec.decode(None if drained else packets[pos]):
-                    if frame.pts in want_pts:
-                        kept[frame.pts] = frame.to_ndarray(format="rgb24")
+                ready.update((f.pts, f) for f in codec.decode(None if drained else packets[pos]) if f.pts in index_of)
                 pos += 1
-            if target_pts not in kept:
+            if target_pts not in ready:
                 raise SampleError("decode_error", f"frame {target} does not decode")
-    return np.stack([kept[packets[by_pts[t]].pts] for t in wanted])
+            yield target, ready.pop(target_pts)
+
+
+def _decode_pyav(data: bytes, choose: Callable[[int], list[int]], num_frames: int) -> np.ndarray:
+    wanted: list[int] = []
+
+    def keep(n: int) -> list[int]:
+        wanted.extend(choose(n))
+        return wanted
+
+    rgb = {i: frame.to_ndarray(format="rgb24") for i, frame in pyav_frames(data, keep, num_frames)}
+    return np.stack([rgb[i] for i in wanted])
 
 
 def _available(decodable: int, num_frames: int) -> int:
