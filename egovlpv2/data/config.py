@@ -20,8 +20,9 @@ class DataConfig:
     prefetch_factor: int = 2
     num_verbs: int = 118
     num_nouns: int = 582
-    # auto: PyAV, then decord, then torchcodec, those installed, each standing in for a sample the one before
-    # fails on (the same frames from each; the order is by measured speed, see benchmarks/RESULTS.md).
+    # auto: PyAV, torchcodec, decord for up to 8 frames, torchcodec first for more; those installed, each
+    # standing in for a sample the one before fails on (the same frames from each; the order is by measured
+    # speed, see benchmarks/RESULTS.md).
     decode_backend: Literal["auto", "torchcodec", "decord", "pyav"] = "auto"
     # A sample whose decode takes longer is skipped (decord can hang on broken streams).
     decode_timeout_s: float = 10.0

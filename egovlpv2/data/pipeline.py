@@ -189,7 +189,7 @@ class PretrainStream(IterableDataset):
         i, num_w = (info.id, info.num_workers) if info else (0, 1)
         w = (i + self.rotation) % num_w
         seed, epoch = self.cfg.seed, self.epoch if self.plan is None else f"{self.epoch}.{self.plan.stage}"
-        decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s)
+        decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s, self.cfg.num_frames)
         tokenizer = load_tokenizer(self.cfg.tokenizer)
         skips: Counter = Counter()
         replay = self.consumed.get(w, 0)

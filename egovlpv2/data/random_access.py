@@ -72,7 +72,7 @@ class ClipDecoder:
                  eval_resize: int = 256):
         self.num_frames, self.img_size, self.train = num_frames, img_size, train
         self.crop_scale, self.hflip, self.eval_resize = tuple(crop_scale), hflip, eval_resize
-        self.decoder = FrameDecoder(decode_backend, decode_timeout_s)
+        self.decoder = FrameDecoder(decode_backend, decode_timeout_s, num_frames)
 
     @classmethod
     def from_config(cls, cfg, train: bool = False) -> "ClipDecoder":

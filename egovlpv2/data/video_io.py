@@ -156,10 +156,12 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> Any:
 
 
 _BACKENDS = {"pyav": _decode_pyav, "decord": _decode_decord, "torchcodec": _decode_torchcodec}
-# auto: the fastest first at the shards' default size (benchmarks/RESULTS.md, "Decoding at the codec's limit":
-# torchcodec converts rows that are not 32-byte aligned, such as 456 px, through a slower filter graph). All
-# three return the same frames, so a later one only stands in for a sample that an earlier one fails on.
-AUTO_ORDER = ("pyav", "decord", "torchcodec")
+# auto: the fastest first for the clip length, by the loader's measured clips per CPU second on shards at the
+# default encode options (benchmarks/RESULTS.md, "Decoding at the codec's limit"): for a few frames PyAV,
+# which converts only the chosen frames; for many, torchcodec, which has no per-frame Python. All three
+# return the same frames, so a later one only stands in for a sample that an earlier one fails on.
+AUTO_ORDER = {"few": ("pyav", "torchcodec", "decord"), "many": ("torchcodec", "pyav", "decord")}
+MANY_FRAMES = 8  # a clip with more frames than this counts as many (8: one GOP of the shards)
 _MODULES = {"torchcodec": "torchcodec.decoders", "decord": "decord", "pyav": "av"}
 
 
@@ -173,9 +175,11 @@ def backend_usable(name: str) -> bool:
     return True
 
 
-def backend_chain(backend: str) -> tuple[str, ...]:
-    """The backends a FrameDecoder tries in turn: ``backend`` alone, or for ``auto`` those of AUTO_ORDER that load."""
-    chain = tuple(name for name in (AUTO_ORDER if backend == "auto" else (backend,)) if backend_usable(name))
+def backend_chain(backend: str, frames_per_clip: int = 0) -> tuple[str, ...]:
+    """The backends a FrameDecoder tries in turn: ``backend`` alone, or for ``auto`` those of AUTO_ORDER for
+    ``frames_per_clip`` that load."""
+    order = AUTO_ORDER["many" if frames_per_clip > MANY_FRAMES else "few"] if backend == "auto" else (backend,)
+    chain = tuple(name for name in order if backend_usable(name))
     if not chain:
         missing = "torchcodec, decord and PyAV (av)" if backend == "auto" else _MODULES[backend]
         raise UserError(f"data.decode_backend={backend}: {missing} cannot be imported here "
@@ -189,10 +193,11 @@ class FrameDecoder:
     Cheap to build and to pickle: the backends are imported at the first video decode (in a DataLoader
     worker), outside the time bound."""
 
-    def __init__(self, backend: str = "auto", timeout_s: float = 10.0):
+    def __init__(self, backend: str = "auto", timeout_s: float = 10.0, frames_per_clip: int = 0):
+        """``frames_per_clip``: how many frames a clip usually asks for (orders ``auto``'s backends)."""
         if backend != "auto" and backend not in _BACKENDS:
             raise UserError(f"data.decode_backend={backend!r}: choose auto, {', '.join(_BACKENDS)}")
-        self.backend = backend
+        self.backend, self.frames_per_clip = backend, frames_per_clip
         self.timeout_s = timeout_s
         self.chain: tuple[str, ...] = ()
 
@@ -213,7 +218,7 @@ class FrameDecoder:
 
         ``num_frames`` is the frame count recorded at shard time, used to clamp indices."""
         if kind != "jpgs" and not self.chain:
-            self.chain = backend_chain(self.backend)
+            self.chain = backend_chain(self.backend, self.frames_per_clip)
         try:
             return call_with_timeout(lambda: self._decode(kind, data, choose, num_frames), self.timeout_s)
         except TimeoutError:
