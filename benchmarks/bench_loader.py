@@ -1,10 +1,15 @@
-"""Loader throughput against the original approach, on the same synthetic source video.
+"""Loader throughput against the codec's limit and the original approach, on the same synthetic source video.
 
 Builds (once, cached in --work) a 600 s, 256 px, 30 fps H.264 chunk with moving texture, a csv of ~1 s
 clips inside it, and shards of those clips in both formats (mp4 and packed JPEGs), recording make_shards
-throughput in source-video seconds per CPU second. Then measures, in clips per CPU second (one core):
-- baseline: OpenCV opens the chunk and seeks to each of 4 frames per clip (one decoder thread);
-- the full loader: anchor + partner clips, 4 frames, 224 px crops, batches out of a multi-worker DataLoader.
+throughput in source-video seconds per CPU second. Then measures, in one run, in clips per CPU second (one
+core), for 4 and for 16 frames:
+- the limit: bare decoding of exactly the frames the loader samples from the same shards, clips in memory,
+  one thread, no conversion or resize: PyAV/libavcodec from the key frame before each target, carrying on
+  within a GOP (``egovlpv2.data.video_io.pyav_frames``); for JPEG shards, libjpeg decoding the chosen JPEGs;
+- the full loader with each decode backend: anchor + partner clips, 224 px crops, tokenized text, batches out
+  of a multi-worker DataLoader; and the ratio loader / limit;
+- baseline: OpenCV opens the chunk and seeks to each frame of a clip (one decoder thread).
 CPU time includes the DataLoader workers (reaped children), so other load on the machine does not inflate it.
 
 With --s3 it instead compares storage: the same mp4 shards read by the full loader from local disk and from
@@ -25,6 +30,10 @@ import cv2
 import numpy as np
 
 from egovlpv2.data import DataConfig, build_pretrain_loader
+from egovlpv2.data.manifest import ShardManifest
+from egovlpv2.data.pipeline import frames_member
+from egovlpv2.data.stream import parse_meta, read_tar
+from egovlpv2.data.video_io import pyav_frames, unpack_jpegs
 from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.data.sampling import segment_indices
 from egovlpv2.shards.tasks import ShardRun, make_shards
@@ -136,21 +145,53 @@ def bench_baseline(chunk: str, rows: list, frames: int, img_size: int, limit: in
     return {"clips": limit, "cpu_s": cpu, "wall_s": wall, "clips_per_cpu_s": limit / cpu, "clips_per_s": limit / wall}
 
 
+def read_clips(shards: str, limit: int) -> list[tuple[str, bytes, int]]:
+    """(kind, bytes, recorded frame count) of the first ``limit`` samples of the shards, in memory."""
+    manifest, clips = ShardManifest.read(shards), []
+    for name in manifest.shard_counts():
+        for sample in read_tar(manifest.path(name)):
+            clips.append(frames_member(sample, parse_meta(sample)))
+            if len(clips) == limit:
+                return clips
+    return clips
+
+
+def bench_limit(clips: list, frames: int) -> dict:
+    """The codec's limit: the frames the loader would sample, decoded and nothing more (see the docstring)."""
+    rng = random.Random(2)
+    began = time.process_time()
+    for kind, data, count in clips:
+        choose = lambda n: segment_indices(n, frames, True, rng)  # noqa: E731
+        if kind == "mp4":
+            for _ in pyav_frames(data, choose, count):
+                pass
+        else:
+            jpegs = unpack_jpegs(data)
+            for i in set(choose(len(jpegs))):
+                cv2.imdecode(np.frombuffer(jpegs[i], np.uint8), cv2.IMREAD_UNCHANGED)
+    cpu = time.process_time() - began
+    return {"clips": len(clips), "cpu_s": cpu, "clips_per_cpu_s": len(clips) / cpu}
+
+
 def bench_loader(shards: str, tokenizer: str, frames: int, img_size: int, batch: int, workers: int,
-                 backend: str, warmup: int = 3, exclude: tuple[int, ...] = ()) -> dict:
-    """Steady state: CPU time of the main process and the live workers between batch ``warmup`` and the last."""
+                 backend: str, warmup: int = 3, exclude: tuple[int, ...] = (), batches: int = 0) -> dict:
+    """Steady state: CPU time of the main process and the live workers between batch ``warmup`` and the last
+    (the epoch's, or ``batches`` after the warm-up)."""
     cfg = DataConfig(shards=shards, tokenizer=tokenizer, num_frames=frames, img_size=img_size, batch_size=batch,
                      num_workers=workers, shuffle_buffer=64, decode_backend=backend)
     loader = build_pretrain_loader(cfg, 0, 1, 0)
-    if len(loader) <= warmup:
+    last = min(len(loader), warmup + batches) - 1 if batches else len(loader) - 1
+    if last <= warmup:
         raise ValueError(f"{len(loader)} batches: too few to measure after {warmup} warm-up batches")
     clips, began = 0, time.time()
     for i, b in enumerate(loader):
-        if i == warmup:
-            began_cpu, began_wall, clips = cpu_seconds(exclude), time.time(), 0
-        clips += b["video"].shape[0]  # anchors and partners: each is a decoded clip
-        if i == len(loader) - 1:
+        if i == warmup:  # batch `warmup` was made before this point: only the batches after it count
+            began_cpu, began_wall = cpu_seconds(exclude), time.time()
+        elif i > warmup:
+            clips += b["video"].shape[0]  # anchors and partners: each is a decoded clip
+        if i == last:
             cpu, wall = cpu_seconds(exclude) - began_cpu, time.time() - began_wall
+            break
     return {"clips": clips, "cpu_s": cpu, "wall_s": wall, "clips_per_cpu_s": clips / cpu, "clips_per_s": clips / wall,
             "workers": workers, "backend": backend, "total_wall_s": time.time() - began}
 
@@ -186,9 +227,10 @@ def main() -> int:
     p.add_argument("--chunk-seconds", type=float, default=600.0)
     p.add_argument("--clips", type=int, default=400)
     p.add_argument("--baseline-clips", type=int, default=40)
-    p.add_argument("--frames", type=int, default=4)
+    p.add_argument("--frames", type=int, default=4, help="the baseline's frames per clip")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--batch", type=int, default=16, help="anchors per batch (the batch holds twice as many clips)")
+    p.add_argument("--batches", type=int, default=10, help="batches timed per loader run after 2 warm-up (0: the epoch)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rebuild", action="store_true", help="rewrite cached shards (measures make_shards again)")
     p.add_argument("--s3", action="store_true", help="only compare local disk with a local S3 server (see above)")
@@ -206,17 +248,26 @@ def main() -> int:
         print(f"make_shards ({fmt}): {prep[fmt]['samples']} clips, {prep[fmt]['bytes'] / 1e6:.1f} MB, "
               f"{prep[fmt]['source_s_per_cpu_s']:.1f} source s per CPU s, {prep[fmt]['wall_s']:.1f} s wall")
     print(f"source: {a.chunk_seconds:.0f} s chunk, 456x256, 30 fps, {prep['source_mbps']:.2f} Mbit/s")
-    base = bench_baseline(prep["chunk"], prep["rows"], a.frames, a.img_size, a.baseline_clips)
-    print(f"baseline (OpenCV seek into a {a.chunk_seconds:.0f} s chunk): {base['clips_per_cpu_s']:.2f} clips per CPU s "
-          f"({base['clips_per_s']:.2f} clips/s wall, {base['clips']} clips)")
-    results = {"args": vars(a), "source_mbps": prep["source_mbps"], "make_shards": {f: prep[f] for f in ("mp4", "jpgs")}, "baseline": base}
-    for fmt, backend in (("mp4", "decord"), ("mp4", "pyav"), ("jpgs", "auto")):
-        res = bench_loader(prep[fmt]["shards"], str(work / "tokenizer"), a.frames, a.img_size, a.batch, a.workers,
-                           backend)
-        res["vs_baseline"] = res["clips_per_cpu_s"] / base["clips_per_cpu_s"]
-        results[f"loader_{fmt}_{backend}"] = res
-        print(f"loader ({fmt}, {backend}, {a.workers} workers): {res['clips_per_cpu_s']:.1f} clips per CPU s, "
-              f"{res['clips_per_s']:.1f} clips/s wall, {res['vs_baseline']:.1f}x baseline ({res['clips']} clips)")
+    results = {"args": vars(a), "source_mbps": prep["source_mbps"], "make_shards": {f: prep[f] for f in ("mp4", "jpgs")}}
+    if a.baseline_clips:
+        base = bench_baseline(prep["chunk"], prep["rows"], a.frames, a.img_size, a.baseline_clips)
+        results["baseline"] = base
+        print(f"baseline (OpenCV seek into a {a.chunk_seconds:.0f} s chunk, {a.frames} frames): "
+              f"{base['clips_per_cpu_s']:.2f} clips per CPU s ({base['clips']} clips)")
+    clips = {fmt: read_clips(prep[fmt]["shards"], a.clips) for fmt in ("mp4", "jpgs")}
+    print("| frames | shards | pipeline | clips per CPU s | loader / limit |\n| ---: | --- | --- | ---: | ---: |")
+    for frames in (4, 16):
+        for fmt, backends in (("mp4", ("pyav", "decord", "torchcodec")), ("jpgs", ("auto",))):
+            limit = bench_limit(clips[fmt], frames)
+            results[f"limit_{fmt}_{frames}"] = limit
+            print(f"| {frames} | {fmt} | limit (bare decoding, 1 thread) | {limit['clips_per_cpu_s']:.1f} | |", flush=True)
+            for backend in backends:
+                res = bench_loader(prep[fmt]["shards"], str(work / "tokenizer"), frames, a.img_size, a.batch,
+                                   a.workers, backend, warmup=2, batches=a.batches)
+                res["vs_limit"] = res["clips_per_cpu_s"] / limit["clips_per_cpu_s"]
+                results[f"loader_{fmt}_{backend}_{frames}"] = res
+                print(f"| {frames} | {fmt} | loader, {backend}, {a.workers} workers | {res['clips_per_cpu_s']:.1f} "
+                      f"| {res['vs_limit']:.0%} |", flush=True)
     (work / "results.json").write_text(json.dumps(results, indent=1))
     return 0
 

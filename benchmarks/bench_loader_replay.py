@@ -16,8 +16,8 @@ import time
 from collections import Counter
 
 from egovlpv2.data import DataConfig
-from egovlpv2.data.pipeline import PretrainStream, shard_names
-from egovlpv2.data.manifest import read_manifest
+from egovlpv2.data.pipeline import PretrainStream
+from egovlpv2.data.manifest import ShardManifest
 
 
 def replay_cpu_s(stream: PretrainStream, pairs: int) -> float:
@@ -37,10 +37,10 @@ def main() -> int:
     results = {}
     for fmt in ("mp4", "jpgs"):
         shards = work / f"shards_{fmt}"
-        manifest = read_manifest(str(shards))
-        kb = manifest["total_bytes"] / manifest["total_samples"] / 1e3
+        manifest = ShardManifest.read(str(shards))
+        kb = manifest.fields["total_bytes"] / manifest.total_samples / 1e3
         cfg = DataConfig(shards=str(shards), tokenizer=str(work / "tokenizer"), shuffle_buffer=256)
-        stream = PretrainStream(cfg, shard_names(cfg)[0], 0, 1, 0, {}, 0)
+        stream = PretrainStream(cfg, manifest.shard_counts(), 0, 1, 0, {}, 0)
         cpu = min(replay_cpu_s(stream, a.pairs) for _ in range(a.repeats))
         results[fmt] = {"pairs": a.pairs, "cpu_s": cpu, "s_per_1000": cpu / a.pairs * 1000, "kb_per_sample": kb}
         print(f"{fmt} shards ({kb:.0f} kB per sample): replaying {a.pairs} pairs takes {cpu:.2f} CPU s "

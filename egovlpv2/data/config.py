@@ -30,8 +30,10 @@ class DataConfig:
     prefetch_factor: PositiveInt = 2
     num_verbs: PositiveInt = 118
     num_nouns: PositiveInt = 582
-    # auto: decord, falling back to PyAV when decord fails on a sample.
-    decode_backend: Literal["auto", "decord", "pyav"] = "auto"
+    # auto: PyAV, torchcodec, decord for up to 8 frames, torchcodec first for more; those installed, each
+    # standing in for a sample the one before fails on (the same frames from each; the order is by measured
+    # speed, see benchmarks/RESULTS.md).
+    decode_backend: Literal["auto", "torchcodec", "decord", "pyav"] = "auto"
     # A sample whose decode takes longer is skipped (decord can hang on broken streams).
     decode_timeout_s: Seconds = 10.0
     # Anchor/partner pairs held per worker for shuffling across scene windows.

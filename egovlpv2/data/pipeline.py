@@ -28,7 +28,7 @@ from egovlpv2.data.config import DataConfig
 from egovlpv2.data.remainder import StagePlan, chunk_shards, decode_bitmap, encode_bitmap, merge_states, plan_stage
 from egovlpv2.data.sample_schema import check_clips, check_pretrain_meta
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.data.manifest import read_manifest
+from egovlpv2.data.manifest import ShardManifest
 from egovlpv2.data.stream import (EPOCH_END, pair_window, parse_meta, read_tar, shard_epoch, shuffle_buffer,
                                   worker_shard)
 from egovlpv2.data.tokenizer import load_tokenizer
@@ -55,18 +55,9 @@ def loader_timeout_s(cfg: DataConfig, replay_pairs: int = 0) -> float:
     return 2 * cfg.batch_size * cfg.decode_timeout_s + BATCH_MARGIN_S + REPLAY_S_PER_PAIR * replay_pairs
 
 
-def shard_names(cfg: DataConfig) -> tuple[list[str], int]:
-    """(non-empty pre-training shard names, total samples) from the manifest of ``cfg.shards``."""
-    manifest = read_manifest(cfg.shards)
-    if manifest["task"] != "egoclip":
-        raise ValueError(f"{cfg.shards} holds {manifest['task']} shards, not pre-training (egoclip) shards")
-    names = [s["name"] for s in manifest["shards"] if s["samples"] > 0]
-    return names, manifest["total_samples"]
-
-
-def shard_counts(cfg: DataConfig) -> dict[str, int]:
-    """Samples per non-empty shard, in the manifest's order (which defines each sample's global index)."""
-    return {s["name"]: int(s["samples"]) for s in read_manifest(cfg.shards)["shards"] if s["samples"] > 0}
+def pretrain_manifest(cfg: DataConfig) -> ShardManifest:
+    """The manifest of ``cfg.shards``, which must hold pre-training shards: read once per process."""
+    return ShardManifest.read(cfg.shards).require_task("egoclip", "pre-training (egoclip)")
 
 
 def shard_offsets(counts: dict[str, int]) -> dict[str, int]:
@@ -77,9 +68,9 @@ def shard_offsets(counts: dict[str, int]) -> dict[str, int]:
     return offsets
 
 
-def batches_per_epoch(cfg: DataConfig, world_size: int) -> int:
+def batches_per_epoch(manifest: ShardManifest, cfg: DataConfig, world_size: int) -> int:
     """Batches every rank yields per epoch: all samples once as anchors, floored to whole global batches."""
-    _, total = shard_names(cfg)
+    total = manifest.total_samples
     count = total // (world_size * cfg.batch_size)
     if count == 0:
         raise ValueError(f"{total} samples make no full batch of {cfg.batch_size} anchors on each of {world_size} ranks")
@@ -98,14 +89,15 @@ def frames_member(sample: dict, meta: dict, prefix: str = "") -> tuple[str, byte
 class PretrainStream(IterableDataset):
     """Endless stream of batches for one rank; each DataLoader worker reads its own shards."""
 
-    def __init__(self, cfg: DataConfig, names: list[str], rank: int, world_size: int, epoch: int,
+    def __init__(self, cfg: DataConfig, counts: dict[str, int], rank: int, world_size: int, epoch: int,
                  consumed: dict[int, int], rotation: int, plan: Optional[StagePlan] = None):
         """``consumed``: pairs each (logical) worker already used; DataLoader worker i plays logical worker
         ``(i + rotation) % num_workers``, so the round-robin resumes with the worker due next. ``plan``: the
-        anchors of a later stage of the epoch (egovlpv2.data.remainder), None for the epoch's own stream."""
-        self.cfg, self.names, self.rank, self.world_size, self.epoch = cfg, names, rank, world_size, epoch
+        anchors of a later stage of the epoch (egovlpv2.data.remainder), None for the epoch's own stream.
+        ``counts``: samples per non-empty shard, in the manifest's order."""
+        self.cfg, self.names, self.rank, self.world_size, self.epoch = cfg, list(counts), rank, world_size, epoch
         self.consumed, self.rotation, self.plan = consumed, rotation, plan
-        self.offsets = shard_offsets(shard_counts(cfg))
+        self.offsets = shard_offsets(counts)
 
     def _shard(self, name: str, skips: Counter) -> Iterator:
         """(meta, sample) of one shard, each sample tagged with its global index; returns how many it read."""
@@ -177,23 +169,31 @@ class PretrainStream(IterableDataset):
             yield pair
         yield from self.pair_stream(w, num_w, skips, self.epoch + 1)
 
-    def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random) -> torch.Tensor:
+    def _clip(self, meta: dict, sample: dict, decoder: FrameDecoder, rng: random.Random, out: torch.Tensor) -> None:
+        """Decode and augment one clip into ``out`` (its row of the batch)."""
         cfg = self.cfg
         check_pretrain_meta(meta, cfg.num_verbs, cfg.num_nouns)
         kind, data, count = frames_member(sample, meta)
         frames = decoder(kind, data, lambda n: segment_indices(n, cfg.num_frames, True, rng), count)
-        return train_transform(frames, cfg.img_size, tuple(cfg.crop_scale), cfg.hflip, rng)
+        train_transform(frames, cfg.img_size, tuple(cfg.crop_scale), cfg.hflip, rng, out=out)
+
+    def _video_batch(self, in_worker: bool) -> torch.Tensor:
+        """The batch's clips, anchors in rows 0..B-1 and partners in B..2B-1, filled in place. In a worker it
+        lives in shared memory from the start, so handing it to the main process copies nothing."""
+        cfg = self.cfg
+        video = torch.empty(2 * cfg.batch_size, cfg.num_frames, 3, cfg.img_size, cfg.img_size, dtype=torch.uint8)
+        return video.share_memory_() if in_worker else video
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         i, num_w = (info.id, info.num_workers) if info else (0, 1)
         w = (i + self.rotation) % num_w
         seed, epoch = self.cfg.seed, self.epoch if self.plan is None else f"{self.epoch}.{self.plan.stage}"
-        decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s)
+        decoder = FrameDecoder(self.cfg.decode_backend, self.cfg.decode_timeout_s, self.cfg.num_frames)
         tokenizer = load_tokenizer(self.cfg.tokenizer)
         skips: Counter = Counter()
         replay = self.consumed.get(w, 0)
-        items, run, used = [], 0, []
+        items, run, used, video = [], 0, [], None
         pairs = self.pair_stream(w, num_w, skips) if self.plan is None else self.stage_pair_stream(w, num_w, skips)
         for n, ((meta_a, sample_a), (meta_p, sample_p)) in enumerate(pairs):
             if n < replay:  # consumed before the resume: only its tar reading and metadata are repeated
@@ -202,27 +202,31 @@ class PretrainStream(IterableDataset):
                 continue
             used.append(sample_a["__index__"])
             clip_rng = random.Random(f"egovlpv2-clip:{seed}:{epoch}:{self.rank}:{w}:{n}")
+            video = self._video_batch(info is not None) if video is None else video
+            anchor, partner = video[len(items)], video[self.cfg.batch_size + len(items)]
             try:
-                video_a = self._clip(meta_a, sample_a, decoder, clip_rng)
-                video_p = video_a if sample_p is sample_a else self._clip(meta_p, sample_p, decoder, clip_rng)
-            except SampleError as exc:
+                self._clip(meta_a, sample_a, decoder, clip_rng, anchor)
+                if sample_p is sample_a:
+                    partner.copy_(anchor)
+                else:
+                    self._clip(meta_p, sample_p, decoder, clip_rng, partner)
+            except SampleError as exc:  # the pair's rows are overwritten by the next pair
                 skips[exc.reason] += 1
                 run += 1
                 if run >= MAX_CONSECUTIVE_SKIPS:
                     raise RuntimeError(f"{run} consecutive bad samples in {self.cfg.shards}: {dict(skips)}") from exc
                 continue
             run = 0
-            items.append(((video_a, video_p), (meta_a, meta_p)))
+            items.append((meta_a, meta_p))
             if len(items) == self.cfg.batch_size:
                 state = {"worker": w, "consumed": n + 1, "skips": dict(skips), "used": used}
-                yield self._collate(items, tokenizer, state)
-                items, used = [], []
+                yield self._collate(items, video, tokenizer, state)
+                items, used, video = [], [], None
 
-    def _collate(self, items: list, tokenizer, state: dict) -> dict:
-        """Anchors in rows 0..B-1, their partners in rows B..2B-1."""
+    def _collate(self, items: list, video: torch.Tensor, tokenizer, state: dict) -> dict:
+        """Anchors in rows 0..B-1, their partners in rows B..2B-1 (``video`` is already filled so)."""
         cfg = self.cfg
-        metas = [m[0] for _, m in items] + [m[1] for _, m in items]
-        videos = [v[0] for v, _ in items] + [v[1] for v, _ in items]
+        metas = [a for a, _ in items] + [p for _, p in items]
         text = tokenizer([m["text"] for m in metas], padding="max_length", truncation=True,
                          max_length=cfg.text_max_len, return_tensors="pt")
         verb = torch.zeros(len(metas), cfg.num_verbs)
@@ -230,7 +234,7 @@ class PretrainStream(IterableDataset):
         for i, m in enumerate(metas):
             verb[i, m.get("verb", [])] = 1.0
             noun[i, m.get("noun", [])] = 1.0
-        return {"video": torch.stack(videos), "input_ids": text["input_ids"].long(),
+        return {"video": video, "input_ids": text["input_ids"].long(),
                 "attention_mask": text["attention_mask"].long(), "verb": verb, "noun": noun,
                 "sample_id": [m["id"] for m in metas], "_state": state}
 
@@ -238,12 +242,14 @@ class PretrainStream(IterableDataset):
 class PretrainLoader:
     """Yields exactly ``len(self)`` batches for one rank and one epoch; see docs/architecture.md."""
 
-    def __init__(self, cfg: DataConfig, rank: int, world_size: int, epoch: int, resume_state: dict | None = None):
+    def __init__(self, cfg: DataConfig, manifest: ShardManifest, rank: int, world_size: int, epoch: int,
+                 resume_state: dict | None = None):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.cfg, self.rank, self.world_size, self.epoch = cfg, rank, world_size, epoch
-        self.names, total = shard_names(cfg)
-        self.num_batches = batches_per_epoch(cfg, world_size)
+        self.counts = manifest.shard_counts()
+        self.names, total = list(self.counts), manifest.total_samples
+        self.num_batches = batches_per_epoch(manifest, cfg, world_size)
         self.num_workers = max(1, cfg.num_workers)
         self.batches_done = 0
         self.consumed: dict[int, int] = {}  # pairs used (decoded or skipped) per worker, from the stage start
@@ -267,7 +273,7 @@ class PretrainLoader:
         if state.get("stage", 0) > 0:
             self.base = state["base"]
             self.plan = plan_stage(state["stage"], decode_bitmap(self.base, len(self.used)), self.names,
-                                   shard_offsets(shard_counts(self.cfg)), shard_counts(self.cfg), self.cfg.seed,
+                                   shard_offsets(self.counts), self.counts, self.cfg.seed,
                                    self.epoch, self.rank, self.world_size, self.num_workers, self.cfg.batch_size,
                                    bool(state.get("finished")))
             self.num_batches = self.plan.num_batches
@@ -304,7 +310,7 @@ class PretrainLoader:
         # Skip counts restart per worker in a new pass: fold the finished pass into the base.
         self._base_skips, self._worker_skips = Counter(self.skip_counts()), {}
         # Batch j of a DataLoader over endless IterableDataset workers comes from worker j % num_workers.
-        dataset = PretrainStream(self.cfg, self.names, self.rank, self.world_size, self.epoch,
+        dataset = PretrainStream(self.cfg, self.counts, self.rank, self.world_size, self.epoch,
                                  dict(self.consumed), self.batches_done % self.num_workers, self.plan)
         workers = self.cfg.num_workers
         # Its own generator: starting an iterator draws a base seed, which must not advance the global torch
@@ -331,15 +337,17 @@ class PretrainLoader:
             del iterator  # stops the endless workers
 
 
-def build_pretrain_loader(cfg: DataConfig, rank: int, world_size: int, epoch: int,
-                          resume_state: dict | None = None) -> PretrainLoader:
-    """The loader the trainer iterates once per epoch (``len()`` batches, the same on every rank)."""
-    return PretrainLoader(cfg, rank, world_size, epoch, resume_state)
+def build_pretrain_loader(cfg: DataConfig, rank: int, world_size: int, epoch: int, resume_state: dict | None = None,
+                          manifest: ShardManifest | None = None) -> PretrainLoader:
+    """The loader the trainer iterates once per epoch (``len()`` batches, the same on every rank).
+
+    ``manifest``: that of ``cfg.shards`` where the caller has read it (a training run reads it once)."""
+    return PretrainLoader(cfg, manifest or pretrain_manifest(cfg), rank, world_size, epoch, resume_state)
 
 
-def reshard_loader_states(cfg: DataConfig, states: list[dict]) -> dict:
+def reshard_loader_states(cfg: DataConfig, manifest: ShardManifest, states: list[dict]) -> dict:
     """A resume state for any rank of a new world size or worker count, from the states of every old rank
     (old rank order): the loader built from it yields the samples of the epoch that none of them used. The new
     stage follows ``cfg``'s seed and batch size, which may differ from the old ones (the bitmap depends on neither)."""
-    merged = merge_states(states, shard_names(cfg)[1])
+    merged = merge_states(states, manifest.total_samples)
     return {**merged, "seed": cfg.seed} if merged.get("reshard") else merged

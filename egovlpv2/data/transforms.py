@@ -59,15 +59,23 @@ def random_resized_crop_box(height: int, width: int, scale: tuple[float, float],
 
 
 def train_transform(frames: np.ndarray, img_size: int, scale: tuple[float, float], hflip: bool,
-                    rng: random.Random) -> torch.Tensor:
-    """``[T, H, W, 3]`` uint8 -> ``[T, 3, S, S]`` uint8: one random resized crop and flip for all frames."""
+                    rng: random.Random, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``[T, H, W, 3]`` uint8 -> ``[T, 3, S, S]`` uint8: one random resized crop and flip for all frames.
+
+    With ``out`` (a ``[T, 3, S, S]`` uint8 tensor, e.g. a row of a batch in shared memory) the frames are
+    written there, each copied once, and ``out`` is returned."""
     top, left, h, w = random_resized_crop_box(frames.shape[1], frames.shape[2], scale, rng)
     flip = hflip and rng.random() < 0.5
-    out = []
+    crops = []
     for frame in frames:
         crop = _resize(frame[top:top + h, left:left + w], img_size, img_size)
-        out.append(cv2.flip(crop, 1) if flip else crop)
-    return _to_tensor(out)
+        crops.append(cv2.flip(crop, 1) if flip else crop)
+    if out is None:
+        return _to_tensor(crops)
+    target = out.numpy()
+    for t, crop in enumerate(crops):
+        target[t] = crop.transpose(2, 0, 1)
+    return out
 
 
 def eval_transform(frames: np.ndarray, img_size: int, resize: int = 256) -> torch.Tensor:

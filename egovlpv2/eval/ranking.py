@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from egovlpv2.eval.shards import SampleRef, read_sample
+from egovlpv2.data.random_access import SampleRef, read_sample
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from egovlpv2.eval.ranking import Ranking
 from egovlpv2.eval.report import table_rows
-from egovlpv2.eval.shards import ClipDecoder, read_sample
+from egovlpv2.data.random_access import ClipDecoder, read_sample
 from egovlpv2.fileio import atomic_write_text
 from egovlpv2.shards.contact_sheet import LINE_H, TILE_H, TILE_W, caption, frame_strip, label_font, save_png
 

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from egovlpv2.data.random_access import ClipDecoder, SampleRef, read_sample
 from egovlpv2.data.video_io import SampleError
-from egovlpv2.eval.shards import ClipDecoder, SampleRef, read_sample
 
 # A sample that fails to decode is replaced by the next one (a real clip, never a blank) at most this often;
 # the failure is counted under its reason.

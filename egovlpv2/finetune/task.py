@@ -10,14 +10,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_classes, load_epic_mir_captions
-from egovlpv2.data.manifest import read_manifest
+from egovlpv2.data.manifest import ShardManifest
+from egovlpv2.data.random_access import ClipDecoder, index_shards, read_sample
 from egovlpv2.data.transforms import prepare_video
 from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.finetune.config import FinetuneConfig
 from egovlpv2.finetune.datasets import CharadesEgoTrainSet, EpicMirTrainSet, TextCollator
 from egovlpv2.finetune.objectives import CharadesEgoObjective, EpicMirObjective
-from egovlpv2.eval.shards import ClipDecoder, index_shards, read_sample
 from egovlpv2.eval.tasks import evaluate_task, headline
 from egovlpv2.train.loop import Task
 
@@ -28,7 +28,7 @@ def _metas(refs) -> list[dict]:
 
 def build_train_set(cfg: FinetuneConfig):
     """The task's training dataset over `cfg.data.train_shards`."""
-    shards = cfg.data.train_shards
+    shards = ShardManifest.read(cfg.data.train_shards)  # read once, for the samples and what lies beside them
     refs = index_shards(shards, cfg.task)
     decoder = ClipDecoder.from_config(cfg.data, train=True)
     metas = _metas(refs)
@@ -39,9 +39,9 @@ def build_train_set(cfg: FinetuneConfig):
     captions = load_epic_mir_captions(shards)
     if relevancy.shape[1] != len(captions):
         # The EK-100 train matrix is clip x clip: column j is the narration of csv row j.
-        if relevancy.shape[1] != read_manifest(shards).get("num_rows"):
+        if relevancy.shape[1] != shards.fields.get("num_rows"):
             raise ValueError(f"relevancy has {relevancy.shape[1]} columns: neither the {len(captions)} unique "
-                             f"captions nor the csv rows of {shards}")
+                             f"captions nor the csv rows of {shards.location}")
         by_row = {int(m["row"]): m["text"] for m in metas}
         captions = [by_row.get(j) for j in range(relevancy.shape[1])]
     return EpicMirTrainSet(refs, decoder, relevancy, captions, cfg.data.relevancy_threshold, cfg.data.seed)

@@ -12,10 +12,10 @@ import dataclasses
 
 import torch
 
+from egovlpv2.data.random_access import index_shards
 from egovlpv2.errors import UserError
 from egovlpv2.eval.egomcq import SCORE_KINDS, rank_egomcq
 from egovlpv2.eval.runtime import current_context
-from egovlpv2.eval.shards import index_shards
 from egovlpv2.train.engine import precision_dtype
 
 

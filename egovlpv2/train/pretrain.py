@@ -18,7 +18,8 @@ import torch
 
 from egovlpv2.config import ConfigError
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
-from egovlpv2.data.pipeline import reshard_loader_states, shard_counts
+from egovlpv2.data.manifest import ShardManifest
+from egovlpv2.data.pipeline import pretrain_manifest, reshard_loader_states
 from egovlpv2.data.position import SHARD_CHANGE_OPTION, SHARDS, changed_inputs, describe_changes, position_inputs
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.collectives import gather_objects
@@ -47,17 +48,18 @@ class EpochSource:
     the rest of the epoch goes to the new ranks and workers (egovlpv2.data.remainder). A resumed state carries
     ``inputs``, what its position depended on (egovlpv2.data.position): any change but the shard set (batch
     size, seed, sampling) is re-dealt too; a changed shard set is refused, or starts the next epoch when
-    ``data.on_shard_change=next_epoch``.
+    ``data.on_shard_change=next_epoch``. ``manifest``: that of ``cfg.shards``, read once by the caller.
     """
 
-    def __init__(self, cfg, rank: int, world_size: int, state: Optional[dict], inputs: Optional[dict] = None):
-        self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        self.inputs = inputs if inputs is not None else position_inputs(cfg, shard_counts(cfg))
+    def __init__(self, cfg, manifest: ShardManifest, rank: int, world_size: int, state: Optional[dict],
+                 inputs: Optional[dict] = None):
+        self.cfg, self.manifest, self.rank, self.world_size = cfg, manifest, rank, world_size
+        self.inputs = inputs if inputs is not None else position_inputs(cfg, manifest.shard_counts())
         state = self._resume(state) if state is not None else None
         state = state or {"epoch": 0, "loader": None, "past_skips": {}}
         self.epoch = state["epoch"]
         self.past_skips = Counter(state["past_skips"])
-        self.loader = build_pretrain_loader(cfg, rank, world_size, self.epoch, state["loader"])
+        self.loader = build_pretrain_loader(cfg, rank, world_size, self.epoch, state["loader"], manifest)
 
     def _resume(self, state: dict) -> Optional[dict]:
         changes = changed_inputs(state.get("inputs"), self.inputs)
@@ -90,7 +92,7 @@ class EpochSource:
         """This rank's state from every old rank's: the epoch goes on, the loader re-deals the rest of it."""
         if all(s is None for s in states):
             return None
-        loader = reshard_loader_states(self.cfg, [s["loader"] for s in states])
+        loader = reshard_loader_states(self.cfg, self.manifest, [s["loader"] for s in states])
         return {"epoch": states[0]["epoch"], "loader": loader, "past_skips": self._carried_skips(states)}
 
     def _next_epoch_state(self, states: list) -> Optional[dict]:
@@ -101,7 +103,7 @@ class EpochSource:
     def _next_epoch(self) -> None:
         self.past_skips.update(self.loader.skip_counts())
         self.epoch += 1
-        self.loader = build_pretrain_loader(self.cfg, self.rank, self.world_size, self.epoch)
+        self.loader = build_pretrain_loader(self.cfg, self.rank, self.world_size, self.epoch, manifest=self.manifest)
 
     def __iter__(self):
         if self.loader.batches_done >= len(self.loader):
@@ -205,7 +207,8 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     env, device = setup.start_distributed()
     out = Path(cfg.train.output_dir)
     setup_logging(out, env.rank)
-    per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
+    manifest = pretrain_manifest(cfg.data)
+    per_epoch = batches_per_epoch(manifest, cfg.data, env.world_size) // cfg.train.grad_accum_steps
     if per_epoch < 1:
         raise ConfigError(f"an epoch holds fewer than {cfg.train.grad_accum_steps} batches per rank")
     global_batch = cfg.data.batch_size * cfg.train.grad_accum_steps * env.world_size
@@ -235,10 +238,10 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     # One EgoNCE over the whole step (gradient caching) or one per micro-batch (DeepSpeed's accumulation).
     step_fn = (deepspeed_grad_cache_step if cfg.loss.contrastive_batch == "global" and cfg.train.grad_accum_steps > 1
                else accumulate_step)
-    inputs = position_inputs(cfg.data, shard_counts(cfg.data))
+    inputs = position_inputs(cfg.data, manifest.shard_counts())
     task = Task(
         objective=objective,
-        make_loader=lambda state: EpochSource(cfg.data, env.rank, env.world_size, state, inputs),
+        make_loader=lambda state: EpochSource(cfg.data, manifest, env.rank, env.world_size, state, inputs),
         prepare=to_device,
         count_clips=lambda batch: int(batch["video"].shape[0]),
         evaluate=evaluate,

@@ -1,17 +1,14 @@
-"""Frame sampling, augmentation, normalisation, bounded decoding and the tokenizer."""
+"""Frame sampling, augmentation, normalisation, packed JPEGs and the tokenizer (decoding: test_video_io)."""
 import random
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from egovlpv2.data import video_io
 from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.tokenizer import build_bpe_tokenizer, load_tokenizer
 from egovlpv2.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize_video, train_transform
-from egovlpv2.data.video_io import FrameDecoder, SampleError, pack_jpegs, unpack_jpegs
-from tests.helpers import liveness, read_number, write_numbered_video
+from egovlpv2.data.video_io import SampleError, pack_jpegs, unpack_jpegs
 
 
 def test_segment_sampling():
@@ -44,44 +41,6 @@ def test_train_crop_is_shared_by_all_frames_and_eval_is_centred():
     marked[:, :, :50] = 255  # the left quarter is white: the centre crop must cut it off
     out = eval_transform(marked, 16, resize=64)
     assert out.shape == (2, 3, 16, 16) and out.max() == 0
-
-
-def test_decoder_clamps_indices_and_bounds_decode_time(tmp_path, monkeypatch):
-    write_numbered_video(tmp_path / "v.mp4", 10, 25.0)
-    data = (tmp_path / "v.mp4").read_bytes()
-    decoder = FrameDecoder("decord")
-    # The shard says 30 frames, the stream holds 10: indices are clamped to what decodes.
-    frames = decoder("mp4", data, lambda n: [0, n - 1], 30)
-    assert [read_number(f) for f in frames] == [0, 9]
-    assert [read_number(f) for f in FrameDecoder("pyav")("mp4", data, lambda n: [0, n - 1], 30)] == [0, 9]
-    with pytest.raises(SampleError) as err:
-        decoder("mp4", b"\x00" * 100, lambda n: [0], 0)
-    assert err.value.reason == "decode_error"
-
-    bound = liveness(2)
-
-    def stuck(*args):
-        time.sleep(1.5 * bound)
-
-    slow = FrameDecoder("decord", timeout_s=0.2)
-    monkeypatch.setattr(video_io, "_decode_decord", stuck)
-    began = time.time()
-    with pytest.raises(SampleError) as err:
-        slow("mp4", data, lambda n: [0], 10)
-    assert err.value.reason == "decode_timeout" and time.time() - began < bound
-    monkeypatch.undo()
-    assert read_number(slow("mp4", data, lambda n: [3], 10)[0]) == 3  # a fresh thread decodes the next one
-
-
-def test_auto_backend_falls_back_to_pyav(tmp_path, monkeypatch):
-    write_numbered_video(tmp_path / "v.mp4", 10, 25.0)
-
-    def broken(*args):
-        raise RuntimeError("decord failed")
-
-    monkeypatch.setattr(video_io, "_decode_decord", broken)
-    frames = FrameDecoder("auto")("mp4", (tmp_path / "v.mp4").read_bytes(), lambda n: [2, 5], 10)
-    assert [read_number(f) for f in frames] == [2, 5]
 
 
 def test_packed_jpegs_round_trip_and_truncation():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from egovlpv2.data import build_pretrain_loader
-from egovlpv2.data.pipeline import reshard_loader_states
+from egovlpv2.data.pipeline import pretrain_manifest, reshard_loader_states
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.train.pretrain import EpochSource
 
@@ -54,19 +54,19 @@ def test_epoch_continues_on_other_world_sizes_with_each_sample_once(even_cfg):
     ids0, counts0, states = run_stage(even_cfg, 2, 0, [None, None], batches=2)
     assert counts0 == [(2, 8), (2, 8)]
     # 2 ranks -> 4 ranks with 2 workers each: 24 samples left, 3 batches of 2 anchors on every rank.
-    ids1, counts1, states = run_stage(even_cfg, 4, 2, reshard_loader_states(even_cfg, states), batches=1)
+    ids1, counts1, states = run_stage(even_cfg, 4, 2, reshard_loader_states(even_cfg, pretrain_manifest(even_cfg), states), batches=1)
     assert counts1 == [(1, 3)] * 4
     # An exact resume inside the new stage, at the same size.
     ids2, counts2, states = run_stage(even_cfg, 4, 2, states, batches=1)
     assert counts2 == [(1, 3)] * 4
     # 4 ranks -> 1 rank, through the trainer's data source: 8 samples left, 4 batches; 2 of them here.
     old = [{"epoch": 0, "loader": state, "past_skips": {}} for state in states]
-    source = EpochSource(even_cfg, 0, 1, {"resharded_from": old})
+    source = EpochSource(even_cfg, pretrain_manifest(even_cfg), 0, 1, {"resharded_from": old})
     batches = iter(source)
     ids3 = [i for _ in range(2) for i in next(batches)["sample_id"][:2]]
     assert len(source.loader) == 4
     # The same rank with 2 workers instead of 1 (another GPU type): the last 4 samples, 2 batches.
-    source = EpochSource(dataclasses.replace(even_cfg, num_workers=2), 0, 1, source.state_dict())
+    source = EpochSource(dataclasses.replace(even_cfg, num_workers=2), source.manifest, 0, 1, source.state_dict())
     batches = iter(source)
     ids4 = [i for _ in range(2) for i in next(batches)["sample_id"][:2]]
     assert (source.epoch, len(source.loader), source.loader.batches_done) == (0, 2, 2)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
+from egovlpv2.data.pipeline import pretrain_manifest
 from egovlpv2.data.stream import epoch_order, parse_meta, read_tar, worker_shard
 from egovlpv2.shards.synthetic import NOUNS, VERBS
 
@@ -29,7 +30,7 @@ def _metas(shard_dir):
 def test_batch_contract_anchors_partners_and_tags(data_cfg, egoclip_shards):
     metas = _metas(egoclip_shards)
     loader = build_pretrain_loader(data_cfg, rank=0, world_size=1, epoch=0)
-    assert len(loader) == batches_per_epoch(data_cfg, 1) == 48 // 4
+    assert len(loader) == batches_per_epoch(pretrain_manifest(data_cfg), data_cfg, 1) == 48 // 4
     batches = list(loader)
     assert len(batches) == 12
     b, n = data_cfg.batch_size, 2 * data_cfg.batch_size
@@ -168,3 +169,16 @@ def test_jpeg_shards_give_the_same_batch_contract(data_cfg, synthetic_dir, tmp_p
     assert batch["video"].shape == (8, 4, 3, 32, 32) and batch["video"].dtype == torch.uint8
     assert batch["video"].float().std() > 10  # real picture content, not blank frames
     assert loader.skip_counts() == {} or set(loader.skip_counts()) == {"partner_is_self"}
+
+
+def test_the_manifest_is_read_once_and_passed_down(data_cfg, monkeypatch):
+    from egovlpv2.data import manifest as manifest_module
+
+    reads = []
+    real = manifest_module.read_manifest
+    monkeypatch.setattr(manifest_module, "read_manifest", lambda d: reads.append(d) or real(d))
+    manifest = pretrain_manifest(data_cfg)
+    assert reads == [data_cfg.shards]
+    loader = build_pretrain_loader(data_cfg, 0, 1, epoch=0, manifest=manifest)
+    assert batches_per_epoch(manifest, data_cfg, 1) == len(loader) == len(list(loader))
+    assert reads == [data_cfg.shards]  # neither the loader nor its workers read it again

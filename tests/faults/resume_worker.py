@@ -18,7 +18,7 @@ import torch  # noqa: E402
 from egovlpv2.cli import run_cli  # noqa: E402
 from egovlpv2.config import apply_overrides  # noqa: E402
 from egovlpv2.data.config import DataConfig  # noqa: E402
-from egovlpv2.data.pipeline import shard_counts  # noqa: E402
+from egovlpv2.data.pipeline import pretrain_manifest  # noqa: E402
 from egovlpv2.data.position import position_inputs  # noqa: E402
 from egovlpv2.dist.env import init_distributed  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
@@ -42,7 +42,8 @@ def main(argv=None) -> int:
     model = ToyModel()
     ds = reconcile_ds_config(load_ds_config("zero2"), cfg.batch_size, 1, env.world_size, "fp32")
     engine = build_engine(model, ToyObjective(model), ds, OptimConfig(lr=1e-2), args.total_steps)
-    inputs = position_inputs(cfg, shard_counts(cfg))
+    manifest = pretrain_manifest(cfg)
+    inputs = position_inputs(cfg, manifest.shard_counts())
     used = []
 
     class RecordingSource(EpochSource):
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
         x = batch["video"].flatten(1)[:, :16].float() / 255
         return {"x": x.to(device), "y": x[:, :4].sum(-1).to(device)}
 
-    task = Task(objective=None, make_loader=lambda state: RecordingSource(cfg, env.rank, env.world_size, state, inputs),
+    task = Task(objective=None, make_loader=lambda state: RecordingSource(cfg, manifest, env.rank, env.world_size, state, inputs),
                 prepare=prepare, count_clips=lambda b: len(b["x"]), data_inputs=inputs)
     settings = LoopSettings(output_dir=args.output_dir, total_steps=args.total_steps, checkpoint_every=1000,
                             stop_after_steps=args.stop_after, tensorboard=False, progress_bar=False)

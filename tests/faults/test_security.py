@@ -18,7 +18,7 @@ from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.errors import UserError
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.eval.features import plan_jobs
-from egovlpv2.eval.shards import index_shards
+from egovlpv2.data.random_access import index_shards
 from tests.helpers import REPO, liveness, torchrun, egoclip_row, write_numbered_video
 
 

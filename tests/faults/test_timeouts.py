@@ -28,7 +28,7 @@ def test_a_timed_out_decode_does_not_hold_the_process_at_exit():
     script = textwrap.dedent(f"""
         import time
         from egovlpv2.data.video_io import FrameDecoder, SampleError
-        decoder = FrameDecoder(timeout_s=0.2)
+        decoder = FrameDecoder("pyav", timeout_s=0.2)  # imports only av before the bounded decode
         decoder._decode = lambda *args: time.sleep({3 * bound})  # a decode that hangs
         try:
             decoder("mp4", b"", lambda n: [0])

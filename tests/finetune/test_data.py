@@ -5,7 +5,7 @@ import torch
 
 from egovlpv2.finetune.config import load_finetune_config
 from egovlpv2.finetune.task import build_train_set
-from egovlpv2.eval.shards import read_sample
+from egovlpv2.data.random_access import read_sample
 from tests.eval import synthetic_benchmarks as synth
 
 

@@ -33,7 +33,7 @@ def _expected(fps: float, start: float, end: float) -> list[int]:
 
 
 @pytest.mark.parametrize("fps", [25.0, 30000 / 1001])
-@pytest.mark.parametrize("backend", ["decord", "pyav"])
+@pytest.mark.parametrize("backend", ["torchcodec", "decord", "pyav"])
 def test_clip_frames_are_the_source_frames_at_their_timestamps(tmp_path, fps, backend):
     (tmp_path / "v").mkdir()
     write_numbered_video(tmp_path / "v" / "vid.mp4", 120, fps)

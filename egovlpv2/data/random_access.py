@@ -1,4 +1,4 @@
-"""Random access to the samples of a shard directory, for evaluation and fine-tuning.
+"""Random access to the samples of a shard directory, for fine-tuning and evaluation.
 
 The tar headers are indexed once and samples are read by offset. That makes map-style datasets, so
 DataLoader workers decode in parallel, each rank takes exactly its own samples (no rank decodes what it
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
+from egovlpv2.data.manifest import ShardManifest
 from egovlpv2.data.pipeline import frames_member
 from egovlpv2.data.sample_schema import check_clips
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.stream import parse_meta
 from egovlpv2.data.transforms import eval_transform, train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError
-from egovlpv2.storage import exists, join, open_read, read_range
+from egovlpv2.storage import exists, open_read, read_range
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,13 @@ class SampleRef:
     members: dict  # member suffix ("json", "mp4", "c0.mp4", ...) -> (offset, size)
 
 
-def index_shards(shard_dir: str | Path, task: str) -> list[SampleRef]:
+def index_shards(shard_dir: str | Path | ShardManifest, task: str) -> list[SampleRef]:
     """Every sample of the manifest's shards, in written order; the manifest must be of `task`."""
-    manifest = read_manifest(shard_dir)
-    if manifest["task"] != task:
-        raise ValueError(f"{shard_dir} holds {manifest['task']} shards, not {task}")
+    manifest = ShardManifest.read(shard_dir).require_task(task)
+    shard_dir = manifest.location
     refs: list[SampleRef] = []
-    for shard in manifest["shards"]:
-        path = join(str(shard_dir), shard["name"])
+    for shard in manifest.fields["shards"]:
+        path = manifest.path(shard["name"])
         if not exists(path):
             raise FileNotFoundError(f"shard listed in {shard_dir}/manifest.json is missing: {path}")
         grouped: dict[str, dict] = {}
@@ -73,7 +72,7 @@ class ClipDecoder:
                  eval_resize: int = 256):
         self.num_frames, self.img_size, self.train = num_frames, img_size, train
         self.crop_scale, self.hflip, self.eval_resize = tuple(crop_scale), hflip, eval_resize
-        self.decoder = FrameDecoder(decode_backend, decode_timeout_s)
+        self.decoder = FrameDecoder(decode_backend, decode_timeout_s, num_frames)
 
     @classmethod
     def from_config(cls, cfg, train: bool = False) -> "ClipDecoder":
