@@ -15,26 +15,39 @@ from egovlpv2.cli import run_cli
 from egovlpv2.errors import UsageError
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """egovlpv2-finetune's arguments (also those of ``egovlpv2-submit --entry finetune``)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                add_help=add_help)
     p.add_argument("--task", required=True, choices=("epic_mir", "charades_ego"))
     p.add_argument("--config", default=None, help="recipe name or YAML (default: the shipped recipe of --task)")
     p.add_argument("--deepspeed", default="zero2", help="DeepSpeed JSON config: a path or a shipped name")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     p.add_argument("overrides", nargs="*", help="section.key=value")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
+
+
+def load_config(args: argparse.Namespace, overrides: list[str]):
+    """The FinetuneConfig of the parsed arguments, with ``overrides`` (the recipe must be for --task)."""
+    from egovlpv2.finetune.config import load_finetune_config
+
+    cfg = load_finetune_config(args.config or args.task, overrides)
+    if cfg.task != args.task:
+        raise UsageError(f"--task {args.task} but the recipe is for {cfg.task}")
+    return cfg
 
 
 def finetune(argv=None):
     """Fine-tune as the command line says; returns the run's result."""
     args = parse_args(argv)
-    from egovlpv2.finetune.config import load_finetune_config
     from egovlpv2.finetune.run import run_finetuning
     from egovlpv2.train.checkpoint import install_stop_handlers
 
-    cfg = load_finetune_config(args.config or args.task, args.overrides)
-    if cfg.task != args.task:
-        raise UsageError(f"--task {args.task} but the recipe is for {cfg.task}")
+    cfg = load_config(args, args.overrides)
     install_stop_handlers()
     result = run_finetuning(cfg, args.deepspeed)
     for step, metrics in sorted(result.evaluations.items()):
