@@ -27,6 +27,7 @@ from egovlpv2.cli import evaluate, extract_features, finetune, make_shards, pret
 from egovlpv2.cluster.check import CheckOptions
 from egovlpv2.cluster.entries import ENTRIES, DeepSpeedRun, ShardWriting
 from egovlpv2.cluster.submission import ClusterSpec, sbatch_script, submit
+from egovlpv2.errors import UsageError
 
 
 def _check_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -62,13 +63,19 @@ def _finetune_run(args: argparse.Namespace) -> DeepSpeedRun:
     return DeepSpeedRun(config=cfg, ds_config=load_ds_config(args.deepspeed))
 
 
+def _shard_writing(args: argparse.Namespace) -> ShardWriting:
+    if (args.part, args.parts) != (0, 1):
+        raise UsageError("--entry shards sets --part and --parts itself: one part per task (--nodes x --tasks-per-node)")
+    return ShardWriting(run=make_shards.run_from(args), staging=args.staging)
+
+
 # Each entry's arguments: its command's parser, and the parsed arguments -> the value ENTRIES[entry].run takes.
 ENTRY_ARGUMENTS: dict[str, tuple[Callable[..., argparse.ArgumentParser], Callable[[argparse.Namespace], Any]]] = {
     "pretrain": (pretrain.build_parser, _pretrain_run),
     "finetune": (finetune.build_parser, _finetune_run),
     "eval": (evaluate.build_parser, evaluate.run_from),
     "features": (extract_features.build_parser, extract_features.request_from),
-    "shards": (make_shards.build_parser, lambda args: ShardWriting(run=make_shards.run_from(args), staging=args.staging)),
+    "shards": (make_shards.build_parser, _shard_writing),
     "check": (_check_parser, lambda args: CheckOptions(timeout_s=args.timeout_s)),
 }
 

@@ -196,13 +196,22 @@ def _eval_preflight(prepared: Prepared, world_size: int) -> None:
 
 
 def shards(writing: ShardWriting):
-    """Every task of a shard-writing job: part RANK of WORLD_SIZE; the last part to finish writes the manifest.
-    A requeued task keeps its finished shards. Returns write_shards_to's (manifest, summary, ok, uploaded)."""
+    """Every task of a shard-writing job: part RANK of WORLD_SIZE; the last part to finish writes the manifest
+    and prints the summary. A requeued task keeps its finished shards. Returns write_shards_to's
+    (manifest, summary, ok, uploaded); more failed rows than the run allows fail the task."""
+    from egovlpv2.shards.merge import format_summary
+
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        return write_shards_to(replace(writing.run, part=rank, parts=world), writing.staging)
+        written = write_shards_to(replace(writing.run, part=rank, parts=world), writing.staging)
     except UserError as exc:
         raise SystemExit(f"error: make_shards part {rank} of {world}: {exc}") from None
+    manifest, summary, ok, _ = written
+    print("\n".join(format_summary(summary)) if summary else f"part {rank} of {world} done", flush=True)
+    if not ok:
+        raise SystemExit(f"error: {summary['rows_failed']} of {summary['rows_planned']} rows failed, more than "
+                         f"{writing.run.max_failure_fraction:.1%} (see {writing.run.out}/failures.jsonl)")
+    return written
 
 
 ENTRIES: dict[str, Entry] = {

@@ -191,6 +191,12 @@ def test_dry_run_prints_the_typed_value_each_entry_gets(submit_dry, tmp_path, en
     assert not (tmp_path / "run").exists()
 
 
+def test_the_shards_entry_sets_the_part_of_each_task_itself(submit_dry, tmp_path):
+    out = submit_dry("--entry", "shards", "--output-dir", str(tmp_path / "run"), "--videos", "v/", "--out", "s/",
+                     "--parts", "4")
+    assert out.returncode == 2 and "--entry shards sets --part and --parts itself" in out.stderr
+
+
 def test_a_job_imports_its_entry_function_from_the_code_snapshot(tmp_path):
     """The entry function travels in the job's pickle by module and name: the job runs the snapshot's copy."""
     import cloudpickle
