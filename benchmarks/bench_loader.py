@@ -65,23 +65,33 @@ def source_frames(seconds: float, fps: float, width: int, height: int, seed: int
         yield frame
 
 
-def prepare(work: Path, chunk_s: float, clips: int, workers: int, rebuild: bool) -> dict:
-    video_dir, uid = work / "videos", "bench-video"
-    chunk = video_dir / uid / "0.mp4"
+def source_chunk(work: Path, chunk_s: float, uid: str = "bench-video") -> Path:
+    """The benchmark's source chunk ``work/videos/{uid}/0.mp4``, encoded once."""
+    chunk = work / "videos" / uid / "0.mp4"
     if not chunk.is_file():
         chunk.parent.mkdir(parents=True, exist_ok=True)
         print(f"encoding a {chunk_s:.0f} s 456x256 30 fps source chunk ...", flush=True)
         # Like the commonly shared 256 px Ego4D chunks: ffmpeg's default GOP (250), B-frames and CABAC.
         write_video(chunk, source_frames(chunk_s, 30.0, 456, 256), 30.0, gop=250, crf=23, preset="veryfast", bframes=3)
+    return chunk
+
+
+def clip_row(i: int, uid: str, start: float, chunk_s: float, rng: random.Random) -> dict:
+    """An EgoClip row for a clip of 0.8-1.2 s from ``start``, with a random narration."""
+    verb, noun = rng.randrange(len(VERBS)), rng.randrange(len(NOUNS))
+    return {"clip_idx": i, "video_uid": uid, "video_dur": chunk_s, "narration_source": "narration_pass_1",
+            "narration_ind": i, "narration_time": start + 0.5, "clip_start": start,
+            "clip_end": round(start + rng.uniform(0.8, 1.2), 3), "clip_text": narration(verb, noun),
+            "tag_verb": f"[{verb}]", "tag_noun": f"[{noun}]"}
+
+
+def prepare(work: Path, chunk_s: float, clips: int, workers: int, rebuild: bool) -> dict:
+    video_dir, uid = work / "videos", "bench-video"
+    chunk = source_chunk(work, chunk_s, uid)
     rng = random.Random(0)
     rows = []
     for i in range(clips):
-        start = round(rng.uniform(0, chunk_s - 1.5), 3)
-        verb, noun = rng.randrange(len(VERBS)), rng.randrange(len(NOUNS))
-        rows.append({"clip_idx": i, "video_uid": uid, "video_dur": chunk_s, "narration_source": "narration_pass_1",
-                     "narration_ind": i, "narration_time": start + 0.5, "clip_start": start,
-                     "clip_end": round(start + rng.uniform(0.8, 1.2), 3), "clip_text": narration(verb, noun),
-                     "tag_verb": f"[{verb}]", "tag_noun": f"[{noun}]"})
+        rows.append(clip_row(i, uid, round(rng.uniform(0, chunk_s - 1.5), 3), chunk_s, rng))
     write_egoclip(work / "bench.csv", rows)
     if not (work / "tokenizer").is_dir():
         build_bpe_tokenizer([r["clip_text"] for r in rows], work / "tokenizer", 512)

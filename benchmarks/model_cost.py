@@ -56,7 +56,7 @@ def measure(recipe: str, frames: int, batch: int, text_len: int, steps: int) -> 
     """Time dual and fusion forward passes (bf16 autocast on CUDA) and report achieved TFLOP/s."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cfg = resolve_model_config(recipe)
-    from egovlpv2.model.factory import apply_model_overrides
+    from egovlpv2.model.config import apply_model_overrides
 
     cfg = apply_model_overrides(cfg, num_frames=frames)
     model = EgoVLPv2(cfg).to(device).eval()

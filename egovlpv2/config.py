@@ -1,15 +1,19 @@
 """Typed configuration: dataclasses filled from YAML recipes, with ``a.b=value`` overrides.
 
 Every config in the project is a dataclass tree. Unknown keys are errors (a typo in a recipe must
-not be silently ignored), and values are converted to the annotated field types.
+not be silently ignored), and values are converted to the annotated field types. Every number must be
+finite, and every numeric field declares the values it accepts with a :class:`Range` in its annotation
+(``Annotated[int, Range(1)]``, or one of the aliases below), checked as the value is loaded; what
+relates several fields is checked by the dataclass's ``__post_init__``.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Annotated, Any, Iterable, TypeVar
 
 import yaml
 
@@ -23,12 +27,60 @@ class ConfigError(UserError, ValueError):
     """A recipe or override that does not fit the typed config."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric field accepts: ``low <= value <= high``, either end excluded when open."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = value > self.low if self.open_low else value >= self.low
+        below = value < self.high if self.open_high else value <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        if self.high == math.inf:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        if self.low == -math.inf:
+            return f"{'<' if self.open_high else '<='} {self.high:g}"
+        return f"in {'(' if self.open_low else '['}{self.low:g}, {self.high:g}{')' if self.open_high else ']'}"
+
+
+PositiveInt = Annotated[int, Range(1)]
+NonNegativeInt = Annotated[int, Range(0)]
+PositiveFloat = Annotated[float, Range(0, open_low=True)]
+NonNegativeFloat = Annotated[float, Range(0)]
+Fraction = Annotated[float, Range(0, 1)]
+# A timeout: positive and short enough for a timedelta (about 115 days at most).
+Seconds = Annotated[float, Range(0, 1e7, open_low=True)]
+Seed = Annotated[int, Range(0)]
+
+
+def declared_range(tp: Any) -> "Range | None":
+    """The Range in an ``Annotated`` type, or None."""
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in typing.get_args(tp)[1:] if isinstance(m, Range)), None)
+    return None
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
+    if origin is Annotated:
+        value = _convert(typing.get_args(tp)[0], value, where)
+        bounds = declared_range(tp)
+        if bounds is not None and not bounds.contains(value):
+            raise ConfigError(f"{where}={value!r} must be {bounds.describe()}")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        others = [arg for arg in args if arg is not type(None)]
+        if len(others) == 1:  # Optional[X]: X's own error says more
+            return _convert(others[0], value, where)
         errors = []
         for arg in args:
             if arg is type(None):
@@ -78,9 +130,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a float, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: expected a float, got {value!r}") from exc
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}={value!r} must be a finite number")
+        return number
     if tp is str:
         if not isinstance(value, (str, int, float)):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -90,7 +145,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     """Build dataclass ``cls`` from a mapping; unknown keys raise ConfigError naming them."""
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:

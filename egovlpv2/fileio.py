@@ -1,6 +1,7 @@
 """Atomic file writes: a reader, or a rerun after a crash, sees the old file or the whole new one, never a torn one."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -67,3 +68,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dump_kwargs: Any) -> None:
     atomic_write_text(path, json.dumps(obj, **dump_kwargs))
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 24) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (weights files run to gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -7,8 +7,10 @@ command: webdataset's ``pipe:`` form, fsspec's ``a::b`` chaining and every other
 manifest or config written by someone else cannot make a reader execute anything.
 
 Transient failures (connection resets, timeouts, 5xx, throttling) are retried with exponential backoff,
-each retry logged; a stream resumes at the byte where it broke. What still fails raises ``StorageError``
-naming the location.
+each retry logged; a stream resumes at the byte where it broke, and only in the version of the object it
+started on (ETag / generation), so a reconnect never splices two versions of one object. An http(s) shard
+may redirect within its own origin (scheme, host, port) only: a redirect elsewhere (a metadata address,
+another service) is refused. What still fails raises ``StorageError`` naming the location.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import io
 import logging
 import os
 import time
-from typing import Callable, TypeVar
+from functools import lru_cache
+from typing import Callable, Iterator, TypeVar
 
 from egovlpv2.errors import UserError
 
@@ -27,6 +30,10 @@ ATTEMPTS = 6                    # tries per operation, the first one included
 BACKOFF_S = 0.5                 # first wait; doubles per retry up to BACKOFF_MAX_S
 BACKOFF_MAX_S = 8.0
 STREAM_BLOCK = 8 << 20          # bytes one open stream holds (fsspec read-ahead block): bounded memory per reader
+# Fields of an open object's details that change whenever the object is replaced (S3 ETag / version id,
+# GCS generation, an HTTP server's ETag or Last-Modified).
+VERSION_FIELDS = ("VersionId", "ETag", "generation", "Last-Modified")
+REPLACED = "the object was replaced while it was being read (shards must not change during a run)"
 THROTTLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
                   "RequestTimeout", "InternalError", "ServiceUnavailable"}
 
@@ -35,6 +42,14 @@ T = TypeVar("T")
 
 class StorageError(UserError):
     """A location that cannot be read or written: missing, access denied, or still failing after retries."""
+
+
+class RedirectRefused(StorageError):
+    """An http(s) location answered with a redirect to another origin."""
+
+
+class ObjectChanged(StorageError):
+    """An object was replaced while a stream of it was open."""
 
 
 def check_location(loc: str) -> str:
@@ -68,12 +83,33 @@ def join(base: str, name: str) -> str:
     return f"{base.rstrip('/')}/{name}" if is_url(base) else os.path.join(_local(base), name)
 
 
+def _origin(url) -> tuple[str, str, int | None]:
+    return url.scheme, (url.host or "").lower(), url.port
+
+
+@lru_cache(maxsize=None)
+def _same_origin_redirects():
+    """aiohttp request tracing that refuses, before it is followed, any redirect leaving the request's origin."""
+    import aiohttp
+    from yarl import URL
+
+    async def on_redirect(session, context, params) -> None:
+        target = params.url.join(URL(params.response.headers.get("Location", "")))
+        if _origin(target) != _origin(params.url):
+            raise RedirectRefused(f"redirected to another host ({target.scheme}://{target.host}:{target.port}); "
+                                  f"shards are read only from the host their location names")
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_redirect.append(on_redirect)
+    return trace
+
+
 def _filesystem(url: str):
     import fsspec
 
     scheme, _, path = url.partition("://")
     if scheme in ("http", "https"):
-        return fsspec.filesystem(scheme), url
+        return fsspec.filesystem(scheme, client_kwargs={"trace_configs": [_same_origin_redirects()]}), url
     return fsspec.filesystem(scheme), path
 
 
@@ -89,11 +125,20 @@ def _status(exc: BaseException) -> int | None:
     return None
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: connection trouble, timeouts, throttling and server-side (5xx) errors."""
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, outermost first."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: connection trouble, timeouts, throttling and server-side (5xx) errors."""
+    if any(isinstance(e, StorageError) for e in _chain(exc)):  # a refusal of this module's own: final
+        return False
+    for exc in _chain(exc):
         if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, UserError)):
             return False
         response = getattr(exc, "response", None)
@@ -104,7 +149,6 @@ def is_transient(exc: BaseException) -> bool:
             return status >= 500 or status in (408, 429)
         if isinstance(exc, (ConnectionError, TimeoutError, EOFError)) or type(exc).__module__.startswith("aiohttp"):
             return True
-        exc = exc.__cause__ or exc.__context__
     return False
 
 
@@ -122,6 +166,11 @@ def missing_bucket(url: str) -> str | None:
 
 
 def _final(loc: str, what: str, exc: BaseException, tries: int) -> StorageError:
+    refused = next((e for e in _chain(exc) if isinstance(e, StorageError)), None)
+    if refused is not None:  # raised by this module, maybe wrapped by fsspec (e.g. as FileNotFoundError)
+        return type(refused)(f"cannot {what} {loc}: {refused}")
+    if any(type(e).__name__ == "FileExpired" for e in _chain(exc)):  # fsspec: the version a read pinned is gone
+        return ObjectChanged(f"cannot {what} {loc}: {REPLACED}")
     if isinstance(exc, FileNotFoundError):
         bucket = missing_bucket(loc)
         reason = f"bucket {bucket!r} does not exist" if bucket else "no such object"
@@ -152,6 +201,16 @@ def retrying(loc: str, what: str, op: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+def _version(file) -> dict:
+    """What identifies the version of an open object (empty when its store reports none)."""
+    details = getattr(file, "details", None) or {}
+    return {k: details[k] for k in VERSION_FIELDS if details.get(k)}
+
+
+def _describe(version: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in version.items()) or "no version"
+
+
 class RetryingReader(io.RawIOBase):
     """A seekable binary stream of one object that reopens at the current byte after a transient failure."""
 
@@ -160,6 +219,7 @@ class RetryingReader(io.RawIOBase):
         self._fs, self._path = _filesystem(url)
         self._file = None
         self._open()
+        self.version = _version(self._file)
 
     def _open(self) -> None:
         def op():
@@ -168,6 +228,15 @@ class RetryingReader(io.RawIOBase):
                 f.seek(self.pos)
             return f
         self._file = retrying(self.url, "open", op)
+
+    def _reopen(self) -> None:
+        """A fresh connection at the current byte, of the very version the stream started on."""
+        self._close_file()
+        self._open()
+        version = _version(self._file)
+        if version != self.version:
+            raise ObjectChanged(f"cannot read {self.url}: {REPLACED} (reopened at byte {self.pos}: "
+                                f"{_describe(self.version)} became {_describe(version)})")
 
     def readable(self) -> bool:
         return True
@@ -182,8 +251,7 @@ class RetryingReader(io.RawIOBase):
                 break
             except Exception as exc:  # noqa: BLE001 - classified by _retry_or_raise
                 _retry_or_raise(self.url, "read", exc, attempt, f" at byte {self.pos}")
-                self._close_file()
-                self._open()
+                self._reopen()
         buffer[:len(data)] = data
         self.pos += len(data)
         return len(data)

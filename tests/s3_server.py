@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from egovlpv2.dist.env import free_port
+from tests.helpers import liveness
 
 SETUP_ACTIONS = 3  # create_user, put_user_policy, create_access_key
 
@@ -27,6 +28,8 @@ class S3Server:
     endpoint: str
     key: str
     secret: str
+    scheme = "s3"
+    stamp = "LastModified"  # the field of an object's info that a rewrite changes
 
     def env(self, **changes: str) -> dict[str, str]:
         """The standard AWS variables that point s3fs / boto at this server with this key."""
@@ -40,17 +43,19 @@ class S3Server:
                                  client_kwargs={"endpoint_url": self.endpoint}, **kwargs)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen, log, timeout: float = 60.0) -> None:
+    """Return once ``proc`` (a server logging to the file ``log``) listens on ``port``."""
+    timeout = liveness(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             log.seek(0)
-            raise RuntimeError(f"moto_server exited with {proc.returncode}: {log.read()}")
+            raise RuntimeError(f"{proc.args[2]} exited with {proc.returncode}: {log.read()}")
         with socket.socket() as sock:  # a bare connect: no HTTP request, so no auth-free action is spent
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"moto_server did not listen on port {port} within {timeout:.0f} s")
+    raise RuntimeError(f"{proc.args[2]} did not listen on port {port} within {timeout:.0f} s")
 
 
 def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
@@ -64,7 +69,7 @@ def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
                             stdout=log, stderr=subprocess.STDOUT, text=True)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        _wait_for_port(port, proc, log)
+        wait_for_port(port, proc, log)
         if not auth:
             return proc, S3Server(endpoint, "test-key", "test-secret")
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
@@ -83,7 +88,7 @@ def start_server(auth: bool = False) -> tuple[subprocess.Popen, S3Server]:
 def stop_server(proc: subprocess.Popen) -> None:
     proc.send_signal(signal.SIGINT)  # the server's own shutdown path (it may sit through a SIGTERM)
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=liveness(10))
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

@@ -9,8 +9,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from tests.helpers import REPO, liveness
 
-REPO = Path(__file__).resolve().parents[1]
 
 # Runs in the installed package only; prints what the test checks.
 PROBE = textwrap.dedent("""
@@ -47,11 +47,11 @@ def installed(tmp_path_factory):
         shutil.copy(REPO / name, source / name)
     wheels = root / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=300, cwd=root)
+                    "-w", str(wheels), str(source)], check=True, capture_output=True, timeout=liveness(300), cwd=root)
     (wheel,) = wheels.glob("egovlpv2-*.whl")
     site = root / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300, cwd=root)
+                   check=True, capture_output=True, timeout=liveness(300), cwd=root)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(PYTHONPATH=str(site), DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     outside = root / "elsewhere"
@@ -60,7 +60,7 @@ def installed(tmp_path_factory):
 
 
 def run(installed, *cmd, timeout=300):
-    return subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=timeout,
+    return subprocess.run(list(map(str, cmd)), capture_output=True, text=True, timeout=liveness(timeout),
                           cwd=installed["cwd"], env=installed["env"])
 
 

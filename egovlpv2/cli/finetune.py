@@ -12,7 +12,6 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
-from egovlpv2.errors import UsageError
 
 
 def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -31,25 +30,12 @@ def parse_args(argv=None):
     return build_parser().parse_args(argv)
 
 
-def load_config(args: argparse.Namespace, overrides: list[str]):
-    """The FinetuneConfig of the parsed arguments, with ``overrides`` (the recipe must be for --task)."""
-    from egovlpv2.finetune.config import load_finetune_config
-
-    cfg = load_finetune_config(args.config or args.task, overrides)
-    if cfg.task != args.task:
-        raise UsageError(f"--task {args.task} but the recipe is for {cfg.task}")
-    return cfg
-
-
 def finetune(argv=None):
     """Fine-tune as the command line says; returns the run's result."""
-    args = parse_args(argv)
-    from egovlpv2.finetune.run import run_finetuning
-    from egovlpv2.train.checkpoint import install_stop_handlers
+    from egovlpv2.finetune.run import finetune as run
 
-    cfg = load_config(args, args.overrides)
-    install_stop_handlers()
-    result = run_finetuning(cfg, args.deepspeed)
+    args = parse_args(argv)
+    result = run(args.task, args.config, args.overrides, args.deepspeed)
     for step, metrics in sorted(result.evaluations.items()):
         print(f"step {step}: " + " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
     if result.stopped:

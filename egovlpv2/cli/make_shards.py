@@ -20,8 +20,9 @@ def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--classes", default="", help="Charades_v1_classes.txt (task charades_ego)")
     p.add_argument("--videos", required=True, help="video root: {uid}.mp4 files or {uid}/{k}.mp4 chunks")
     p.add_argument("--out", required=True, help="shard directory or s3:// / gs:// URL prefix (manifest.json goes there)")
-    p.add_argument("--staging", default=None, help="local directory where shards for a URL --out are written before "
-                   "upload (default: one in the temp directory, found again by a rerun; removed after success)")
+    p.add_argument("--staging", default=None, help="local directory, private to you (mode 0700), where shards for a URL "
+                   "--out are written before upload (default: one in the temp directory, found again by a rerun; "
+                   "removed after success)")
     p.add_argument("--workers", type=int, default=ShardRun.__dataclass_fields__["workers"].default_factory())
     p.add_argument("--samples-per-shard", type=int, default=0, help="default 1000 (egoclip), 200 (eval)")
     p.add_argument("--chunk-seconds", type=float, default=600.0)

@@ -57,9 +57,11 @@ def _pretrain_run(args: argparse.Namespace) -> DeepSpeedRun:
 
 
 def _finetune_run(args: argparse.Namespace) -> DeepSpeedRun:
+    from egovlpv2.finetune.run import load_task_config
     from egovlpv2.train.engine import load_ds_config
 
-    cfg = _pinned(lambda overrides: finetune.load_config(args, overrides), args.overrides, args.output_dir)
+    cfg = _pinned(lambda overrides: load_task_config(args.task, args.config, overrides), args.overrides,
+                  args.output_dir)
     return DeepSpeedRun(config=cfg, ds_config=load_ds_config(args.deepspeed))
 
 

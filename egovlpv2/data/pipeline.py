@@ -339,5 +339,7 @@ def build_pretrain_loader(cfg: DataConfig, rank: int, world_size: int, epoch: in
 
 def reshard_loader_states(cfg: DataConfig, states: list[dict]) -> dict:
     """A resume state for any rank of a new world size or worker count, from the states of every old rank
-    (old rank order): the loader built from it yields the samples of the epoch that none of them used."""
-    return merge_states(states, shard_names(cfg)[1])
+    (old rank order): the loader built from it yields the samples of the epoch that none of them used. The new
+    stage follows ``cfg``'s seed and batch size, which may differ from the old ones (the bitmap depends on neither)."""
+    merged = merge_states(states, shard_names(cfg)[1])
+    return {**merged, "seed": cfg.seed} if merged.get("reshard") else merged

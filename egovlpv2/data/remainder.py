@@ -27,14 +27,20 @@ from egovlpv2.data.stream import epoch_order
 
 
 def encode_bitmap(used: np.ndarray) -> str:
-    """A bool array as compact ASCII (packed bits, zlib, base64): JSON-able, a few bytes per 1000 samples."""
-    return base64.b64encode(zlib.compress(np.packbits(used.astype(bool)).tobytes())).decode("ascii")
+    """A bool array as compact ASCII: its length, then packed bits, zlib, base64 (JSON-able, a few bytes per
+    1000 samples). The length is kept because packing pads the bits to whole bytes."""
+    packed = base64.b64encode(zlib.compress(np.packbits(used.astype(bool)).tobytes())).decode("ascii")
+    return f"{used.size}:{packed}"
 
 
 def decode_bitmap(text: str, total: int) -> np.ndarray:
-    bits = np.unpackbits(np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=np.uint8))
-    if bits.size < total:
-        raise ValueError(f"a sample bitmap of {bits.size} bits cannot cover {total} samples")
+    """The array of :func:`encode_bitmap`, which must hold exactly ``total`` samples (an older bitmap without
+    its length: as many as its whole bytes can hold)."""
+    size, _, packed = text.rpartition(":")
+    bits = np.unpackbits(np.frombuffer(zlib.decompress(base64.b64decode(packed)), dtype=np.uint8))
+    fits = int(size) == total if size else total <= bits.size < total + 8
+    if not fits:
+        raise ValueError(f"a sample bitmap of {size or bits.size} samples does not fit {total} samples")
     return bits[:total].astype(bool)
 
 

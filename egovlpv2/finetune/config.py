@@ -5,7 +5,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Literal, Optional
 
-from egovlpv2.config import load_config
+from egovlpv2.config import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Seconds, Seed,
+                             load_config)
+from egovlpv2.data.config import CropScale, check_crop_scale
 from egovlpv2.recipes import resolve_recipe
 from egovlpv2.train.config import CheckpointConfig, LoggingConfig, OptimConfig, TrainConfig
 
@@ -18,35 +20,38 @@ class FinetuneDataConfig:
     eval_shards: str = ""
     tokenizer: str = ""
     # Clips per rank per micro-step.
-    batch_size: int = 16
-    num_frames: int = 16
-    img_size: int = 224
-    text_max_len: int = 32
-    num_workers: int = 4
-    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])
+    batch_size: PositiveInt = 16
+    num_frames: PositiveInt = 16
+    img_size: PositiveInt = 224
+    text_max_len: PositiveInt = 32
+    num_workers: NonNegativeInt = 4
+    crop_scale: CropScale = field(default_factory=lambda: [0.5, 1.0])
     hflip: bool = True
     decode_backend: Literal["auto", "decord", "pyav"] = "auto"
-    decode_timeout_s: float = 10.0
-    eval_resize: int = 256
+    decode_timeout_s: Seconds = 10.0
+    eval_resize: PositiveInt = 256
     # EK-100 MIR: the train relevancy pickle (default: the one recorded in the train shards' manifest) and the
     # relevancy above which a caption may be sampled for a clip.
     relevancy: str = ""
-    relevancy_threshold: float = 0.1
-    seed: int = 0
+    relevancy_threshold: Fraction = 0.1
+    seed: Seed = 0
+
+    def __post_init__(self) -> None:
+        check_crop_scale(self.crop_scale, "data.crop_scale")
 
 
 @dataclass
 class FinetuneLossConfig:
-    margin: float = 0.2          # EK-100 MIR max-margin ranking
-    temperature: float = 0.05    # Charades-Ego InfoNCE
+    margin: NonNegativeFloat = 0.2          # EK-100 MIR max-margin ranking
+    temperature: PositiveFloat = 0.05    # Charades-Ego InfoNCE
 
 
 @dataclass
 class FinetuneEvalConfig:
-    every_steps: Optional[int] = None
+    every_steps: Optional[PositiveInt] = None
     at_end: bool = True
-    batch_size: int = 16
-    limit: Optional[int] = None
+    batch_size: PositiveInt = 16
+    limit: Optional[PositiveInt] = None
     allow_missing: bool = False
 
 

@@ -1,4 +1,8 @@
-"""`run_finetuning(cfg, ds_config)`: EK-100 MIR or Charades-Ego fine-tuning on the shared DeepSpeed loop.
+"""Fine-tuning on EK-100 MIR or Charades-Ego on the shared DeepSpeed loop: `finetune(task, config, overrides,
+deepspeed)` (what egovlpv2-finetune calls) loads the recipe and runs `run_finetuning(cfg, ds_config)`.
+
+The shared sections (train, checkpoint, logging) reach the loop and the process group as for pre-training
+(egovlpv2.train.run_setup).
 
 Inputs are checked before any collective; the model starts from `init_checkpoint` (released or ours,
 loaded strictly, temporal embedding resized to `data.num_frames`); the run resumes from its own `latest`.
@@ -7,12 +11,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Literal, Optional, Sequence
 
 import torch
 
 import egovlpv2
 from egovlpv2.config import ConfigError, save_config
-from egovlpv2.finetune.config import FinetuneConfig
+from egovlpv2.errors import UsageError
+from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
+from egovlpv2.model.compile import CompileMode
+from egovlpv2.train.loop import RunResult
 from egovlpv2.finetune.task import build_task, build_train_set, epoch_steps
 from egovlpv2.storage import exists, join
 
@@ -33,42 +41,63 @@ def check_inputs(cfg: FinetuneConfig) -> None:
         raise ConfigError("fine-tuning cannot start: " + "; ".join(problems))
 
 
-def build_model(cfg: FinetuneConfig):
-    model = egovlpv2.create_model(cfg.model, num_frames=cfg.data.num_frames, checkpoint=cfg.init_checkpoint or None)
+def build_model(cfg: FinetuneConfig, compile_mode: CompileMode = CompileMode.OFF):
+    model = egovlpv2.create_model(cfg.model, compile=compile_mode, num_frames=cfg.data.num_frames,
+                                  checkpoint=cfg.init_checkpoint or None)
     if not cfg.init_checkpoint:
         log.warning("no init_checkpoint: fine-tuning from random weights")
     model.set_grad_checkpointing(cfg.train.grad_checkpointing, cfg.train.checkpoint_blocks)
     return model
 
 
-def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict):
+def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict) -> RunResult:
     """Fine-tune with DeepSpeed; returns the loop's RunResult (evaluations by step included)."""
     from egovlpv2.data.tokenizer import load_tokenizer
-    from egovlpv2.dist.env import init_distributed, select_device
+    from egovlpv2.train.compile import start_compile_clock
     from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
-    from egovlpv2.train.loop import LoopSettings, run_loop
+    from egovlpv2.train.loop import run_loop
+    from egovlpv2.train.run_setup import run_setup
 
     check_inputs(cfg)
     ds = load_ds_config(ds_config) if not isinstance(ds_config, dict) else dict(ds_config)
-    env = init_distributed()
-    device = select_device(env)
+    setup = run_setup(cfg)
+    env, device = setup.start_distributed()
     torch.manual_seed(cfg.train.seed)
     ds = reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size,
                              cfg.train.precision)
     train_set = build_train_set(cfg)
     total_steps = cfg.train.max_steps or max(1, round(cfg.train.epochs * epoch_steps(cfg, train_set, env.world_size)))
     tokenizer = load_tokenizer(cfg.data.tokenizer)
-    model = build_model(cfg)
+    clock = start_compile_clock(setup.compile, cfg.train.output_dir)
+    model = build_model(cfg, setup.compile)
     task = build_task(cfg, model, tokenizer, env.rank, env.world_size, device, train_set)
-    engine = build_engine(model, task.objective, ds, cfg.optim, total_steps)
+    if clock is not None:
+        task.step_fn = clock.logged(task.step_fn, "a training step")
+    engine = build_engine(model, task.objective, ds, cfg.optim, total_steps, setup.compile)
     if env.rank == 0:
         Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(cfg, Path(cfg.train.output_dir) / "config.yaml")
-    settings = LoopSettings(
-        output_dir=cfg.train.output_dir, total_steps=total_steps, grad_accum_steps=cfg.train.grad_accum_steps,
-        checkpoint_every=cfg.checkpoint.every_steps, keep_last=cfg.checkpoint.keep_last,
-        checkpoint_at_end=cfg.checkpoint.at_end, auto_resume=cfg.checkpoint.auto_resume,
-        log_every=cfg.logging.every_steps, eval_every=cfg.eval.every_steps, eval_at_end=cfg.eval.at_end,
-        stop_after_steps=cfg.train.stop_after_steps, tensorboard=cfg.logging.tensorboard,
-        progress_bar=cfg.logging.progress_bar)
-    return run_loop(engine, task, settings, device)
+    try:
+        return run_loop(engine, task, setup.loop_settings(total_steps, cfg.eval.every_steps, cfg.eval.at_end), device)
+    finally:
+        if clock is not None:
+            clock.close()
+
+
+def load_task_config(task: str, config: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """The recipe ``config`` (default: the task's shipped one) with ``overrides``; it must be for ``task``."""
+    cfg = load_finetune_config(config or task, overrides)
+    if cfg.task != task:
+        raise UsageError(f"--task {task} but the recipe is for {cfg.task}")
+    return cfg
+
+
+def finetune(task: Literal["epic_mir", "charades_ego"], config: Optional[str | Path] = None,
+             overrides: Sequence[str] = (), deepspeed: str | dict = "zero2") -> RunResult:
+    """Fine-tune on ``task`` with ``config`` (a recipe path or shipped name; default: the task's shipped recipe)
+    and ``key=value`` overrides; SIGUSR1/SIGTERM save at the next step and return with ``stopped`` set."""
+    from egovlpv2.train.checkpoint import install_stop_handlers
+
+    cfg = load_task_config(task, config, overrides)
+    install_stop_handlers()
+    return run_finetuning(cfg, deepspeed)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
 import torch
 
-from egovlpv2.config import ConfigError
+from egovlpv2.config import ConfigError, Fraction, NonNegativeFloat, PositiveFloat, Range, Seed
 from egovlpv2.data.transforms import prepare_video
 from egovlpv2.losses import batch_ops
 from egovlpv2.losses.egonce import EgoNCEOutput, PositiveRule, egonce
@@ -16,31 +16,23 @@ from egovlpv2.losses.vtm import NegativePool, VTMOutput, VTMPlan, plan_vtm, vtm_
 
 @dataclass
 class LossConfig:
-    egonce_weight: float = 1.0
-    mlm_weight: float = 1.0
-    vtm_weight: float = 2.0
-    temperature: float = 0.05
+    egonce_weight: NonNegativeFloat = 1.0
+    mlm_weight: NonNegativeFloat = 1.0
+    vtm_weight: NonNegativeFloat = 2.0
+    temperature: PositiveFloat = 0.05
     positives: PositiveRule = "action"
-    mlm_probability: float = 0.15
-    mlm_mask_fraction: float = 0.8
-    mlm_random_fraction: float = 0.1
+    mlm_probability: Annotated[float, Range(0, 1, open_low=True, open_high=True)] = 0.15
+    mlm_mask_fraction: Fraction = 0.8
+    mlm_random_fraction: Fraction = 0.1
     vtm_negative_pool: NegativePool = "global"
-    vtm_negative_temperature: float = 0.05
+    vtm_negative_temperature: PositiveFloat = 0.05
     # Seeds the MLM masks and VTM draws, which are keyed by (seed, step, global sample index).
-    seed: int = 0
+    seed: Seed = 0
     # With gradient accumulation: one EgoNCE over the whole step (gradient caching) or one per micro-batch.
     contrastive_batch: Literal["global", "micro"] = "global"
 
     def __post_init__(self) -> None:
-        for name in ("egonce_weight", "mlm_weight", "vtm_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"loss.{name} must be >= 0")
-        if self.temperature <= 0 or self.vtm_negative_temperature <= 0:
-            raise ConfigError("loss temperatures must be > 0")
-        if not 0 < self.mlm_probability < 1:
-            raise ConfigError("loss.mlm_probability must lie in (0, 1)")
-        if self.mlm_mask_fraction < 0 or self.mlm_random_fraction < 0 \
-                or self.mlm_mask_fraction + self.mlm_random_fraction > 1:
+        if self.mlm_mask_fraction + self.mlm_random_fraction > 1:
             raise ConfigError("loss.mlm_mask_fraction + loss.mlm_random_fraction must lie in [0, 1]")
 
 

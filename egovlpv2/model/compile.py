@@ -22,16 +22,30 @@ train/eval mode (dropout), the number of CLS tokens and whether the block fuses.
 """
 from __future__ import annotations
 
-from typing import Literal
+from enum import Enum
 
 import torch
 from torch import nn
 
 from egovlpv2.config import ConfigError
-from egovlpv2.model.egovlpv2 import EgoVLPv2
 
-CompileMode = Literal["off", "blocks", "full"]
-COMPILE_MODES = ("off", "blocks", "full")
+
+
+class CompileMode(str, Enum):
+    """What ``torch.compile`` compiles (see the module docstring). Parse a user's string once, with
+    :meth:`parse`; everything downstream takes the value."""
+
+    OFF = "off"
+    BLOCKS = "blocks"
+    FULL = "full"
+
+    @classmethod
+    def parse(cls, mode: "str | CompileMode") -> "CompileMode":
+        try:
+            return cls(mode)
+        except ValueError:
+            raise ConfigError(f"compile must be one of {[m.value for m in cls]}, got {mode!r}") from None
+
 # What "full" compiles: encode_video/encode_text/match_score and the objective call only these.
 TOWER_PASSES = ("video_lower", "text_lower", "video_embed_from_lower", "text_embed_from_lower", "fused_from_lower")
 
@@ -45,53 +59,36 @@ VIDEO_BLOCK_DYNAMIC = {0: (0,), 3: (0, 1), 4: (0, 1)}
 TEXT_LAYER_DYNAMIC = {0: (0, 1), 1: (0, 3), 2: (0,)}
 
 
-def check_compile_mode(mode: str) -> str:
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"compile must be one of {list(COMPILE_MODES)}, got {mode!r}")
-    return mode
-
-
 def transformer_blocks(model: nn.Module) -> list[tuple[nn.Module, dict]]:
     """Every video block and text layer of an EgoVLPv2, with the dynamic dimensions of its arguments."""
     return ([(b, VIDEO_BLOCK_DYNAMIC) for b in model.video.blocks]
             + [(layer, TEXT_LAYER_DYNAMIC) for layer in model.text.encoder.layer])
 
 
-def compile_model(model: nn.Module, mode: str = "blocks", **compile_kwargs) -> nn.Module:
+def compile_model(model: nn.Module, mode: CompileMode = CompileMode.BLOCKS, **compile_kwargs) -> nn.Module:
     """Compile ``model`` (an EgoVLPv2) in place per ``mode`` (see the module docstring); returns it.
 
     Compilation happens lazily, at the first call of each region; ``compile_kwargs`` go to ``torch.compile``.
     """
-    check_compile_mode(mode)
-    if mode != "off":
+    if mode != CompileMode.OFF:
         # Every compiled block shares one code object (Module._call_impl), whose cache holds one entry per
         # block and call signature (lower/dual/fused, train/eval, grad/no_grad): far more than the default
         # 8, past which Dynamo silently runs the rest eagerly.
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    if mode == "blocks":
+    if mode == CompileMode.BLOCKS:
         for block, dims in transformer_blocks(model):
             block.forward = torch.compile(block.forward, **compile_kwargs)
             block.dynamic_dims = dims
-    elif mode == "full":
+    elif mode == CompileMode.FULL:
         for name in TOWER_PASSES:
             setattr(model, name, torch.compile(getattr(model, name), **compile_kwargs))
     return model
 
 
-def compiled_mode(model: nn.Module) -> str:
-    """Which of :data:`COMPILE_MODES` ``model`` was compiled with."""
-    if "fused_from_lower" in vars(model):
-        return "full"
-    # The training loop also drives other models (fine-tuning heads, test stand-ins): none of them is compiled.
-    if isinstance(model, EgoVLPv2) and any("forward" in vars(block) for block, _ in transformer_blocks(model)):
-        return "blocks"
-    return "off"
-
-
-def zero3_leaf_classes(model: nn.Module) -> list[type]:
+def zero3_leaf_classes(model: nn.Module, mode: CompileMode) -> list[type]:
     """The block classes ZeRO-3 should treat as leaves when ``model`` is compiled by blocks: it then gathers a
     block's parameters in the block's own (eager) hook instead of hooking every Linear and LayerNorm inside
     the compiled forward, which would break its graph at each of them."""
-    if compiled_mode(model) != "blocks":
+    if mode != CompileMode.BLOCKS:
         return []
     return sorted({type(block) for block, _ in transformer_blocks(model)}, key=lambda cls: cls.__name__)

@@ -1,39 +1,41 @@
 """Model configuration: the TimeSformer video tower, the RoBERTa text tower and fusion."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from egovlpv2.config import ConfigError, from_dict, load_yaml
+from egovlpv2.config import ConfigError, NonNegativeInt, PositiveFloat, PositiveInt, Range, from_dict, load_yaml
 from egovlpv2.recipes import recipe_names, resolve_recipe
 
 
 @dataclass
 class VideoConfig:
-    img_size: int = 224
-    patch_size: int = 16
-    dim: int = 768
-    depth: int = 12
-    heads: int = 12
-    mlp_ratio: float = 4.0
-    num_frames: int = 4
-    layer_norm_eps: float = 1e-5
+    img_size: PositiveInt = 224
+    patch_size: PositiveInt = 16
+    dim: PositiveInt = 768
+    depth: PositiveInt = 12
+    heads: PositiveInt = 12
+    mlp_ratio: PositiveFloat = 4.0
+    num_frames: PositiveInt = 4
+    layer_norm_eps: PositiveFloat = 1e-5
 
 
 @dataclass
 class TextConfig:
-    vocab_size: int = 50265
-    hidden: int = 768
-    layers: int = 12
-    heads: int = 12
-    intermediate: int = 3072
-    max_positions: int = 514
-    type_vocab_size: int = 1
-    pad_token_id: int = 1
-    dropout: float = 0.1
-    attention_dropout: float = 0.1
-    layer_norm_eps: float = 1e-5
+    vocab_size: PositiveInt = 50265
+    hidden: PositiveInt = 768
+    layers: PositiveInt = 12
+    heads: PositiveInt = 12
+    intermediate: PositiveInt = 3072
+    # Two positions are the padding offset of RoBERTa's position ids: at least one text token needs a third.
+    max_positions: Annotated[int, Range(3)] = 514
+    type_vocab_size: PositiveInt = 1
+    pad_token_id: NonNegativeInt = 1
+    dropout: Annotated[float, Range(0, 1, open_high=True)] = 0.1
+    attention_dropout: Annotated[float, Range(0, 1, open_high=True)] = 0.1
+    layer_norm_eps: PositiveFloat = 1e-5
 
 
 @dataclass
@@ -42,7 +44,7 @@ class ModelConfig:
     video: VideoConfig = field(default_factory=VideoConfig)
     text: TextConfig = field(default_factory=TextConfig)
     # Cross-attention fuses the top `fusion_layers` layers of both towers.
-    fusion_layers: int = 6
+    fusion_layers: NonNegativeInt = 6
     projection: Literal["mlp4096", "linear256"] = "mlp4096"
     # Local files only: a timm ViT checkpoint, a Hugging Face RoBERTa directory, an EgoVLPv2 checkpoint.
     vision_init: Optional[str] = None
@@ -71,3 +73,22 @@ def resolve_model_config(config: "str | Path | ModelConfig | dict") -> ModelConf
         return from_dict(ModelConfig, config)
     path = resolve_recipe("model", config)
     return from_dict(ModelConfig, load_yaml(path), str(path))
+
+
+OVERRIDES = ("num_frames", "projection", "vision_init", "text_init", "checkpoint")
+
+
+def apply_model_overrides(cfg: ModelConfig, **overrides) -> ModelConfig:
+    """``cfg`` with the :data:`OVERRIDES` applied (``num_frames`` goes to ``cfg.video``)."""
+    unknown = sorted(set(overrides) - set(OVERRIDES))
+    if unknown:
+        raise ConfigError(f"unknown create_model overrides {unknown}; known: {list(OVERRIDES)}")
+    if "num_frames" in overrides:
+        frames = int(overrides.pop("num_frames"))
+        if frames < 1:
+            raise ConfigError(f"num_frames must be >= 1, got {frames}")
+        cfg = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, num_frames=frames))
+    if "projection" in overrides and overrides["projection"] not in ("mlp4096", "linear256"):
+        raise ConfigError(f"projection must be 'mlp4096' or 'linear256', got {overrides['projection']!r}")
+    paths = {k: (None if v is None else str(v)) for k, v in overrides.items()}
+    return dataclasses.replace(cfg, **paths)

@@ -18,6 +18,9 @@ in every layer. Reusing the dual lower states therefore cannot reproduce the rel
   attends to itself and the patches but is seen by no patch. ``fused_from_lower`` then drops the dual CLS and
   continues with the fused CLS. The only difference from the release: in layers ``0..M-1`` the patches (and
   hence what the fused CLS reads) were conditioned on the dual CLS instead of the fused one.
+
+Hub format (:mod:`egovlpv2.model.hub`): ``save_pretrained(dir)``, ``EgoVLPv2.from_pretrained(dir_or_repo_id,
+num_frames=...)``, ``push_to_hub(repo_id)``.
 """
 from __future__ import annotations
 
@@ -29,16 +32,21 @@ from torch import nn
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.init import init_weights
 from egovlpv2.model.heads import MLMHead, VTMHead, build_projections
+from egovlpv2.model.hub import HubModel
 from egovlpv2.model.layers import key_padding_mask, l2_normalize, run_block
+from egovlpv2.model.loading import load_checkpoint
 from egovlpv2.model.states import CLS_LAYOUTS, FusedOutput, TextStates, VideoStates
 from egovlpv2.model.text import RobertaText
-from egovlpv2.model.video import TimeSformer
+from egovlpv2.model.video import TimeSformer, VideoTowerSizes
 
 # eps of the fused path's own final LayerNorm (the towers use 1e-5).
 FUSED_NORM_EPS = 1e-6
 
 
-class EgoVLPv2(nn.Module):
+class EgoVLPv2(nn.Module, VideoTowerSizes, HubModel):
+    # Where the weights come from (egovlpv2.model.card.Provenance), for the model card; None when unknown.
+    provenance = None
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -57,14 +65,9 @@ class EgoVLPv2(nn.Module):
         init_weights(self)
 
     # ---------------------------------------------------------------- configuration
-    @property
-    def num_frames(self) -> int:
-        return self.video.temporal_embed.shape[1]
-
-    @property
-    def embed_dim(self) -> int:
-        """Width of the dual-mode embeddings."""
-        return self.video_proj[-1].out_features
+    def load_weights(self, path) -> None:
+        """Load a weights file or Hub-format directory strictly (see :func:`egovlpv2.model.loading.load_checkpoint`)."""
+        load_checkpoint(self, path)
 
     def set_grad_checkpointing(self, enable: bool = True, blocks: Optional[int] = None) -> None:
         """Activation checkpointing (``torch.utils.checkpoint``, non-reentrant) of every video block and text

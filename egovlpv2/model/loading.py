@@ -14,13 +14,16 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub.constants import SAFETENSORS_SINGLE_FILE
 from torch import nn
+
+from egovlpv2.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
-    """A weights file that does not fit the model."""
+class CheckpointError(UserError, RuntimeError):
+    """A weights file that does not fit the model (the user's to fix: the command line prints one line)."""
 
 
 # Released EgoVLPv2 names -> ours, first full match wins. Anything not matched is an error.
@@ -89,8 +92,13 @@ def map_released_key(name: str) -> str | None:
 
 
 def torch_load(path: str | Path):
-    """``torch.load(weights_only=True)`` with the allow-list the released EgoVLPv2 files need."""
+    """``torch.load(weights_only=True)`` with the allow-list the released EgoVLPv2 files need; a ``.safetensors``
+    file, or a Hub-format directory's ``model.safetensors``, through safetensors."""
     path = Path(path)
+    if path.is_dir():  # a Hub-format directory (save_pretrained, egovlpv2-export --format hub)
+        if not (path / SAFETENSORS_SINGLE_FILE).is_file():
+            raise CheckpointError(f"{path} is a directory without {SAFETENSORS_SINGLE_FILE}: not a Hub-format model")
+        path = path / SAFETENSORS_SINGLE_FILE
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":  # egovlpv2-export writes these

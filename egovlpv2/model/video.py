@@ -98,3 +98,17 @@ class TimeSformer(nn.Module):
         for block in self.blocks[start:stop]:
             x = run_block(block, x, frames, num_cls)
         return x
+
+
+class VideoTowerSizes:
+    """``num_frames`` and ``embed_dim`` of a module with a ``video`` tower and a ``video_proj`` projection."""
+
+    @property
+    def num_frames(self) -> int:
+        """Frames the temporal embedding covers."""
+        return self.video.temporal_embed.shape[1]
+
+    @property
+    def embed_dim(self) -> int:
+        """Width of the dual-mode embeddings."""
+        return self.video_proj[-1].out_features

@@ -5,13 +5,16 @@
   to the video root. Only people and ``make_shards`` read it; training-time readers never open it.
 - ``summary.json`` and ``missing_videos.txt``: how complete the shards are against the metadata.
 
-Every part of a cluster run writes the same plan record (``records/plan.json``) and tries the merge when
-its own shards are done; the merge happens when the last part finishes, and merging twice gives the same
-files.
+Every part of a cluster run makes the same plan and tries the merge when its own shards are done; the merge
+happens when the last part finishes, and merging twice gives the same files. The first part records the plan
+(``records/plan.json``) with its fingerprint; a part whose plan differs from an unfinished recorded one is
+refused (``plan_difference``), so parts given different options never overwrite each other's shards.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -19,6 +22,7 @@ from typing import Iterable
 from egovlpv2.data.manifest import FORMAT_VERSION, MANIFEST
 from egovlpv2.fileio import atomic_open, atomic_write_json
 from egovlpv2.shards.writer import RECORDS, read_record
+from egovlpv2.storage import is_url
 
 FAILURES = "failures.jsonl"
 SUMMARY = "summary.json"
@@ -43,6 +47,47 @@ def write_plan(out_dir: str | Path, plan: dict, failures: Iterable[dict], missin
 
 def read_plan(out_dir: str | Path) -> dict:
     return json.loads(Path(out_dir, RECORDS, PLAN).read_text())
+
+
+def recorded_plan(out_dir: str | Path) -> dict | None:
+    """The plan record, or None where there is none (or a torn one, which no part can have finished)."""
+    try:
+        return read_plan(out_dir)
+    except (OSError, ValueError):
+        return None
+
+
+# Options that change neither which shards are written nor their bytes (``out`` is where they all meet).
+UNPLANNED_OPTIONS = ("max_failure_fraction", "out")
+# Input paths: the same file named relative to another working directory is the same input.
+PATH_OPTIONS = ("videos", "csv", "json", "sentence_csv", "relevancy", "classes")
+
+
+def _flat_options(options: dict) -> dict:
+    flat = {}
+    for key, value in options.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return {k: os.path.abspath(v) if k in PATH_OPTIONS and v and not is_url(v) else v
+            for k, v in flat.items() if k not in UNPLANNED_OPTIONS}
+
+
+def plan_fingerprint(plan: dict) -> str:
+    """Names the shards a plan writes: the task, the options that shape them, each shard's name and hash."""
+    blob = json.dumps([plan["task"], _flat_options(plan["options"]), plan["shards"], plan["hashes"]],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plan_difference(recorded: dict, plan: dict) -> str | None:
+    """How ``plan`` differs from the ``recorded`` one, named as command-line options; None for the same plan."""
+    if recorded.get("fingerprint") == plan["fingerprint"] and recorded.get("parts") == plan["parts"]:
+        return None
+    mine, theirs = _flat_options(plan["options"]), _flat_options(recorded.get("options", {}))
+    changed = [f"--{k.replace('_', '-')} {mine.get(k)!r} here, {theirs.get(k)!r} in the recorded plan"
+               for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+    if recorded.get("parts") != plan["parts"]:
+        changed.append(f"--parts {plan['parts']} here, {recorded.get('parts')} in the recorded plan")
+    return "; ".join(changed) or "same options, but the metadata or the videos changed since the recorded plan"
 
 
 def shard_records(out_dir: str | Path, plan: dict) -> list[dict] | None:

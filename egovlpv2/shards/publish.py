@@ -4,13 +4,19 @@ For a URL the local writer runs unchanged in a staging directory; each finished 
 (an object appears whole or not at all), its stored size checked, and its record uploaded after it as the
 mark of a complete shard. The failures, the summary and the manifest go up last, the manifest at the very
 end, so a reader that finds it finds every shard it lists. A rerun skips shards whose uploaded record
-matches the plan and whose object has the recorded size.
+matches the plan and the local record (size and sha256) and whose object has the recorded size.
+
+Staging is private: whatever is in it is uploaded as the user's data, so a directory that another user
+created, or may write to, is refused rather than used; and a staged shard goes up only when its file
+still has the size and sha256 that its record names.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import stat
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -20,15 +26,34 @@ from egovlpv2.errors import UserError
 from egovlpv2.fileio import atomic_write_json
 from egovlpv2.shards.merge import FAILURES, MISSING_VIDEOS, SUMMARY
 from egovlpv2.shards.tasks import ShardRun, make_shards
-from egovlpv2.shards.writer import RECORDS, read_record
+from egovlpv2.shards.writer import RECORDS, matches_record, read_record
 from egovlpv2.storage import StorageError, is_url, join, list_names, read_bytes, remove, size, upload
 
 EXTRA_FILES = ("captions_file", "classes_file")  # manifest fields naming files written beside the shards
 
 
 def default_staging(url: str) -> Path:
-    """A staging directory that a rerun for the same URL finds again (so finished shards are kept)."""
-    return Path(tempfile.gettempdir(), f"egovlpv2-staging-{hashlib.sha256(url.encode()).hexdigest()[:16]}")
+    """A staging directory that a rerun for the same URL by the same user finds again (so finished shards
+    are kept)."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir(), f"egovlpv2-staging-{os.getuid()}-{digest}")
+
+
+def private_staging(path: Path) -> Path:
+    """``path`` as a directory only this user can read or write: created with mode 0700, or an existing one
+    that is a real directory (no link), owned by this user, with no group or other permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        kind = "a link" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "a file"
+        raise UserError(f"staging directory {path} is not private ({kind} of uid {st.st_uid}, mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}; yours would be uid {os.getuid()}, mode 0700): what it "
+                        f"holds would be uploaded as yours; remove it, or pass --staging with a directory of your own")
+    return path
 
 
 def _record_url(out: str, stem: str) -> str:
@@ -43,7 +68,7 @@ def _uploaded(out: str, stem: str, record: dict) -> bool:
         remote = json.loads(read_bytes(_record_url(out, stem)))
     except (StorageError, ValueError):
         return False
-    return remote.get("plan_hash") == record["plan_hash"] and remote.get("bytes") == record["bytes"]
+    return all(remote.get(k) == record[k] for k in ("plan_hash", "bytes", "sha256"))
 
 
 def publish_shard(stage: Path, out: str, name: str) -> bool:
@@ -52,6 +77,9 @@ def publish_shard(stage: Path, out: str, name: str) -> bool:
     record = read_record(stage, stem)
     if _uploaded(out, stem, record):
         return False
+    if not matches_record(stage / name, record):  # changed since it was written and checked: never upload it
+        raise StorageError(f"staged shard {stage / name} no longer has the size and sha256 of its record; "
+                           f"nothing was uploaded for it, rerun to write it again")
     upload(str(stage / name), join(out, name))
     upload(str(Path(stage, RECORDS, f"{stem}.json")), _record_url(out, stem))
     return True
@@ -72,7 +100,7 @@ def write_shards_to(run: ShardRun, staging: str | None = None) -> tuple[dict | N
     if run.parts > 1:
         raise UserError(f"--parts {run.parts} with a URL --out: the parts meet in one shared directory; write them "
                         f"to a shared filesystem, or write one part per URL")
-    stage = Path(staging) if staging else default_staging(run.out)
+    stage = private_staging(Path(staging) if staging else default_staging(run.out))
     manifest, ok = make_shards(replace(run, out=str(stage)))
     if manifest is None:  # plan_only: the summary stays in the staging directory too
         return None, _summary(stage), ok, 0

@@ -44,6 +44,8 @@ class SourceReader:
         self._path = path
         self._stream = self._container.streams.video[0]
         s = self._stream
+        # One decoder thread: a writer runs one process per core, and frame threads only add CPU time.
+        s.codec_context.thread_count = 1
         self.rate = s.average_rate or s.guessed_rate
         self.duration = float(s.duration * s.time_base) if s.duration else (self._container.duration or 0) / 1e6
         self._decoded, self._recent, self._last_t, self._done = None, deque(), float("-inf"), False

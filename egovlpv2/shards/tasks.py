@@ -22,7 +22,8 @@ from egovlpv2.shards.egoclip_table import first_video_uids, scan_egoclip
 from egovlpv2.shards.plan import plan_egoclip, plan_in_order, part_of
 from egovlpv2.paths import unsafe_reason
 from egovlpv2.shards.transcode import EncodeOptions, video_exists
-from egovlpv2.shards.writer import ShardJob, record_path, remove_partial_files, write_shards
+from egovlpv2.shards.part_lock import exclusive, waiting
+from egovlpv2.shards.writer import RECORDS, ShardJob, record_path, remove_partial_files, write_shards
 
 TASKS = ("egoclip", "egomcq", "epic_mir", "charades_ego")
 # How many distinct videos, from the start of the metadata, must not all be missing for the run to start.
@@ -151,24 +152,46 @@ def make_shards(run: ShardRun) -> tuple[dict | None, bool]:
     _check(run)
     out = Path(run.out)
     out.mkdir(parents=True, exist_ok=True)
-    plan = _plan_egoclip(run) if run.task == "egoclip" else _plan_eval(run)
+    planned = _plan_egoclip(run) if run.task == "egoclip" else _plan_eval(run)
     jobs = [ShardJob(f"{run.task}-{i:06d}", str(out), run.videos, run.chunk_seconds, run.encode, source)
-            for i, source in enumerate(plan.sources)]
-    names = {j.name for j in jobs}
-    for stale in out.glob(f"{run.task}-*.tar"):  # shards of an earlier, larger plan would be read as data
-        if stale.stem not in names:
-            stale.unlink(missing_ok=True)  # another part may be removing it too
-            record_path(out, stale.stem).unlink(missing_ok=True)
+            for i, source in enumerate(planned.sources)]
     options = {k: v for k, v in asdict(run).items() if k not in ("workers", "progress", "part", "parts", "plan_only")}
-    merging.write_plan(out, {"task": run.task, "options": options, "shards": [j.name for j in jobs],
-                             "hashes": [j.plan_hash() for j in jobs], "rows_planned": plan.rows_planned,
-                             "samples_planned": sum(len(j.source) for j in jobs), "sizes": [len(j.source) for j in jobs],
-                             "videos": plan.videos, "extra": plan.extra}, plan.failures, plan.missing_videos)
-    if run.plan_only:
-        atomic_write_json(out / merging.SUMMARY, merging.plan_summary(merging.read_plan(out)), indent=1)
-        return None, True
-    mine = [jobs[i] for i in part_of(len(jobs), run.part, run.parts)]
-    remove_partial_files(out, {j.name for j in mine} if run.parts > 1 else None)
-    write_shards(mine, run.workers, run.progress)
+    plan = {"task": run.task, "options": options, "shards": [j.name for j in jobs], "hashes": [j.plan_hash() for j in jobs],
+            "parts": run.parts, "rows_planned": planned.rows_planned, "samples_planned": sum(len(j.source) for j in jobs),
+            "sizes": [len(j.source) for j in jobs], "videos": planned.videos, "extra": planned.extra,
+            "failures": planned.failures, "missing_videos": planned.missing_videos}
+    plan["fingerprint"] = merging.plan_fingerprint(plan)
+    records = out / RECORDS
+    records.mkdir(exist_ok=True)
+    with exclusive(records / f"part-{run.part}-of-{run.parts}.lock", f"part {run.part} of {run.parts} of {out}"):
+        _record_plan(out, plan)
+        if run.plan_only:
+            atomic_write_json(out / merging.SUMMARY, merging.plan_summary(merging.read_plan(out)), indent=1)
+            return None, True
+        mine = [jobs[i] for i in part_of(len(jobs), run.part, run.parts)]
+        remove_partial_files(out, {j.name for j in mine} if run.parts > 1 else None)
+        write_shards(mine, run.workers, run.progress)
     merged = merging.merge(out, run.max_failure_fraction)
     return (None, True) if merged is None else (merged[0], merged[2])
+
+
+def _record_plan(out: Path, plan: dict) -> None:
+    """Record ``plan`` as the directory's plan, unless an unfinished different one is recorded: that one
+    belongs to parts still to run (or running), so this part is refused and deletes nothing. A plan that
+    replaces another removes the shards that only the old plan had."""
+    with waiting(out / RECORDS / "plan.lock"):
+        recorded = merging.recorded_plan(out)
+        difference = None if recorded is None else merging.plan_difference(recorded, plan)
+        if difference is not None:
+            finished = merging.shard_records(out, recorded) is not None
+            if not finished and not (recorded.get("parts") == 1 and plan["parts"] == 1):
+                raise UserError(f"{out} holds an unfinished plan that differs from this part's ({difference}); "
+                                f"run every part with the recorded plan's options, or write this plan to another --out")
+        if recorded is None or difference is not None:
+            names = set(plan["shards"])
+            for stale in out.glob(f"{plan['task']}-*.tar"):  # shards of an earlier plan would be read as data
+                if stale.stem not in names:
+                    stale.unlink(missing_ok=True)
+                    record_path(out, stale.stem).unlink(missing_ok=True)
+        failures, missing = plan.pop("failures"), plan.pop("missing_videos")
+        merging.write_plan(out, plan, failures, missing)

@@ -136,35 +136,34 @@ def _select_fps(frames: list, rate: Fraction, fps_cap: float) -> tuple[list, Fra
     return kept, Fraction(fps_cap).limit_denominator(1001)
 
 
-def _yuv_frame(image: np.ndarray):
-    """RGB -> a yuv420p frame whose row padding is zeroed: x264 reads past the visible width of chroma
-    rows, and stale bytes there made identical inputs encode differently."""
-    import av
+def _encoder_frames(frames: list, width: int, height: int, time_base: Fraction):
+    """The decoded frames as the encoder's input: yuv420p at the output size in one swscale pass (none when the
+    source already is), numbered from 0 in ``time_base``, with the decoder's picture type cleared (libx264
+    would obey it)."""
+    from av.video.frame import PictureType
 
-    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuv420p")
-    for plane in frame.planes:
-        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)[:plane.height].copy()
-        rows[:, plane.width:] = 0
-        plane.update(rows)
-    return frame
+    for i, (_, frame) in enumerate(frames):
+        # One swscale thread: the writer's parallelism is its worker processes, and results never depend on
+        # how a frame was sliced across threads.
+        out = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA", threads=1)
+        out.pts, out.time_base, out.pict_type = i, time_base, PictureType.NONE
+        yield out
 
 
-def _encode_mp4(images: list[np.ndarray], rate: Fraction, opts: EncodeOptions) -> bytes:
+def _encode_mp4(frames: list, rate: Fraction, width: int, height: int, opts: EncodeOptions) -> bytes:
     import av
 
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=rate)
-        stream.height, stream.width = images[0].shape[:2]
+        stream.height, stream.width = height, width
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # x264 is deterministic with one thread
+        stream.codec_context.thread_count = 1  # x264's own threads would cost CPU time the workers already use
         stream.codec_context.gop_size = opts.gop
         stream.options = {"preset": opts.preset, "crf": str(opts.crf),
                           "x264-params": ":".join(p for p in (f"keyint={opts.gop}:min-keyint={opts.gop}:scenecut=0:bframes=0",
                                                               opts.x264_params) if p)}
-        for i, image in enumerate(images):
-            frame = _yuv_frame(image)
-            frame.pts = i
+        for frame in _encoder_frames(frames, width, height, 1 / Fraction(rate)):
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return buf.getvalue()
@@ -198,15 +197,15 @@ def cut_clip(segments: list[Segment], start: float, end: float | None, opts: Enc
     width, height = _output_size(first.width, first.height, opts.short_side)
     if width < 2 or height < 2:  # yuv420p needs even sides of at least 2; x264 rejects anything smaller
         raise ClipError("encode_error", f"video too small to encode: {first.width}x{first.height} pixels")
-    images = [f.reformat(width=width, height=height, format="rgb24", interpolation="AREA").to_ndarray()
-              for _, f in frames]
-    info = {"fps": float(rate), "t0": round(frames[0][0], 6), "num_frames": len(images),
+    info = {"fps": float(rate), "t0": round(frames[0][0], 6), "num_frames": len(frames),
             "width": width, "height": height,
             "source_s": round(min(covered, end if end is not None else covered) - start, 6)}
     if opts.frame_format == "jpgs":
+        images = [f.reformat(width=width, height=height, format="rgb24", interpolation="AREA", threads=1).to_ndarray()
+                  for _, f in frames]
         data, picks = _encode_jpegs(images, opts)
         info["frame_times"] = [round(frames[i][0], 6) for i in picks]
         info["num_frames"] = len(picks)
     else:
-        data = _encode_mp4(images, rate, opts)
+        data = _encode_mp4(frames, rate, width, height, opts)
     return data, info

@@ -1,9 +1,10 @@
 """Writing webdataset shards from planned samples: parallel, resumable, deterministic.
 
 A plan is a list of shards, each a source of SampleSpec. Every shard is written by one worker process to
-``{name}.tar`` (via a temporary file; no tar when no sample succeeds) with a sidecar record
-``records/{name}.json`` holding its sample count, bytes and failures; a shard whose record matches the
-plan is kept on a rerun. The manifest gathers the records (``egovlpv2.shards.merge``).
+``{name}.tar`` (via a temporary file of its own; no tar when no sample succeeds) with a sidecar record
+``records/{name}.json`` holding its sample count, failures, and the size and sha256 of the file it renamed;
+a shard is kept on a rerun only when its record matches the plan and the file on disk matches the record.
+The manifest gathers the records (``egovlpv2.shards.merge``).
 """
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import io
 import json
 import multiprocessing as mp
 import os
+import secrets
 import tarfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from egovlpv2.fileio import atomic_write_json, leftover_temporaries
+from egovlpv2.fileio import atomic_write_json, fsync_dir, leftover_temporaries
 from egovlpv2.shards.source_reader import SourceReader
 from egovlpv2.shards.transcode import ClipError, EncodeOptions, cut_clip, video_segments
 
@@ -37,7 +39,7 @@ class SampleSpec:
     clips: dict[str, ClipSpec] = field(default_factory=dict)  # member prefix ("" for the main clip) -> source
 
 
-PARTIAL_SUFFIX = ".tar.tmp"        # a shard being written; what a killed run leaves behind
+PARTIAL_SUFFIX = ".tar.tmp"        # a shard being written ({name}.{writer}.tar.tmp); what a killed run leaves behind
 RECORDS = "records"  # one sidecar per planned shard (its samples, bytes, failures), and the plan
 
 
@@ -105,6 +107,30 @@ def encode_sample(sample: SampleSpec, job: ShardJob, reader: SourceReader) -> tu
     return {"json": json.dumps(meta, sort_keys=True).encode(), **members}, sum(i["source_s"] for i in timing.values())
 
 
+def file_digest(f) -> tuple[int, str]:
+    """Size and sha256 of an open binary file, read from its start."""
+    f.seek(0)
+    digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return f.tell(), digest
+
+
+def matches_record(path: str | Path, record: dict) -> bool:
+    """Whether the file at ``path`` is the one ``record`` describes: same size, same sha256."""
+    try:
+        if os.stat(path).st_size != record.get("bytes"):
+            return False
+        with open(path, "rb") as f:
+            return file_digest(f)[1] == record.get("sha256")
+    except OSError:
+        return False
+
+
+def _is_complete(out: Path, name: str, record: dict | None, digest: str) -> bool:
+    if record is None or record.get("plan_hash") != digest:
+        return False
+    return matches_record(out / f"{name}.tar", record) if record.get("samples") else True
+
+
 def write_shard(job: ShardJob) -> dict:
     """Write one shard (or keep it when already complete); returns its sidecar record. A shard whose
     samples all fail leaves no tar, only its record."""
@@ -112,31 +138,41 @@ def write_shard(job: ShardJob) -> dict:
     tar_path = out / f"{job.name}.tar"
     digest = job.plan_hash()
     record = read_record(out, job.name)
-    if record is not None and record.get("plan_hash") == digest and (tar_path.is_file() or not record["samples"]):
+    if _is_complete(out, job.name, record, digest):
         return {**record, "kept": True}
     began = time.process_time()
     failures, count, source_s = [], 0, 0.0
-    tmp_path = out / f"{job.name}{PARTIAL_SUFFIX}"
+    # A name of this writer's own: a second writer of the same shard never writes into this file.
+    tmp_path = out / f"{job.name}.{os.getpid()}-{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
     reader = SourceReader()
-    with reader, tarfile.open(tmp_path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for sample in job.source.sample_specs():
-            result = encode_sample(sample, job, reader)
-            if isinstance(result, dict):
-                failures.append(result)
-                continue
-            members, seconds = result
-            for name, data in members.items():
-                _add_member(tar, f"{sample.key}.{name}", data)
-            count += 1
-            source_s += seconds
-    if count:
-        os.replace(tmp_path, tar_path)
-    else:
-        tmp_path.unlink()
-        tar_path.unlink(missing_ok=True)
-    record = {"name": f"{job.name}.tar", "samples": count, "bytes": tar_path.stat().st_size if count else 0,
-              "failures": failures, "plan_hash": digest, "source_s": round(source_s, 3),
-              "cpu_s": round(time.process_time() - began, 3)}
+    try:
+        with reader, open(tmp_path, "w+b") as f:
+            with tarfile.open(fileobj=f, mode="w", format=tarfile.GNU_FORMAT) as tar:
+                for sample in job.source.sample_specs():
+                    result = encode_sample(sample, job, reader)
+                    if isinstance(result, dict):
+                        failures.append(result)
+                        continue
+                    members, seconds = result
+                    for name, data in members.items():
+                        _add_member(tar, f"{sample.key}.{name}", data)
+                    count += 1
+                    source_s += seconds
+            f.flush()
+            os.fsync(f.fileno())
+            size, sha256 = file_digest(f)  # of the file about to be renamed, whatever else is in the directory
+        if count:
+            os.replace(tmp_path, tar_path)
+            fsync_dir(out)
+        else:
+            tmp_path.unlink()
+            tar_path.unlink(missing_ok=True)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    record = {"name": f"{job.name}.tar", "samples": count, "bytes": size if count else 0,
+              "sha256": sha256 if count else None, "failures": failures, "plan_hash": digest,
+              "source_s": round(source_s, 3), "cpu_s": round(time.process_time() - began, 3)}
     atomic_write_json(record_path(out, job.name), record, indent=0)
     return {**record, "kept": False}
 

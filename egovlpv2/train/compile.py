@@ -1,37 +1,77 @@
-"""``train.compile`` in a training run: the compile cache in the run directory and the compile time in the log.
+"""``train.compile`` in a training run: a private compile cache and the compile time in the log.
 
 Compilation is paid once per process, lazily: the first training step compiles the training graphs, the
-first evaluation its ``no_grad`` graphs. Inductor's caches (FX graph and AOTAutograd) live in
-``<output_dir>/compile_cache`` unless ``TORCHINDUCTOR_CACHE_DIR`` is set, so a requeued SLURM job finds
-the kernels its previous attempt compiled and only re-traces (see benchmarks/RESULTS.md for the saving).
+first evaluation its ``no_grad`` graphs. Inductor loads its cache entries (FX graph and AOTAutograd) with
+``pickle``, so the cache is trusted like code: it never lives in the run directory, which other people may
+write to or hand around. It lives in a directory of this user's, ``$XDG_CACHE_HOME/egovlpv2/compile/<run>``
+(``~/.cache`` without XDG_CACHE_HOME), created with mode 0700 and refused if someone else owns it or may
+write to it; ``<run>`` is named after the run directory's absolute path, so a requeued SLURM job on the
+same cluster finds the kernels its previous attempt compiled and only re-traces (see
+benchmarks/RESULTS.md for the saving). An explicit ``TORCHINDUCTOR_CACHE_DIR`` wins.
 """
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import stat
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch._dynamo.callback import callback_handler
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
+from egovlpv2.errors import UserError
+from egovlpv2.model.compile import CompileMode
+
 log = logging.getLogger(__name__)
 
-CACHE_SUBDIR = "compile_cache"
+
+def private_cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "egovlpv2" / "compile"
 
 
-def use_run_compile_cache(output_dir: str | Path) -> str:
-    """Point Inductor's cache at ``<output_dir>/compile_cache`` (an explicit TORCHINDUCTOR_CACHE_DIR wins).
+def run_cache_dir(output_dir: str | Path) -> Path:
+    """This user's compile cache of the run in ``output_dir``: readable name plus a hash of the absolute path."""
+    resolved = Path(output_dir).resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:16]
+    return private_cache_root() / f"{resolved.name}-{digest}"
+
+
+def make_private_dir(path: Path) -> Path:
+    """``path`` and its missing parents, mode 0700; refuses a directory (or link) that another user owns or
+    that others may write to, since what is loaded from it runs as code."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for directory in (path, *[p for p in path.parents if private_cache_root().parent in (p, *p.parents)]):
+        info = directory.lstat()
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022 \
+                or (directory == path and info.st_mode & 0o077):
+            raise UserError(f"compile cache {directory} is not private (owner uid {info.st_uid}, mode "
+                            f"{stat.filemode(info.st_mode)}; it must be a directory of uid {os.getuid()} that "
+                            "no one else can write to): remove it, or set TORCHINDUCTOR_CACHE_DIR to a directory of your own")
+    return path
+
+
+def use_private_compile_cache(output_dir: str | Path) -> str:
+    """Point Inductor's cache at :func:`run_cache_dir` (an explicit TORCHINDUCTOR_CACHE_DIR wins).
 
     Inductor writes its default into the variable the first time it looks, so the default counts as unset.
     """
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str((Path(output_dir) / CACHE_SUBDIR).resolve())
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(make_private_dir(run_cache_dir(output_dir)))
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
+
+
+def start_compile_clock(mode: CompileMode, output_dir: str | Path) -> Optional["CompileClock"]:
+    """For a compiled run: the private cache set up and logged, and a clock of the compile time; else None."""
+    if mode == CompileMode.OFF:
+        return None
+    log.info("train.compile=%s: compile cache %s", mode.value, use_private_compile_cache(output_dir))
+    return CompileClock()
 
 
 class CompileClock:

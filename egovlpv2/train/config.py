@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Literal, Optional
+from typing import Annotated, Iterable, Literal, Optional
 
-from egovlpv2.config import ConfigError, apply_overrides, from_dict, load_yaml, save_config
+from egovlpv2.config import (ConfigError, Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range,
+                             Seconds, Seed, apply_overrides, from_dict, load_yaml, save_config)
 from egovlpv2.data.config import DataConfig
 from egovlpv2.losses.objective import LossConfig
 from egovlpv2.model.config import ModelConfig
@@ -23,86 +24,67 @@ from egovlpv2.recipes import resolve_recipe
 class OptimConfig:
     """AdamW with a warm-up + cosine schedule stepped every optimizer step (the paper's recipe, see train/optim.py)."""
 
-    lr: float = 3e-5
+    lr: PositiveFloat = 3e-5
     # Multiplier on `lr` for the cross-modal modules (cross-attention, gates, fused CLS/norm) and the heads.
-    cross_modal_lr_mult: float = 4.0
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    warmup_fraction: float = 0.1
+    cross_modal_lr_mult: PositiveFloat = 4.0
+    weight_decay: NonNegativeFloat = 0.01
+    betas: tuple[Annotated[float, Range(0, 1, open_high=True)], Annotated[float, Range(0, 1, open_high=True)]] = \
+        (0.9, 0.98)
+    eps: PositiveFloat = 1e-8
+    warmup_fraction: Annotated[float, Range(0, 1, open_high=True)] = 0.1
     # The cosine ends at lr * min_lr_ratio.
-    min_lr_ratio: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.lr <= 0 or self.cross_modal_lr_mult <= 0:
-            raise ConfigError("optim.lr and optim.cross_modal_lr_mult must be positive")
-        if not 0.0 <= self.warmup_fraction < 1.0:
-            raise ConfigError(f"optim.warmup_fraction={self.warmup_fraction} must lie in [0, 1)")
+    min_lr_ratio: Fraction = 0.0
 
 
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/pretrain"
     # The micro-batch is data.batch_size (anchors per rank; the partners double it on the device).
-    grad_accum_steps: int = 1
+    grad_accum_steps: PositiveInt = 1
     # Length of the run: epochs over the shards (an epoch = every sample once as an anchor), or max_steps
     # optimizer steps when set (it wins).
-    epochs: float = 20.0
-    max_steps: Optional[int] = None
-    seed: int = 0
+    epochs: PositiveFloat = 20.0
+    max_steps: Optional[PositiveInt] = None
+    seed: Seed = 0
     grad_checkpointing: bool = True
     # With grad_checkpointing: checkpoint only the lowest N blocks of each tower (None: all of them). The
     # others keep their activations instead of recomputing them, for GPUs with memory to spare.
-    checkpoint_blocks: Optional[int] = None
+    checkpoint_blocks: Optional[NonNegativeInt] = None
     # None: the DeepSpeed JSON's precision. Set it to run one JSON at another precision (e.g. fp32 on a CPU
     # without bf16 units, where bf16 runs about 2x slower).
     precision: Optional[Literal["bf16", "fp16", "fp32"]] = None
     # Stop after this many steps of this process (for tests and trials); the schedule still spans max_steps.
-    stop_after_steps: Optional[int] = None
+    stop_after_steps: Optional[PositiveInt] = None
     # Fault handling (docs/faults.md). A collective waits this long before failing (a backstop for hangs
     # that the peer watchdog cannot see: every rank alive, heartbeating, and stuck).
-    collective_timeout_s: float = 600.0
+    collective_timeout_s: Seconds = 600.0
     # A rank without a heartbeat this long is dead or hung; every other rank exits, naming it.
-    peer_timeout_s: float = 60.0
+    peer_timeout_s: Seconds = 60.0
     # After a stop request (SIGTERM/SIGUSR1), a rank that cannot reach the next step boundary and save
     # within this long exits anyway (the last complete checkpoint stays in charge).
-    stop_timeout_s: float = 300.0
+    stop_timeout_s: Seconds = 300.0
     # This many non-finite steps in a row (NaN/inf loss or grad norm, skipped updates) end the run with an error.
-    max_nonfinite_steps: int = 3
+    max_nonfinite_steps: PositiveInt = 3
     # torch.compile: off, blocks (one compiled region per transformer block: fuses LayerNorm, GELU, residual
     # adds and the token regrouping into their neighbours) or full (one region per model method). Compiling
     # costs a minute or more once per process; worth it for long runs on a GPU (README "Speed").
     compile: Literal["off", "blocks", "full"] = "off"
 
-    def __post_init__(self) -> None:
-        timeouts = (self.collective_timeout_s, self.peer_timeout_s, self.stop_timeout_s)
-        if min(timeouts) <= 0 or self.max_nonfinite_steps < 1:
-            raise ConfigError("train.collective_timeout_s, train.peer_timeout_s and train.stop_timeout_s must be > 0, "
-                              "train.max_nonfinite_steps >= 1")
-        if self.grad_accum_steps < 1 or (self.max_steps is not None and self.max_steps < 1) or self.epochs <= 0:
-            raise ConfigError("train.grad_accum_steps and train.max_steps must be >= 1, train.epochs > 0")
-        if self.checkpoint_blocks is not None and self.checkpoint_blocks < 0:
-            raise ConfigError(f"train.checkpoint_blocks={self.checkpoint_blocks} must be >= 0 (or null: every block)")
-
 
 @dataclass
 class CheckpointConfig:
-    every_steps: int = 1000
-    keep_last: int = 3
+    every_steps: PositiveInt = 1000
+    keep_last: PositiveInt = 3
     # Resume from <output_dir>/checkpoints/latest when it exists.
     auto_resume: bool = True
     # Also save at the end of the run.
     at_end: bool = True
 
-    def __post_init__(self) -> None:
-        if self.every_steps < 1 or self.keep_last < 1:
-            raise ConfigError("checkpoint.every_steps and checkpoint.keep_last must be >= 1")
-
 
 @dataclass
 class LoggingConfig:
     # One-line summary and TensorBoard scalars every N steps.
-    every_steps: int = 20
+    every_steps: PositiveInt = 20
     tensorboard: bool = True
     progress_bar: bool = True
 
@@ -112,12 +94,12 @@ class EvalConfig:
     """EgoMCQ during pre-training: every N steps and at the end, when `egomcq_shards` is set."""
 
     egomcq_shards: Optional[str] = None
-    every_steps: int = 5000
+    every_steps: PositiveInt = 5000
     at_end: bool = True
-    num_frames: Optional[int] = None  # defaults to the model's frame count
-    batch_size: int = 8
+    num_frames: Optional[PositiveInt] = None  # defaults to the model's frame count
+    batch_size: PositiveInt = 8
     # Questions scored per evaluation (None: all); bounds the cost of evaluation during training.
-    max_questions: Optional[int] = None
+    max_questions: Optional[PositiveInt] = None
 
 
 @dataclass

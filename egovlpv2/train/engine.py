@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from egovlpv2.config import ConfigError
-from egovlpv2.model.compile import zero3_leaf_classes
+from egovlpv2.model.compile import CompileMode, zero3_leaf_classes
 from egovlpv2.recipes import resolve_recipe
 from egovlpv2.train.config import OptimConfig
 from egovlpv2.train.optim import build_optimizer, build_scheduler
@@ -143,15 +143,18 @@ def build_engine(
     ds_config: dict,
     optim: OptimConfig,
     total_steps: int,
+    compile_mode: CompileMode = CompileMode.OFF,
 ):
-    """``deepspeed.initialize`` with a client AdamW and LambdaLR; returns the engine (its module is an ObjectiveModule)."""
+    """``deepspeed.initialize`` with a client AdamW and LambdaLR; returns the engine (its module is an ObjectiveModule).
+
+    ``compile_mode``: how ``model`` was compiled (ZeRO-3 then treats compiled blocks as leaves)."""
     import deepspeed
 
     wrapper = ObjectiveModule(model, objective)
     offload = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
     optimizer = build_optimizer(wrapper.model, optim, cpu_offload=offload == "cpu")
     scheduler = build_scheduler(optimizer, optim, total_steps)
-    leaves = zero3_leaf_classes(model)
+    leaves = zero3_leaf_classes(model, compile_mode)
     if leaves and ds_config.get("zero_optimization", {}).get("stage") == 3:
         deepspeed.utils.set_z3_leaf_modules(model, leaves)
     engine, _, _, _ = deepspeed.initialize(

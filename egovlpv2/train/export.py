@@ -16,10 +16,11 @@ from typing import Optional
 
 import torch
 
-from egovlpv2.config import to_dict
+from egovlpv2.config import load_yaml, to_dict
 from egovlpv2.errors import MissingPathError, UsageError, UserError
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.loading import RELEASED_KEY_TABLE, RELEASED_POSITION_IDS
+from egovlpv2.train.config import PretrainConfig, load_pretrain_config, pretrain_config_from_dict
 
 # The engine wraps the model in ObjectiveModule, whose attribute is `model`.
 ENGINE_PREFIX = "model."
@@ -58,6 +59,19 @@ def to_released(state: dict[str, torch.Tensor], max_positions: int) -> dict[str,
     return out
 
 
+def resolve_run(run: str | Path, recipe: Optional[str] = None) -> tuple[Path, PretrainConfig]:
+    """``(checkpoints directory, pre-training config)`` of a run directory or its ``checkpoints/``; the config
+    is the run's ``config.yaml`` unless ``recipe`` names the pre-training recipe it used."""
+    run = Path(run)
+    ckpt_dir = run / "checkpoints" if (run / "checkpoints").is_dir() else run
+    run_dir = ckpt_dir.parent
+    if recipe:
+        return ckpt_dir, load_pretrain_config(recipe)
+    if not (run_dir / "config.yaml").is_file():
+        raise MissingPathError(f"no config.yaml in {run_dir}: pass --config with the run's recipe")
+    return ckpt_dir, pretrain_config_from_dict(load_yaml(run_dir / "config.yaml"), str(run_dir / "config.yaml"))
+
+
 def consolidate(checkpoint_dir: str | Path, tag: Optional[str] = None) -> tuple[dict[str, torch.Tensor], str]:
     """fp32 model weights of a ZeRO-2/3 checkpoint (``tag`` defaults to ``latest``), with our names."""
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
@@ -80,6 +94,12 @@ def consolidate(checkpoint_dir: str | Path, tag: Optional[str] = None) -> tuple[
 def export(checkpoint_dir: str | Path, out: str | Path, model_cfg: ModelConfig, tag: Optional[str] = None,
            layout: str = "ours", dtype: torch.dtype = torch.float32) -> Path:
     state, tag = consolidate(checkpoint_dir, tag)
+    return write_weights(state, out, model_cfg, tag, layout, dtype)
+
+
+def write_weights(state: dict[str, torch.Tensor], out: str | Path, model_cfg: ModelConfig, tag: str,
+                  layout: str = "ours", dtype: torch.dtype = torch.float32) -> Path:
+    """Write model weights (our names) as one file in ``layout``; ``tag`` names the training checkpoint."""
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

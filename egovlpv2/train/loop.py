@@ -77,6 +77,9 @@ class Task:
     evaluate: Optional[Callable[[Callable], dict[str, float]]] = None
     step_fn: StepFn = accumulate_step
     name: str = "train"
+    # What the data position depends on (e.g. egovlpv2.data.position): written to trainer_state.json with each
+    # checkpoint and handed back on resume as the position's "inputs", so the loader can check it.
+    data_inputs: Optional[dict] = None
 
 
 @dataclass
@@ -198,6 +201,8 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device) -> 
     if resumed is not None:
         trainer_state, rank_state = resumed
         step, loader_state = trainer_state["step"], rank_state.get("loader")
+        if loader_state is not None and "data_inputs" in trainer_state:
+            loader_state = {**loader_state, "inputs": trainer_state["data_inputs"]}
     result = RunResult(step=step, finished=step >= settings.total_steps, stopped=False)
     if result.finished:
         log.info("%s already reached step %d of %d; nothing to do", settings.output_dir, step, settings.total_steps)
@@ -239,7 +244,10 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device) -> 
             early = settings.stop_after_steps is not None and steps_this_run >= settings.stop_after_steps
             if step % settings.checkpoint_every == 0 or (last and settings.checkpoint_at_end) or stop or early:
                 guard.check_weights_before_save(step)
-                ckpt.save(step, {"total_steps": settings.total_steps}, {"loader": batches.source.state_dict()})
+                saved = {"total_steps": settings.total_steps}
+                if task.data_inputs is not None:
+                    saved["data_inputs"] = task.data_inputs
+                ckpt.save(step, saved, {"loader": batches.source.state_dict()})
             if stop or early:
                 result.stopped = stop
                 if stop:

@@ -18,20 +18,22 @@ import torch
 
 from egovlpv2.config import ConfigError
 from egovlpv2.data import batches_per_epoch, build_pretrain_loader
-from egovlpv2.data.pipeline import reshard_loader_states
+from egovlpv2.data.pipeline import reshard_loader_states, shard_counts
+from egovlpv2.data.position import SHARD_CHANGE_OPTION, SHARDS, changed_inputs, describe_changes, position_inputs
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.collectives import gather_objects
-from egovlpv2.dist.env import detect, init_distributed, select_device
+from egovlpv2.dist.env import detect
 from egovlpv2.errors import MissingPathError
 from egovlpv2.model.config import ModelConfig
 from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.storage import exists, join
-from egovlpv2.train.compile import CompileClock, use_run_compile_cache
+from egovlpv2.train.compile import start_compile_clock
 from egovlpv2.train.config import PretrainConfig, save_resolved
 from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
 from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
-from egovlpv2.train.loop import LoopSettings, RunResult, Task, accumulate_step, run_loop
+from egovlpv2.train.loop import RunResult, Task, accumulate_step, run_loop
+from egovlpv2.train.run_setup import run_setup
 
 log = logging.getLogger(__name__)
 
@@ -41,32 +43,59 @@ class EpochSource:
 
     ``state`` may also be ``{"resharded_from": [every old rank's state]}`` (a resume at another world size,
     see egovlpv2.train.elastic), and a state saved with another ``data.num_workers`` is re-dealt the same way:
-    the rest of the epoch goes to the new ranks and workers (egovlpv2.data.remainder).
+    the rest of the epoch goes to the new ranks and workers (egovlpv2.data.remainder). A resumed state carries
+    ``inputs``, what its position depended on (egovlpv2.data.position): any change but the shard set (batch
+    size, seed, sampling) is re-dealt too; a changed shard set is refused, or starts the next epoch when
+    ``data.on_shard_change=next_epoch``.
     """
 
-    def __init__(self, cfg, rank: int, world_size: int, state: Optional[dict]):
+    def __init__(self, cfg, rank: int, world_size: int, state: Optional[dict], inputs: Optional[dict] = None):
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
-        if state is not None and "resharded_from" in state:
-            state = self._reshard(state["resharded_from"])
-        elif state is not None and state["loader"] and state["loader"]["num_workers"] != max(1, cfg.num_workers):
-            state = self._reshard(gather_objects(state))  # every rank sees the same change: all take part
+        self.inputs = inputs if inputs is not None else position_inputs(cfg, shard_counts(cfg))
+        state = self._resume(state) if state is not None else None
         state = state or {"epoch": 0, "loader": None, "past_skips": {}}
         self.epoch = state["epoch"]
         self.past_skips = Counter(state["past_skips"])
         self.loader = build_pretrain_loader(cfg, rank, world_size, self.epoch, state["loader"])
 
-    def _reshard(self, states: list) -> Optional[dict]:
-        """This rank's state from every old rank's: the epoch goes on, each old rank's skip counts are
-        carried by one new rank (so their sum over ranks stays), the loader re-deals the rest of the epoch."""
-        if all(s is None for s in states):
-            return None
+    def _resume(self, state: dict) -> Optional[dict]:
+        changes = changed_inputs(state.get("inputs"), self.inputs)
+        if SHARDS in changes and self.cfg.on_shard_change == "refuse":
+            raise ConfigError(f"the checkpoint's data position belongs to other shards ({describe_changes(changes)}), "
+                              f"so its epoch cannot go on over these; set {SHARD_CHANGE_OPTION} to start the next "
+                              "epoch on them")
+        if "resharded_from" in state:
+            states = state["resharded_from"]
+        elif changes or (state["loader"] and state["loader"]["num_workers"] != max(1, self.cfg.num_workers)):
+            states = gather_objects(state)  # every rank sees the same change: all take part
+        else:
+            return state
+        if changes:
+            log.warning("data inputs changed since the checkpoint: %s; %s", describe_changes(changes),
+                        "the next epoch starts on the new shards" if SHARDS in changes
+                        else "the rest of the epoch is re-dealt, each sample still once")
+        return self._next_epoch_state(states) if SHARDS in changes else self._reshard(states)
+
+    def _carried_skips(self, states: list) -> dict:
+        """Each old rank's skip counts go to one new rank, so their sum over ranks stays."""
         past = Counter()
         for old_rank, s in enumerate(states):
-            if old_rank % self.world_size == self.rank:
+            if s is not None and old_rank % self.world_size == self.rank:
                 past.update(s["past_skips"])
                 past.update(s["loader"]["skips"] if s["loader"] else {})
+        return dict(past)
+
+    def _reshard(self, states: list) -> Optional[dict]:
+        """This rank's state from every old rank's: the epoch goes on, the loader re-deals the rest of it."""
+        if all(s is None for s in states):
+            return None
         loader = reshard_loader_states(self.cfg, [s["loader"] for s in states])
-        return {"epoch": states[0]["epoch"], "loader": loader, "past_skips": dict(past)}
+        return {"epoch": states[0]["epoch"], "loader": loader, "past_skips": self._carried_skips(states)}
+
+    def _next_epoch_state(self, states: list) -> Optional[dict]:
+        if all(s is None for s in states):
+            return None
+        return {"epoch": states[0]["epoch"] + 1, "loader": None, "past_skips": self._carried_skips(states)}
 
     def _next_epoch(self) -> None:
         self.past_skips.update(self.loader.skip_counts())
@@ -171,8 +200,8 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     if len(tokenizer) > cfg.model.text.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but model.text.vocab_size="
                           f"{cfg.model.text.vocab_size}")
-    env = init_distributed(timeout_s=cfg.train.collective_timeout_s)
-    device = select_device(env)
+    setup = run_setup(cfg)
+    env, device = setup.start_distributed()
     out = Path(cfg.train.output_dir)
     setup_logging(out, env.rank)
     per_epoch = batches_per_epoch(cfg.data, env.world_size) // cfg.train.grad_accum_steps
@@ -188,14 +217,11 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
              global_batch)
 
     seed_everything(cfg.train.seed)  # identical initial weights on every rank
-    clock = None
-    if cfg.train.compile != "off":
-        log.info("train.compile=%s: compile cache %s", cfg.train.compile, use_run_compile_cache(out))
-        clock = CompileClock()
-    model = egovlpv2.create_model(cfg.model, compile=cfg.train.compile)
+    clock = start_compile_clock(setup.compile, out)
+    model = egovlpv2.create_model(cfg.model, compile=setup.compile)
     model.set_grad_checkpointing(cfg.train.grad_checkpointing, cfg.train.checkpoint_blocks)
     objective = PretrainObjective(model, cfg.loss, TokenizerInfo.from_tokenizer(tokenizer))
-    engine = build_engine(model, objective, ds, cfg.optim, total)
+    engine = build_engine(model, objective, ds, cfg.optim, total, setup.compile)
     seed_everything(cfg.train.seed + 1 + env.rank)  # dropout differs per rank (restored on resume)
 
     evaluate = None
@@ -208,27 +234,20 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     # One EgoNCE over the whole step (gradient caching) or one per micro-batch (DeepSpeed's accumulation).
     step_fn = (deepspeed_grad_cache_step if cfg.loss.contrastive_batch == "global" and cfg.train.grad_accum_steps > 1
                else accumulate_step)
+    inputs = position_inputs(cfg.data, shard_counts(cfg.data))
     task = Task(
         objective=objective,
-        make_loader=lambda state: EpochSource(cfg.data, env.rank, env.world_size, state),
+        make_loader=lambda state: EpochSource(cfg.data, env.rank, env.world_size, state, inputs),
         prepare=to_device,
         count_clips=lambda batch: int(batch["video"].shape[0]),
         evaluate=evaluate,
         step_fn=step_fn if clock is None else clock.logged(step_fn, "a training step"),
         name="egomcq",
+        data_inputs=inputs,
     )
     flops = pretrain_step_flops(cfg.model, 2 * cfg.data.batch_size * cfg.train.grad_accum_steps,
                                 cfg.data.text_max_len, cfg.loss.mlm_probability)
-    settings = LoopSettings(
-        output_dir=str(out), total_steps=total, grad_accum_steps=cfg.train.grad_accum_steps,
-        checkpoint_every=cfg.checkpoint.every_steps, keep_last=cfg.checkpoint.keep_last,
-        checkpoint_at_end=cfg.checkpoint.at_end, auto_resume=cfg.checkpoint.auto_resume,
-        log_every=cfg.logging.every_steps, eval_every=cfg.eval.every_steps, eval_at_end=cfg.eval.at_end,
-        stop_after_steps=cfg.train.stop_after_steps, tensorboard=cfg.logging.tensorboard,
-        progress_bar=cfg.logging.progress_bar, flops_per_step=flops,
-        max_nonfinite_steps=cfg.train.max_nonfinite_steps, peer_timeout_s=cfg.train.peer_timeout_s,
-        stop_timeout_s=cfg.train.stop_timeout_s,
-    )
+    settings = setup.loop_settings(total, cfg.eval.every_steps, cfg.eval.at_end, flops)
     try:
         return run_loop(engine, task, settings, device)
     finally:

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import liveness
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def test_one_line_and_exit_status_2(inputs, case, tmp_path):
     args, message = CASES[case]
     env = dict(os.environ, DS_ACCELERATOR="cpu", PYTHONWARNINGS="ignore")
     proc = subprocess.run([sys.executable, "-m", *map(str, args(inputs))], capture_output=True, text=True,
-                          cwd=tmp_path, env=env, timeout=300)
+                          cwd=tmp_path, env=env, timeout=liveness(300))
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines and lines[0].startswith("error: ") and message in lines[0], proc.stderr

@@ -11,7 +11,7 @@ from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.tokenizer import build_bpe_tokenizer, load_tokenizer
 from egovlpv2.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, normalize_video, train_transform
 from egovlpv2.data.video_io import FrameDecoder, SampleError, pack_jpegs, unpack_jpegs
-from tests.data.data_helpers import read_number, write_numbered_video
+from tests.helpers import liveness, read_number, write_numbered_video
 
 
 def test_segment_sampling():
@@ -58,15 +58,17 @@ def test_decoder_clamps_indices_and_bounds_decode_time(tmp_path, monkeypatch):
         decoder("mp4", b"\x00" * 100, lambda n: [0], 0)
     assert err.value.reason == "decode_error"
 
+    bound = liveness(2)
+
     def stuck(*args):
-        time.sleep(3)
+        time.sleep(1.5 * bound)
 
     slow = FrameDecoder("decord", timeout_s=0.2)
     monkeypatch.setattr(video_io, "_decode_decord", stuck)
     began = time.time()
     with pytest.raises(SampleError) as err:
         slow("mp4", data, lambda n: [0], 10)
-    assert err.value.reason == "decode_timeout" and time.time() - began < 2
+    assert err.value.reason == "decode_timeout" and time.time() - began < bound
     monkeypatch.undo()
     assert read_number(slow("mp4", data, lambda n: [3], 10)[0]) == 3  # a fresh thread decodes the next one
 

@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 
 from egovlpv2.data import build_pretrain_loader
 from egovlpv2.dist.env import free_port
+from tests.helpers import liveness
 
 
 
@@ -42,7 +43,7 @@ def test_two_ranks_yield_equal_batches_on_uneven_shards(data_cfg, egoclip_shards
     cfg = dataclasses.replace(data_cfg, shards=str(shards), batch_size=2, num_workers=0)
     ctx = mp.start_processes(_rank_main, args=(2, free_port(), cfg, tmp_path), nprocs=2, join=False,
                              start_method="spawn")
-    deadline = time.time() + 240
+    deadline = time.time() + liveness(240)
     while not ctx.join(timeout=5):
         if time.time() > deadline:
             for p in ctx.processes:

@@ -4,7 +4,7 @@ import sys
 import textwrap
 import time
 
-from tests.faults.ranks import REPO
+from tests.helpers import REPO, liveness
 
 ABANDONED_LOADER = textwrap.dedent("""
     import torch
@@ -27,6 +27,6 @@ ABANDONED_LOADER = textwrap.dedent("""
 def test_a_process_exits_although_its_loader_workers_ignore_sigterm():
     began = time.monotonic()
     proc = subprocess.run([sys.executable, "-c", ABANDONED_LOADER], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=liveness(120))
     assert proc.returncode == 0 and "exiting" in proc.stdout and "Traceback" not in proc.stderr, proc.stderr
-    assert time.monotonic() - began < 60
+    assert time.monotonic() - began < liveness(60)

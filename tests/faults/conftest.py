@@ -1,6 +1,7 @@
 import pytest
 
-from tests.faults.ranks import REPO, ZERO2, run
+from tests.faults.ranks import ZERO2, run
+from tests.helpers import REPO
 
 WORKER = REPO / "tests" / "faults" / "fault_worker.py"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from egovlpv2.dist.env import free_port
+from tests.helpers import REPO, liveness
 
-REPO = Path(__file__).resolve().parents[2]
 ZERO2 = "zero2"  # the shipped DeepSpeed config
 
 
@@ -33,7 +33,8 @@ class Job:
         subprocess.run(["kill", f"-{signal.Signals(signum).name[3:]}", "--", f"-{self.pgid}"], check=True)
 
     def wait(self, timeout: float) -> list[int]:
-        """Exit codes; fails the test if a rank is still running after ``timeout`` seconds."""
+        """Exit codes; fails the test if a rank is still running after ``liveness(timeout)`` seconds."""
+        timeout = liveness(timeout)
         deadline = time.monotonic() + timeout
         codes = []
         for rank, proc in enumerate(self.procs):
@@ -41,7 +42,7 @@ class Job:
                 codes.append(proc.wait(timeout=max(0.1, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
                 self.kill()
-                pytest.fail(f"rank {rank} still running after {timeout} s\n{self.output()}")
+                pytest.fail(f"rank {rank} still running after {timeout:.0f} s\n{self.output()}")
         return codes
 
     def kill(self) -> None:
@@ -83,10 +84,12 @@ def run(script: Path, args: list, log_dir: Path, timeout: float = 240, expect_fa
 
 
 def wait_for(path: Path, timeout: float = 120) -> None:
+    """Return once ``path`` exists; fail the test after ``liveness(timeout)`` seconds."""
+    timeout = liveness(timeout)
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
-            pytest.fail(f"{path} did not appear within {timeout} s")
+            pytest.fail(f"{path} did not appear within {timeout:.0f} s")
         time.sleep(0.1)
 
 

@@ -13,7 +13,7 @@ from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.eval.report import write_report
 from egovlpv2.train.loop import _record_eval
-from tests.data.data_helpers import egoclip_row, write_numbered_video
+from tests.helpers import egoclip_row, write_numbered_video
 
 
 def _run(tmp_path, **kw):

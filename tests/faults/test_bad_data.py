@@ -13,7 +13,7 @@ from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.pipeline import build_pretrain_loader
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
 from egovlpv2.shards.transcode import EncodeOptions
-from tests.data.data_helpers import egoclip_row, write_numbered_video
+from tests.helpers import egoclip_row, write_numbered_video
 
 
 def _write_one_pixel_video(path, num_frames: int = 10) -> None:

@@ -8,14 +8,15 @@ import pytest
 
 from egovlpv2.dist.watchdog import EXIT_PEER_FAILED, EXIT_STOP_TIMEOUT
 from tests.faults.ranks import ZERO2, losses, results, run, start, wait_for
+from tests.helpers import liveness
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 PEER_TIMEOUT = 5
-SLACK = 15  # process exit and a busy machine
+SLACK = 15  # process exit and a busy machine, scaled by liveness() where it bounds a wait
 
 
 def survivor_exit(job, died_at: float) -> float:
-    code = job.procs[0].wait(timeout=PEER_TIMEOUT + SLACK + 60)
+    code = job.procs[0].wait(timeout=liveness(PEER_TIMEOUT + SLACK + 60))
     assert code == EXIT_PEER_FAILED, f"{code}\n{job.output(0)}"
     return time.monotonic() - died_at
 
@@ -25,9 +26,9 @@ def test_a_killed_peer_ends_the_job_in_bounded_time_and_the_requeued_run_resumes
     out = tmp_path / "run"
     # Rank 1 is SIGKILLed in step 5 (objective call 9); checkpoints exist at step 3.
     job = start(WORKER, [ZERO2, out, 8, "--signal-at-call", 9, "--peer-timeout", PEER_TIMEOUT], out / "logs")
-    job.procs[1].wait(timeout=240)
+    job.procs[1].wait(timeout=liveness(240))
     waited = survivor_exit(job, time.monotonic())
-    assert waited < PEER_TIMEOUT + SLACK
+    assert waited < PEER_TIMEOUT + liveness(SLACK)
     assert "rank 1 is dead or hung" in job.output(0)
     run(WORKER, [ZERO2, out, 8], out / "logs")  # the requeue
     for rank in (0, 1):
@@ -44,7 +45,7 @@ def test_a_hung_peer_ends_the_job_in_bounded_time(tmp_path):
                          "--peer-timeout", PEER_TIMEOUT], out / "logs")
     try:
         wait_for(out / "checkpoints" / "latest", timeout=240)
-        assert survivor_exit(job, time.monotonic()) < 2 * PEER_TIMEOUT + SLACK  # the stop lands within a step
+        assert survivor_exit(job, time.monotonic()) < 2 * PEER_TIMEOUT + liveness(SLACK)  # the stop lands within a step
         assert "rank 1 is dead or hung" in job.output(0)
     finally:
         job.kill()
@@ -62,7 +63,7 @@ def test_sigterm_ends_a_rank_stuck_in_a_collective(tmp_path):
     job.signal_group(signal.SIGTERM)
     began = time.monotonic()
     codes = job.wait(timeout=3 + SLACK + 30)
-    assert time.monotonic() - began < 3 + SLACK
+    assert time.monotonic() - began < 3 + liveness(SLACK)
     assert codes == [EXIT_STOP_TIMEOUT, EXIT_STOP_TIMEOUT], job.output()
     assert "a stop was requested" in job.output(0)
     assert not (out / "checkpoints" / "latest").exists()

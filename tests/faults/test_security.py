@@ -19,8 +19,7 @@ from egovlpv2.errors import UserError
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.eval.features import plan_jobs
 from egovlpv2.eval.shards import index_shards
-from tests.data.data_helpers import egoclip_row, write_numbered_video
-from tests.train.conftest import REPO, torchrun
+from tests.helpers import REPO, liveness, torchrun, egoclip_row, write_numbered_video
 
 
 class _Payload:
@@ -141,7 +140,7 @@ def test_rank_files_hold_data_only_and_a_hostile_one_runs_nothing(tmp_path):
 
 def _ensure_state_dir(path):
     return subprocess.run(["bash", str(REPO / "tests" / "slurm" / "cluster.sh"), "ensure-state-dir", str(path)],
-                          capture_output=True, text=True, timeout=30)
+                          capture_output=True, text=True, timeout=liveness(30))
 
 
 def test_cluster_state_dir_is_created_safely_and_planted_ones_are_refused(tmp_path):

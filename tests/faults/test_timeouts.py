@@ -11,7 +11,7 @@ from egovlpv2.config import ConfigError
 from egovlpv2.data.config import DataConfig
 from egovlpv2.data.pipeline import loader_timeout_s
 from egovlpv2.train.config import load_pretrain_config
-from tests.faults.ranks import REPO
+from tests.helpers import REPO, liveness
 
 
 def test_batch_timeout_covers_every_decode_of_a_batch_and_the_replay():
@@ -24,20 +24,22 @@ def test_batch_timeout_covers_every_decode_of_a_batch_and_the_replay():
 
 
 def test_a_timed_out_decode_does_not_hold_the_process_at_exit():
-    script = textwrap.dedent("""
+    bound = liveness(10)
+    script = textwrap.dedent(f"""
         import time
         from egovlpv2.data.video_io import FrameDecoder, SampleError
         decoder = FrameDecoder(timeout_s=0.2)
-        decoder._decode = lambda *args: time.sleep(30)  # a decode that hangs
+        decoder._decode = lambda *args: time.sleep({3 * bound})  # a decode that hangs
         try:
             decoder("mp4", b"", lambda n: [0])
         except SampleError as exc:
             print(exc.reason)
     """)
     began = time.monotonic()
-    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=liveness(60))
     assert proc.stdout.strip() == "decode_timeout", proc.stderr
-    assert time.monotonic() - began < 10  # not the 30 s the stuck thread would be waited for
+    assert time.monotonic() - began < bound  # not the 3 * bound the stuck thread would be waited for
 
 
 def test_fault_timeouts_are_recipe_keys():

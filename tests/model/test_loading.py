@@ -131,9 +131,9 @@ def test_released_layout_errors_name_the_released_keys():
         prepare_checkpoint_state(model, checkpoint)
 
 
-def test_released_metadata_loads_with_weights_only(tmp_path, tiny_export):
-    """The released files pickle a training-config object and numpy scalars next to the weights."""
-    _, model = tiny_export
+def save_like_the_release(path, state_dict):
+    """``torch.save`` as the released files are: ``state_dict`` beside a pickled training-config object
+    (``parse_config.ConfigParser``) and numpy scalars."""
     module = types.ModuleType("parse_config")
 
     class ConfigParser:
@@ -145,10 +145,15 @@ def test_released_metadata_loads_with_weights_only(tmp_path, tiny_export):
     config.__dict__.update({"_config": {"arch": {"type": "FrozenInTime"}}, "_save_dir": pathlib.PosixPath("/x")})
     sys.modules["parse_config"] = module
     try:
-        torch.save({"state_dict": {"module." + k: v for k, v in model.state_dict().items()},
-                    "monitor_best": np.float64(0.5), "config": config}, tmp_path / "release.pth")
+        torch.save({"state_dict": state_dict, "monitor_best": np.float64(0.5), "config": config}, path)
     finally:
         del sys.modules["parse_config"]
+
+
+def test_released_metadata_loads_with_weights_only(tmp_path, tiny_export):
+    """The released files pickle a training-config object and numpy scalars next to the weights."""
+    _, model = tiny_export
+    save_like_the_release(tmp_path / "release.pth", {"module." + k: v for k, v in model.state_dict().items()})
     loaded = egovlpv2.create_model("egovlpv2-tiny", checkpoint=tmp_path / "release.pth")
     assert torch.equal(loaded.video.pos_embed, model.video.pos_embed)
     # anything else that would need code execution is refused, with the global named

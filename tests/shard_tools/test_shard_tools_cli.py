@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from egovlpv2.cli import run_cli
-from tests.data.data_helpers import write_numbered_video
+from tests.helpers import REPO, liveness, write_numbered_video
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cli(name):
@@ -37,10 +36,11 @@ def test_synthetic_to_shards_to_inspection(tmp_path, capsys):
 
     # The chunked layout through the real script, two worker processes.
     shards = tmp_path / "shards"
-    proc = subprocess.run([sys.executable, str(ROOT / "shard_tools" / "make_shards.py"), "--task", "egoclip",
+    proc = subprocess.run([sys.executable, str(REPO / "shard_tools" / "make_shards.py"), "--task", "egoclip",
                            "--csv", str(data / "egoclip.csv"), "--videos", str(data / "videos_chunked"),
                            "--out", str(shards), "--workers", "2", "--samples-per-shard", "4", "--chunk-seconds", "5",
-                           "--no-progress"], capture_output=True, text=True, timeout=300)
+                           "--no-progress"], capture_output=True, text=True,
+                          timeout=liveness(300))
     assert proc.returncode == 0, proc.stderr
     manifest = json.loads((shards / "manifest.json").read_text())
     assert manifest["total_samples"] == 18 and not manifest["failures"]

@@ -4,7 +4,7 @@ import pytest
 from egovlpv2.errors import UserError
 from egovlpv2.shards.egoclip_csv import sanitize_key, write_egoclip
 from egovlpv2.shards.egoclip_table import load_rows, scan_egoclip
-from tests.data.data_helpers import egoclip_row
+from tests.helpers import egoclip_row
 
 
 def read_egoclip(path):

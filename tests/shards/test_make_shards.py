@@ -6,7 +6,7 @@ from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.shards.transcode import EncodeOptions
-from tests.data.data_helpers import egoclip_row, write_numbered_video
+from tests.helpers import egoclip_row, write_numbered_video
 
 
 def _run(tmp_path, out="s", **kw):

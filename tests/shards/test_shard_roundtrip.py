@@ -11,7 +11,7 @@ from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.data.video_io import FrameDecoder
-from tests.data.data_helpers import egoclip_row, read_number, write_numbered_video
+from tests.helpers import egoclip_row, read_number, write_numbered_video
 
 
 def _shard(tmp_path, rows, chunk_s=600.0, **encode):

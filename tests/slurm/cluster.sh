@@ -17,6 +17,7 @@
 set -euo pipefail
 
 STATE=${EGOVLPV2_SLURM_STATE:-/var/tmp/egovlpv2-slurm}
+REPO=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 CLUSTER=egovlpv2
 NODES=(ego-n1 ego-n2)
 CPUS_PER_NODE=${EGOVLPV2_SLURM_CPUS:-2}
@@ -64,8 +65,11 @@ alive() {  # alive PIDFILE: the process named in the pid file is running
   [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
 }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...
-  local seconds=$1 what=$2; shift 2
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: SECONDS scaled like every test bound (tests/helpers.py)
+  local seconds what=$2
+  seconds=$(cd -- "$REPO" && python3 -c "from tests.helpers import liveness; print(round(liveness($1)))") ||
+    die "cannot read the test time factor from $REPO/tests/helpers.py"
+  shift 2
   local deadline=$((SECONDS + seconds))
   until "$@" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || die "$what did not come up within ${seconds}s (logs in $STATE/log)"

@@ -11,12 +11,15 @@ import subprocess
 
 import pytest
 
+from tests.helpers import liveness
+
 
 def _cluster_problem() -> str | None:
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return "SLURM is not installed (sinfo not found); start the test cluster with `bash tests/slurm/cluster.sh start`"
     try:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True,
+                             timeout=liveness(20))
     except subprocess.TimeoutExpired:
         return "SLURM is not reachable: sinfo timed out"
     if out.returncode != 0:

@@ -10,18 +10,9 @@ from typing import Callable
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SUBMIT = REPO / "launch" / "submit.py"
+from tests.helpers import liveness
 # What the training jobs of these tests run with: DeepSpeed on the CPU, one thread per rank.
 JOB_ENV = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
-
-def run_submit(*args: str, env: dict | None = None, timeout: float = 120) -> str:
-    """Run launch/submit.py and return its stdout (failing the test with its output on error)."""
-    out = subprocess.run([sys.executable, str(SUBMIT), *args], capture_output=True, text=True, timeout=timeout,
-                         cwd=REPO, env={**os.environ, **(env or {})})
-    assert out.returncode == 0, f"submit.py {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
-    return out.stdout
 
 
 def job_id_of(submit_output: str) -> str:
@@ -31,7 +22,8 @@ def job_id_of(submit_output: str) -> str:
 
 
 def sacct_state(job_id: str) -> str:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True, timeout=30)
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True,
+                         timeout=liveness(30))
     return out.stdout.strip().splitlines()[-1].split()[0] if out.stdout.strip() else "UNKNOWN"
 
 
@@ -44,6 +36,7 @@ def logs_of(output_dir: Path, job_id: str) -> str:
 
 def wait_for_job(job_id: str, output_dir: Path, timeout: float = 300) -> str:
     """Poll accounting until the job ends; return its final state (the logs are in the assertion message)."""
+    timeout = liveness(timeout)
     deadline = time.monotonic() + timeout
     state = "UNKNOWN"
     while time.monotonic() < deadline:
@@ -51,8 +44,8 @@ def wait_for_job(job_id: str, output_dir: Path, timeout: float = 300) -> str:
         if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"):
             return state
         time.sleep(1)
-    subprocess.run(["scancel", job_id], timeout=30)
-    pytest.fail(f"job {job_id} did not finish within {timeout}s (last state {state})\n{logs_of(output_dir, job_id)}")
+    subprocess.run(["scancel", job_id], timeout=liveness(30))
+    pytest.fail(f"job {job_id} did not finish within {timeout:.0f} s (last state {state})\n{logs_of(output_dir, job_id)}")
 
 
 def reference_and_signalled(submit: Callable[[Path], str], root: Path) -> dict:
@@ -63,14 +56,15 @@ def reference_and_signalled(submit: Callable[[Path], str], root: Path) -> dict:
     ref_dir, pre_dir = root / "reference", root / "preempted"
     ref_id, pre_id = submit(ref_dir), submit(pre_dir)
     latest = pre_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + 240
+    bound = liveness(240)
+    deadline = time.monotonic() + bound
     while not latest.is_file():
         if time.monotonic() > deadline:
-            subprocess.run(["scancel", ref_id, pre_id], timeout=30)
-            pytest.fail(f"no checkpoint from job {pre_id} within 240 s\n{logs_of(pre_dir, pre_id)}")
+            subprocess.run(["scancel", ref_id, pre_id], timeout=liveness(30))
+            pytest.fail(f"no checkpoint from job {pre_id} within {bound:.0f} s\n{logs_of(pre_dir, pre_id)}")
         time.sleep(0.5)
     signalled_after = latest.read_text().strip()
-    subprocess.run(["scancel", "--signal=USR2", pre_id], check=True, timeout=30)
+    subprocess.run(["scancel", "--signal=USR2", pre_id], check=True, timeout=liveness(30))
     ref_state = wait_for_job(ref_id, ref_dir, timeout=300)
     pre_state = wait_for_job(pre_id, pre_dir, timeout=300)
     return {"ref": (ref_dir, ref_id, ref_state), "pre": (pre_dir, pre_id, pre_state), "signalled_after": signalled_after}

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from tests.slurm.slurm_helpers import job_id_of, logs_of, run_submit, wait_for_job
+from tests.helpers import run_submit
+from tests.slurm.slurm_helpers import job_id_of, logs_of, wait_for_job
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

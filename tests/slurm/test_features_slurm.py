@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.slurm_helpers import job_id_of, logs_of, run_submit, task_result, wait_for_job
+from tests.slurm.slurm_helpers import job_id_of, logs_of, task_result, wait_for_job
+from tests.helpers import liveness, run_submit
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -57,14 +58,15 @@ def test_features_job_is_requeued_and_writes_every_clip_once(slurm_cluster, inpu
                          env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
     job_id = job_id_of(printed)
 
-    deadline = time.monotonic() + 240
+    bound = liveness(240)
+    deadline = time.monotonic() + bound
     while not any(out.glob("*.pt")):
         if time.monotonic() > deadline:
-            subprocess.run(["scancel", job_id], timeout=30)
-            pytest.fail(f"no clip from job {job_id} within 240 s\n{logs_of(run_dir, job_id)}")
+            subprocess.run(["scancel", job_id], timeout=liveness(30))
+            pytest.fail(f"no clip from job {job_id} within {bound:.0f} s\n{logs_of(run_dir, job_id)}")
         time.sleep(0.2)
     # what SLURM does --signal-delay-s before the time limit: USR2 to every task
-    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=30)
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True, timeout=liveness(30))
     before_requeue = _outputs(out)
 
     state = wait_for_job(job_id, run_dir, timeout=300)

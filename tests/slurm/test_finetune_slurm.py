@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_submit
 from tests.slurm.slurm_helpers import (
-    JOB_ENV, job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars,
+    JOB_ENV, job_id_of, logs_of, reference_and_signalled, task_result, tensorboard_scalars,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

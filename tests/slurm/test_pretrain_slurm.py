@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import liveness, run_submit
 from tests.slurm.slurm_helpers import (
-    JOB_ENV, job_id_of, logs_of, reference_and_signalled, run_submit, task_result, tensorboard_scalars, wait_for_job,
+    JOB_ENV, job_id_of, logs_of, reference_and_signalled, task_result, tensorboard_scalars, wait_for_job,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -123,19 +124,20 @@ def test_run_signalled_on_two_nodes_finishes_on_one_with_each_sample_once(slurm_
     first = job_id_of(run_submit("--nodes", "2", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "10",
                                  "--job-name", "elastic", *args, env=JOB_ENV))
     latest = run_dir / "checkpoints" / "latest"
-    deadline = time.monotonic() + 240
+    deadline = time.monotonic() + liveness(240)
     while not latest.is_file() and time.monotonic() < deadline:
         time.sleep(0.5)
-    subprocess.run(["scancel", "--signal=USR2", first], check=True, timeout=30)
+    subprocess.run(["scancel", "--signal=USR2", first], check=True, timeout=liveness(30))
     train_log = run_dir / "train.log"
     while "stop requested: saved step" not in (train_log.read_text() if train_log.is_file() else ""):
         if time.monotonic() > deadline:
-            subprocess.run(["scancel", first], timeout=30)
+            subprocess.run(["scancel", first], timeout=liveness(30))
             pytest.fail(f"job {first} did not stop\n{logs_of(run_dir, first)}")
         time.sleep(0.5)
-    subprocess.run(["scancel", first], check=True, timeout=30)  # the requeued 2-node attempt is not wanted
-    while subprocess.run(["squeue", "-h", "-j", first], capture_output=True, text=True, timeout=30).stdout.strip():
-        if time.monotonic() > deadline + 120:
+    subprocess.run(["scancel", first], check=True, timeout=liveness(30))  # the requeued 2-node attempt is not wanted
+    while subprocess.run(["squeue", "-h", "-j", first], capture_output=True, text=True,
+                          timeout=liveness(30)).stdout.strip():
+        if time.monotonic() > deadline + liveness(120):
             pytest.fail(f"job {first} did not leave the queue after scancel")
         time.sleep(0.5)
 

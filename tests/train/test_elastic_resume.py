@@ -8,7 +8,7 @@ import torch
 
 from egovlpv2.train.config import OptimConfig
 from egovlpv2.train.optim import build_scheduler
-from tests.train.conftest import torchrun
+from tests.helpers import torchrun
 
 WORKER = Path(__file__).with_name("elastic_worker.py")
 TOTAL, STOP = 5, 3

@@ -12,6 +12,7 @@ from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.train.loop import accumulate_step
 from tests.losses.equivalence import global_batch, rows_of, tokenizer_info
 from tests.losses.test_objective_model import make_model
+from tests.helpers import liveness
 
 VOCAB = 512
 PER_RANK = 8
@@ -86,7 +87,7 @@ def _ranks():
 
 @pytest.fixture(scope="module")
 def results():
-    return run_on_ranks(_ranks, 2, timeout=900)
+    return run_on_ranks(_ranks, 2, timeout=liveness(900))
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Gradient caching inside run_pretraining: 2 torchrun ranks, ZeRO-2, 2 micro-batches per step."""
 import pytest
 
-from tests.train.conftest import torchrun
+from tests.helpers import torchrun
 from tests.train.test_pretrain_e2e import WORKER, overrides, results, shards  # noqa: F401 (fixture)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import torchrun
+from tests.helpers import torchrun
 
 WORKER = Path(__file__).with_name("toy_worker.py")
 ZERO2 = "zero2"  # the shipped DeepSpeed config

@@ -10,7 +10,8 @@ import egovlpv2
 from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
 from egovlpv2.train.config import load_pretrain_config
 from egovlpv2.train.export import export
-from tests.train.conftest import REPO, torchrun
+from egovlpv2.train.hub_export import convert_to_hub
+from tests.helpers import REPO, torchrun
 
 WORKER = Path(__file__).with_name("pretrain_worker.py")
 
@@ -68,6 +69,16 @@ def check_export_matches(out: Path, tmp_path: Path):
     fresh = egovlpv2.create_model(cfg.model, checkpoint=str(path))
     for (name, a), (_, b) in zip(again.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), name
+    # The run directory as a Hub-format model: the same weights, the run's recipe and EgoMCQ figures in its card.
+    convert_to_hub(out, tmp_path / "hub")
+    hub = egovlpv2.EgoVLPv2.from_pretrained(tmp_path / "hub")
+    for (name, a), (_, b) in zip(hub.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert f"training run `{out.resolve()}`, checkpoint `{(out / 'checkpoints' / 'latest').read_text().strip()}`" in card
+    assert "max_steps: " in card and f"shards `{cfg.data.shards}`" in card
+    if (out / "eval_egomcq.json").is_file():
+        assert "EgoMCQ accuracy (%) during pre-training" in card and "| ensemble_inter |" in card
 
 
 def check_learning(history: list[dict]):

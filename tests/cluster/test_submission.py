@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from egovlpv2.cluster.submission import ClusterSpec, time_to_minutes
-from tests.slurm.slurm_helpers import REPO, SUBMIT
+from tests.helpers import REPO, SUBMIT, liveness
 
 
 @pytest.mark.parametrize(
@@ -45,7 +45,7 @@ def test_dry_run_prints_the_sbatch_script_and_config_of_an_eight_node_job(tmp_pa
          "--cpus-per-task", "12", "--mem", "0", "--partition", "gpu", "--account", "vlp", "--qos", "high",
          "--constraint", "h100", "--time", "2-00:00:00", "--job-name", "egovlpv2-base", "--output-dir", str(out_dir),
          "--dry-run", "--config", "egoclip", "--deepspeed", "zero2", "data.batch_size=16"],
-        capture_output=True, text=True, cwd=REPO, timeout=120,
+        capture_output=True, text=True, cwd=REPO, timeout=liveness(120),
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -72,7 +72,8 @@ def test_dry_run_prints_the_sbatch_script_and_config_of_an_eight_node_job(tmp_pa
 
 def test_bad_recipe_fails_before_anything_is_queued(tmp_path):
     out = subprocess.run([sys.executable, str(SUBMIT), "--nodes", "2", "--output-dir", str(tmp_path / "run"),
-                          "--config", "egoclip", "train.no_such_key=1"], capture_output=True, text=True, cwd=REPO, timeout=120)
+                          "--config", "egoclip", "train.no_such_key=1"], capture_output=True, text=True, cwd=REPO,
+                         timeout=liveness(120))
     assert out.returncode == 2 and "no_such_key" in out.stderr
     assert not (tmp_path / "run").exists()
 

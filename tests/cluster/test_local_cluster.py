@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.slurm.slurm_helpers import run_submit
+from tests.helpers import REPO, SUBMIT, liveness, run_submit
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def test_local_cluster_runs_two_tasks_from_the_code_snapshot(tmp_path):
     import submitit
 
     job = submitit.local.local.LocalJob(folder=tmp_path / "run" / "slurm" / "%j", job_id=job_id, tasks=(0, 1))
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + liveness(120)
     while not job.done() and time.monotonic() < deadline:
         time.sleep(0.5)
     results = job.results()
@@ -31,8 +31,7 @@ def test_local_cluster_cannot_span_nodes(tmp_path):
     import subprocess
     import sys
 
-    from tests.slurm.slurm_helpers import REPO, SUBMIT
-
     out = subprocess.run([sys.executable, str(SUBMIT), "--entry", "check", "--cluster", "local", "--nodes", "2",
-                          "--gpus-per-node", "0", "--output-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+                          "--gpus-per-node", "0", "--output-dir", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
+                         timeout=liveness(120))
     assert out.returncode != 0 and "--nodes 1" in out.stderr
