@@ -1,5 +1,6 @@
 """Layers import one way: a module never imports a package of a higher layer (docs/architecture.md)."""
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,14 @@ def module_name(path: Path, root: Path = PACKAGE) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# A string that names a module or a function ("egovlpv2.cli.finetune", "egovlpv2.cli.finetune:parse_args", the
+# leading part of f"egovlpv2.cli.{name}") is an import made later, by importlib or a pickle: it counts as one.
+STRING_TARGET = re.compile(r"egovlpv2(\.\w+)+\.?(:\w+)?")
+
+
 def imported_packages(path: Path, root: Path = PACKAGE) -> set[str]:
     """Every ``egovlpv2.<package>`` a file imports, at module level or inside functions, absolutely or
-    relatively (``from ..train import loop``)."""
+    relatively (``from ..train import loop``), or names in a string target (``"egovlpv2.cli.submit:main"``)."""
     here = module_name(path, root)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
     found = set()
@@ -44,6 +50,8 @@ def imported_packages(path: Path, root: Path = PACKAGE) -> set[str]:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join([*anchor, *([base] if base else [])])
             names = [base] + [f"{base}.{alias.name}" for alias in node.names if base == "egovlpv2"]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and STRING_TARGET.fullmatch(node.value):
+            names = [node.value.partition(":")[0]]
         else:
             continue
         found |= {pkg for pkg in map(top_package, names) if pkg is not None}
@@ -107,6 +115,18 @@ def test_the_checker_sees_upward_and_relative_imports(tmp_path):
     bad.write_text("def f():\n    from egovlpv2.train.loop import run_loop\n    import egovlpv2.cli\n"
                    "from ..eval import metrics\nfrom .. import finetune\nfrom . import stream\n")
     assert imported_packages(bad, root=tmp_path) == {"train", "cli", "eval", "finetune", "data"}
+
+
+def test_the_checker_counts_string_targets_as_imports(tmp_path):
+    pkg = tmp_path / "cluster"
+    pkg.mkdir()
+    bad = pkg / "entries.py"
+    bad.write_text('"""Calls egovlpv2.model.vit for its patches (prose, not a target)."""\n'
+                   'PARSE = "egovlpv2.cli.finetune:parse_args"\nLOOP = "egovlpv2.train.loop"\n'
+                   'def target(name):\n    return f"egovlpv2.finetune.{name}:main"\n')
+    assert imported_packages(bad, root=tmp_path) == {"cli", "train", "finetune"}
+    own = LEVEL["cluster"]  # a string naming cli is an upward import from there
+    assert {pkg for pkg in imported_packages(bad, root=tmp_path) if LEVEL[pkg] > own} == {"cli"}
 
 
 def test_the_checker_sees_a_backward_however_it_is_written(tmp_path):

@@ -16,8 +16,10 @@ from egovlpv2.eval.runtime import AMP_DTYPES
 from egovlpv2.eval.tasks import TASKS
 
 
-def parse_args(argv=None) -> EvalRun:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """egovlpv2-evaluate's arguments (also those of ``egovlpv2-submit --entry eval``)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                add_help=add_help)
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--checkpoint", required=True, help="our exported model file or the released EgoVLPv2*.pth")
     p.add_argument("--data", required=True, help="eval shard directory or URL (s3://, gs://, https://) from "
@@ -37,11 +39,18 @@ def parse_args(argv=None) -> EvalRun:
                         f"queries, the correct ones marked, and the metrics")
     p.add_argument("--report-queries", type=int, default=DEFAULT_QUERIES, metavar="N", help="queries in the report")
     p.add_argument("--report-seed", type=int, default=0, help="which queries the report draws")
-    a = p.parse_args(argv)
+    return p
+
+
+def run_from(a: argparse.Namespace) -> EvalRun:
     return EvalRun(task=a.task, checkpoint=a.checkpoint, data=a.data, tokenizer=a.tokenizer, model=a.model,
                    num_frames=a.num_frames, batch_size=a.batch_size, precision=a.precision, limit=a.limit,
                    num_workers=a.num_workers, allow_missing=a.allow_missing, out=a.out, report=a.report,
                    report_queries=a.report_queries, report_seed=a.report_seed)
+
+
+def parse_args(argv=None) -> EvalRun:
+    return run_from(build_parser().parse_args(argv))
 
 
 def evaluate(argv=None) -> dict:

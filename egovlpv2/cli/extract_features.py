@@ -21,8 +21,10 @@ from egovlpv2.eval.feature_run import ExtractionRequest, run_extraction
 from egovlpv2.eval.runtime import AMP_DTYPES
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """egovlpv2-extract-features' arguments (also those of ``egovlpv2-submit --entry features``)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                add_help=add_help)
     p.add_argument("--preset", required=True, choices=sorted(PRESETS))
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--videos", required=True, help="directory of {clip_uid}.mp4 or {video_uid}.mp4 files; for "
@@ -35,7 +37,11 @@ def parse_args(argv=None):
     p.add_argument("--frames", type=int, default=None, help="frames per window, dense only (default 16)")
     p.add_argument("--batch-size", type=int, default=16, help="windows per forward pass")
     p.add_argument("--precision", choices=sorted(AMP_DTYPES), default="fp32")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def request_from(args: argparse.Namespace) -> ExtractionRequest:

@@ -14,14 +14,20 @@ import sys
 from egovlpv2.cli import run_cli
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """egovlpv2-finetune's arguments (also those of ``egovlpv2-submit --entry finetune``)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                add_help=add_help)
     p.add_argument("--task", required=True, choices=("epic_mir", "charades_ego"))
     p.add_argument("--config", default=None, help="recipe name or YAML (default: the shipped recipe of --task)")
     p.add_argument("--deepspeed", default="zero2", help="DeepSpeed JSON config: a path or a shipped name")
     p.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     p.add_argument("overrides", nargs="*", help="section.key=value")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def finetune(argv=None):

@@ -9,8 +9,9 @@ from egovlpv2.shards.tasks import TASKS, ShardRun
 from egovlpv2.shards.transcode import EncodeOptions
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """egovlpv2-make-shards' arguments (also those of ``egovlpv2-submit --entry shards``)."""
+    p = argparse.ArgumentParser(description=__doc__, add_help=add_help)
     p.add_argument("--task", choices=TASKS, default="egoclip")
     p.add_argument("--csv", default="", help="egoclip.csv | EPIC_100_retrieval_test.csv | CharadesEgo_v1_test_only1st.csv")
     p.add_argument("--json", default="", help="egomcq.json (task egomcq)")
@@ -43,14 +44,22 @@ def main(argv=None) -> int:
     p.add_argument("--plan-only", action="store_true",
                    help="only plan: print and write the summary (rows, videos found and missing), no shards")
     p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    run = ShardRun(task=a.task, videos=a.videos, out=a.out, csv=a.csv, json=a.json, sentence_csv=a.sentence_csv,
-                   relevancy=a.relevancy, classes=a.classes, workers=a.workers, samples_per_shard=a.samples_per_shard,
-                   chunk_seconds=a.chunk_seconds, limit=a.limit, seed=a.seed, num_verbs=a.num_verbs,
-                   num_nouns=a.num_nouns, max_failure_fraction=a.max_failure_fraction, progress=not a.no_progress,
-                   part=a.part, parts=a.parts, plan_only=a.plan_only,
-                   encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
-                                        preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
+    return p
+
+
+def run_from(a: argparse.Namespace) -> ShardRun:
+    return ShardRun(task=a.task, videos=a.videos, out=a.out, csv=a.csv, json=a.json, sentence_csv=a.sentence_csv,
+                    relevancy=a.relevancy, classes=a.classes, workers=a.workers, samples_per_shard=a.samples_per_shard,
+                    chunk_seconds=a.chunk_seconds, limit=a.limit, seed=a.seed, num_verbs=a.num_verbs,
+                    num_nouns=a.num_nouns, max_failure_fraction=a.max_failure_fraction, progress=not a.no_progress,
+                    part=a.part, parts=a.parts, plan_only=a.plan_only,
+                    encode=EncodeOptions(short_side=a.short_side, fps_cap=a.fps_cap, gop=a.gop, crf=a.crf,
+                                         preset=a.preset, x264_params=a.x264_params, frame_format=a.frame_format, jpeg_frames=a.jpeg_frames))
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    run = run_from(a)
     manifest, summary, ok, uploaded = write_shards_to(run, a.staging)
     if summary is None:
         print(f"part {a.part} of {a.parts} done; the last part to finish writes {a.out}/manifest.json")

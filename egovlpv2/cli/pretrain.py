@@ -17,14 +17,20 @@ from egovlpv2.train.checkpoint import install_stop_handlers
 from egovlpv2.train.config import load_pretrain_config
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    """egovlpv2-pretrain's arguments (also those of ``egovlpv2-submit --entry pretrain``)."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     add_help=add_help)
     parser.add_argument("--deepspeed", "--deepspeed_config", dest="ds_config", default="zero2",
                         help="DeepSpeed JSON config (ZeRO stage, precision, clipping): a path or a shipped name")
     parser.add_argument("--config", default="demo", help="pre-training recipe: a YAML path or a shipped name")
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)  # set by the deepspeed launcher
     parser.add_argument("overrides", nargs="*", help="recipe overrides, e.g. train.max_steps=100 optim.lr=1e-4")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     cfg = load_pretrain_config(args.config, args.overrides)
     install_stop_handlers()
     from egovlpv2.train.pretrain import run_pretraining

@@ -6,22 +6,25 @@ not visible) instead of as a hang in the first step of pre-training.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--timeout-s", type=float, default=300.0, help="give up joining the group after this long")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class CheckOptions:
+    timeout_s: float = 300.0  # give up joining the group after this long
+
+
+def run_check(options: CheckOptions) -> dict:
+    """Every task of a check job: join the group, verify an all-reduce, report where each task ran."""
     from egovlpv2.dist.env import current_device, init_distributed
 
-    env = init_distributed(timeout_s=args.timeout_s)
+    env = init_distributed(timeout_s=options.timeout_s)
     try:
         device = current_device()
         value = torch.tensor([float(env.rank + 1)], device=device)

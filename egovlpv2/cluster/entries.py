@@ -1,47 +1,63 @@
-"""What ``egovlpv2-submit`` can run: each entry names the function every task calls and how its
-arguments give the run directory and the resolved config (printed by ``--dry-run``)."""
+"""What ``egovlpv2-submit`` can run: each entry names the library function every task calls with the typed
+value the command line resolved (a config, an ``EvalRun``...), its run directory, and what ``--dry-run``
+prints of it. The function objects themselves are pickled with the job: submitit pickles them by module and
+name, so a job imports them from its code snapshot."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from egovlpv2.errors import MissingPathError, UsageError
+from egovlpv2.cluster.check import run_check
+from egovlpv2.errors import MissingPathError, UsageError, UserError
+from egovlpv2.eval.feature_run import ExtractionRequest, run_extraction
+from egovlpv2.eval.run import check_run, evaluate
+from egovlpv2.shards.publish import write_shards_to
+from egovlpv2.shards.tasks import ShardRun
+
+
+@dataclass(frozen=True)
+class DeepSpeedRun:
+    """A pre-training or fine-tuning job: the resolved recipe (its run directory pinned) and DeepSpeed config."""
+    config: Any  # PretrainConfig or FinetuneConfig
+    ds_config: dict
+
+
+@dataclass(frozen=True)
+class ShardWriting:
+    """A shard-writing job: every task writes part RANK of WORLD_SIZE of ``run``."""
+    run: ShardRun
+    staging: Optional[str] = None  # for a URL --out, as in write_shards_to
 
 
 @dataclass(frozen=True)
 class Prepared:
-    argv: list[str]  # the arguments every task passes to the entry point
+    value: Any  # what every task passes to the entry's function
     output_dir: Path  # the run directory
-    resolved_config: str  # YAML of what will run ("" when the entry has no config)
-    stop_timeout_s: Optional[float] = None  # the training loop's train.stop_timeout_s (None: no training loop)
+    resolved_config: dict  # what will run, printed by --dry-run as YAML
 
 
 def fit_stop_timeout(prepared: Prepared, signal_delay_s: float) -> tuple[Prepared, Optional[str]]:
     """A training job gets SLURM's warning ``signal_delay_s`` before its time limit: its ``train.stop_timeout_s``
     (reaching the next step boundary) is at most half of that, the other half is for the save and the requeue.
     Returns the prepared job, with the timeout lowered where needed, and a line saying so."""
-    import yaml
-
-    limit = signal_delay_s / 2
-    if prepared.stop_timeout_s is None or prepared.stop_timeout_s <= limit:
+    run, limit = prepared.value, signal_delay_s / 2
+    if not isinstance(run, DeepSpeedRun) or run.config.train.stop_timeout_s <= limit:
         return prepared, None
-    resolved = yaml.safe_load(prepared.resolved_config)
-    resolved["train"]["stop_timeout_s"] = limit
-    fitted = replace(prepared, argv=[*prepared.argv, f"train.stop_timeout_s={limit:g}"], stop_timeout_s=limit,
-                     resolved_config=yaml.safe_dump(resolved, sort_keys=False))
-    return fitted, (f"train.stop_timeout_s={limit:g} (was {prepared.stop_timeout_s:g}): half of --signal-delay-s "
-                    f"{signal_delay_s:g} to reach a step boundary, the other half for the save")
+    was = run.config.train.stop_timeout_s
+    config = replace(run.config, train=replace(run.config.train, stop_timeout_s=limit))
+    return _prepare_deepspeed(replace(run, config=config), prepared.output_dir), (
+        f"train.stop_timeout_s={limit:g} (was {was:g}): half of --signal-delay-s {signal_delay_s:g} to reach a "
+        "step boundary, the other half for the save")
 
 
 @dataclass(frozen=True)
 class Entry:
-    target: str  # "package.module:function", called as function(argv)
-    prepare: Callable[[list[str], "Path | None"], Prepared]
+    run: Callable[[Any], Any]  # called on every task with the prepared value
+    prepare: Callable[[Any, "Path | None"], Prepared]  # (typed value, --output-dir) -> Prepared
     help: str
     # Checks before submitting, against the run directory: a reason not to submit (the run is done),
     # or an exception for a submission that cannot work.
@@ -50,57 +66,26 @@ class Entry:
     plan: Optional[Callable[[Prepared, int], Optional[str]]] = None
 
 
-def _prepare_plain(argv: list[str], output_dir: Path | None) -> Prepared:
-    """Entries without a recipe: the arguments go through unchanged; the run directory holds the logs."""
+def plain(value: Any) -> Any:
+    """A dataclass value as YAML-safe builtins (paths as strings)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _prepare_plain(value: Any, output_dir: Path | None) -> Prepared:
+    """Entries without a run directory of their own: the job's logs and code snapshot go to --output-dir."""
     if output_dir is None:
         raise UsageError("this entry needs --output-dir (where the job's logs and code snapshot go)")
-    return Prepared(argv=list(argv), output_dir=Path(output_dir).absolute(), resolved_config="")
+    return Prepared(value=value, output_dir=Path(output_dir).absolute(), resolved_config=plain(asdict(value)))
 
 
-def _pretrain_parser() -> argparse.ArgumentParser:
-    """The arguments of egovlpv2-pretrain."""
-    p = argparse.ArgumentParser(prog="egovlpv2-submit [submit options]", add_help=False)
-    p.add_argument("--deepspeed", "--deepspeed_config", dest="ds_config", default="zero2")
-    p.add_argument("--config", default="demo")
-    p.add_argument("overrides", nargs="*")
-    return p
-
-
-def _prepare_recipe(args: argparse.Namespace, output_dir: Path | None, load: Callable[[list[str]], Any],
-                    ds_config: str, leading: list[str]) -> Prepared:
-    """The DeepSpeed training entries: resolve the recipe now (errors surface before queueing) and pin the run
-    directory to an absolute path. ``load(overrides)`` gives the config; ``leading`` goes before the recipe."""
-    import yaml
-
-    from egovlpv2.config import to_dict
-    from egovlpv2.recipes import resolve_recipe
-
-    overrides = list(args.overrides)
-    if output_dir is not None:
-        overrides.append(f"train.output_dir={Path(output_dir).absolute()}")
-    cfg = load(overrides)
-    run_dir = Path(cfg.train.output_dir).absolute()
-    if output_dir is None:
-        overrides.append(f"train.output_dir={run_dir}")
-        cfg = load(overrides)
-    if not resolve_recipe("deepspeed", ds_config).is_file():
-        raise MissingPathError(f"DeepSpeed config {ds_config} not found")
-
-    def pinned(name: str) -> str:  # a path (made absolute) or a shipped name
-        return str(Path(name).absolute()) if Path(name).suffix else name
-
-    recipe = ["--config", pinned(args.config)] if args.config else []
-    job_argv = [*leading, "--deepspeed", pinned(ds_config), *recipe, *overrides]
-    return Prepared(argv=job_argv, output_dir=run_dir, resolved_config=yaml.safe_dump(to_dict(cfg), sort_keys=False),
-                    stop_timeout_s=cfg.train.stop_timeout_s)
-
-
-def _prepare_pretrain(argv: list[str], output_dir: Path | None) -> Prepared:
-    from egovlpv2.train.config import load_pretrain_config
-
-    args = _pretrain_parser().parse_args(argv)
-    return _prepare_recipe(args, output_dir, lambda overrides: load_pretrain_config(args.config, overrides),
-                           args.ds_config, [])
+def _prepare_deepspeed(run: DeepSpeedRun, output_dir: Path | None) -> Prepared:
+    """The run directory is the recipe's ``train.output_dir`` (the command line pinned --output-dir there)."""
+    return Prepared(value=run, output_dir=Path(run.config.train.output_dir).absolute(),
+                    resolved_config={**plain(asdict(run.config)), "deepspeed": run.ds_config})
 
 
 def _latest_state(prepared: Prepared) -> Optional[tuple[Path, dict]]:
@@ -110,11 +95,8 @@ def _latest_state(prepared: Prepared) -> Optional[tuple[Path, dict]]:
     return latest_complete_state(prepared.output_dir / "checkpoints")
 
 
-def _zero_stage(prepared: Prepared) -> Optional[int]:
-    from egovlpv2.recipes import resolve_recipe
-
-    ds_config = json.loads(resolve_recipe("deepspeed", _pretrain_parser().parse_known_args(prepared.argv)[0].ds_config).read_text())
-    return ds_config.get("zero_optimization", {}).get("stage", 0)
+def _zero_stage(prepared: Prepared) -> int:
+    return prepared.value.ds_config.get("zero_optimization", {}).get("stage", 0)
 
 
 def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
@@ -156,108 +138,101 @@ def _pretrain_plan(prepared: Prepared, world_size: int) -> Optional[str]:
     return f"elastic resume of {found[0]}: {describe(found[1], world_size, _zero_stage(prepared))}"
 
 
-def pretrain(argv: list[str]):
-    """Every task of a pre-training job: egovlpv2-pretrain's arguments in, the loop's ``RunResult`` out
-    (its ``stopped`` tells the launcher to requeue)."""
+def pretrain(run: DeepSpeedRun):
+    """Every task of a pre-training job: the loop's ``RunResult`` (its ``stopped`` tells the launcher to requeue)."""
     from egovlpv2.train.checkpoint import install_stop_handlers
-    from egovlpv2.train.config import load_pretrain_config
     from egovlpv2.train.pretrain import run_pretraining
 
-    args = _pretrain_parser().parse_args(argv)
-    cfg = load_pretrain_config(args.config, args.overrides)
     install_stop_handlers()  # SIGUSR1 / SIGTERM save at the next step, as under egovlpv2-pretrain
-    return run_pretraining(cfg, args.ds_config)
+    return run_pretraining(run.config, run.ds_config)
 
 
-def _prepare_finetune(argv: list[str], output_dir: Path | None) -> Prepared:
-    """egovlpv2-finetune's arguments; the recipe resolved as for pre-training."""
-    from egovlpv2.cluster.job import resolve_entry
-    from egovlpv2.config import ConfigError
-    from egovlpv2.finetune.config import load_finetune_config
+def finetune(run: DeepSpeedRun):
+    """Every task of a fine-tuning job, as for pre-training."""
+    from egovlpv2.finetune.run import run_finetuning
+    from egovlpv2.train.checkpoint import install_stop_handlers
 
-    args = resolve_entry("egovlpv2.cli.finetune:parse_args")(argv)
-
-    def load(overrides: list[str]):
-        cfg = load_finetune_config(args.config or args.task, overrides)
-        if cfg.task != args.task:
-            raise ConfigError(f"--task {args.task} but the recipe is for {cfg.task}")
-        return cfg
-
-    return _prepare_recipe(args, output_dir, load, args.deepspeed, ["--task", args.task])
+    install_stop_handlers()
+    return run_finetuning(run.config, run.ds_config)
 
 
-def _features_plan(argv: list[str]):
-    """egovlpv2-extract-features' arguments, its clips, and how many of them have their features already."""
-    from egovlpv2.cluster.job import resolve_entry
+def _features_plan(request: ExtractionRequest):
+    """The request's clips, and how many of them have their features already."""
     from egovlpv2.eval.feature_presets import resolve_preset
     from egovlpv2.eval.features import is_done, plan_jobs
 
-    args = resolve_entry("egovlpv2.cli.extract_features:parse_args")(argv)
-    preset = resolve_preset(args.preset, args.windows_per_second, args.frames)
-    if not Path(args.checkpoint).is_file():
-        raise MissingPathError(f"--checkpoint {args.checkpoint} not found")
-    if preset.needs_queries and not (args.tokenizer and Path(args.tokenizer).is_dir()):
-        raise MissingPathError(f"{preset.name} needs --tokenizer, a tokenizer directory (got {args.tokenizer!r})")
-    jobs = plan_jobs(preset.name, args.videos, args.annotations)
-    done = sum(is_done(args.out, job, preset) for job in jobs)
-    return args, jobs, done
+    preset = resolve_preset(request.preset, request.windows_per_second, request.frames_per_window)
+    if not Path(request.checkpoint).is_file():
+        raise MissingPathError(f"--checkpoint {request.checkpoint} not found")
+    if preset.needs_queries and not (request.tokenizer and Path(request.tokenizer).is_dir()):
+        raise MissingPathError(f"{preset.name} needs --tokenizer, a tokenizer directory (got {request.tokenizer})")
+    jobs = plan_jobs(preset.name, request.videos, request.annotations)
+    done = sum(is_done(request.out, job, preset) for job in jobs)
+    return jobs, done
 
 
-def _prepare_features(argv: list[str], output_dir: Path | None) -> Prepared:
+def _prepare_features(request: ExtractionRequest, output_dir: Path | None) -> Prepared:
     """The clips are planned now (a missing video or annotation fails before queueing); the job's logs go to
     --output-dir, by default the features directory (--out)."""
-    import yaml
-
-    args, jobs, done = _features_plan(argv)
-    summary = {**vars(args), "clips": len(jobs), "clips_done": done}
-    return Prepared(argv=list(argv), output_dir=Path(output_dir or args.out).absolute(),
-                    resolved_config=yaml.safe_dump(summary, sort_keys=False))
+    jobs, done = _features_plan(request)
+    summary = {**plain(asdict(request)), "clips": len(jobs), "clips_done": done}
+    return Prepared(value=request, output_dir=Path(output_dir or request.out).absolute(), resolved_config=summary)
 
 
 def _features_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
     """Every clip done: nothing to submit."""
-    _, jobs, done = _features_plan(prepared.argv)
+    jobs, done = _features_plan(prepared.value)
     return f"all {len(jobs)} clips already have features; nothing to submit" if done == len(jobs) else None
 
 
-def features(argv: list[str]):
+def features(request: ExtractionRequest):
     """Every task of a feature-extraction job: clip i on rank i % world size, the finished ones skipped.
 
     A stop request (the time limit's USR2, routed by the job) ends the task after its clip in progress;
     the result's ``stopped`` (clips left on any rank) tells the launcher to requeue.
     """
-    from egovlpv2.cluster.job import log_to_stderr, resolve_entry
+    from egovlpv2.cluster.job import log_to_stderr
     from egovlpv2.train.checkpoint import install_stop_handlers, stop_requested
 
     log_to_stderr(logging.getLogger("egovlpv2.eval.features"))  # one line per clip written, in the task's log
     install_stop_handlers()
-    return resolve_entry("egovlpv2.cli.extract_features:extract_features")(argv, should_stop=stop_requested)
+    return run_extraction(request, should_stop=stop_requested)
 
 
-def shards(argv: list[str]) -> int:
-    """Every task of a shard-writing job: egovlpv2-make-shards' arguments, writing part RANK of
-    WORLD_SIZE; the last part to finish writes the manifest. A requeued task keeps its finished shards."""
-    from egovlpv2.cluster.job import resolve_entry
-    from egovlpv2.errors import UserError
+def _eval_preflight(prepared: Prepared, world_size: int) -> None:
+    """The checkpoint, shards and tokenizer are there before anything is queued."""
+    check_run(prepared.value)
+
+
+def shards(writing: ShardWriting):
+    """Every task of a shard-writing job: part RANK of WORLD_SIZE; the last part to finish writes the manifest
+    and prints the summary. A requeued task keeps its finished shards. Returns write_shards_to's
+    (manifest, summary, ok, uploaded); more failed rows than the run allows fail the task."""
+    from egovlpv2.shards.merge import format_summary
 
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     try:
-        return resolve_entry("egovlpv2.cli.make_shards:main")([*argv, "--part", str(rank), "--parts", str(world)])
+        written = write_shards_to(replace(writing.run, part=rank, parts=world), writing.staging)
     except UserError as exc:
         raise SystemExit(f"error: make_shards part {rank} of {world}: {exc}") from None
+    manifest, summary, ok, _ = written
+    print("\n".join(format_summary(summary)) if summary else f"part {rank} of {world} done", flush=True)
+    if not ok:
+        raise SystemExit(f"error: {summary['rows_failed']} of {summary['rows_planned']} rows failed, more than "
+                         f"{writing.run.max_failure_fraction:.1%} (see {writing.run.out}/failures.jsonl)")
+    return written
 
 
 ENTRIES: dict[str, Entry] = {
-    "pretrain": Entry("egovlpv2.cluster.entries:pretrain", _prepare_pretrain,
+    "pretrain": Entry(pretrain, _prepare_deepspeed,
                       "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight,
                       _pretrain_plan),
-    "eval": Entry("egovlpv2.cli.evaluate:evaluate", _prepare_plain, "egovlpv2-evaluate on every task"),
-    "shards": Entry("egovlpv2.cluster.entries:shards", _prepare_plain,
-                    "egovlpv2-make-shards on CPU nodes, one part of the shards per task"),
-    "check": Entry("egovlpv2.cluster.check:main", _prepare_plain, "all-reduce across every task, then exit"),
-    "finetune": Entry("egovlpv2.cli.finetune:finetune", _prepare_finetune,
+    "eval": Entry(evaluate, _prepare_plain, "egovlpv2-evaluate on every task", _eval_preflight),
+    "shards": Entry(shards, _prepare_plain, "egovlpv2-make-shards on CPU nodes, one part of the shards per task"),
+    "check": Entry(run_check, _prepare_plain, "all-reduce across every task, then exit"),
+    "finetune": Entry(finetune, _prepare_deepspeed,
                       "fine-tuning with egovlpv2-finetune's arguments (requeued until done)", _finetune_preflight),
-    "features": Entry("egovlpv2.cluster.entries:features", _prepare_features,
+    "features": Entry(features, _prepare_features,
                       "egovlpv2-extract-features' arguments, clips split over the tasks (requeued until done)",
                       _features_preflight),
 }

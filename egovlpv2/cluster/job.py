@@ -10,7 +10,8 @@ Time limits and preemption (SLURM sends ``--signal=USR2@<delay>`` to every task 
 3. Then rank 0 alone hands over to submitit's own handler, which calls :meth:`LaunchedJob.checkpoint`
    (it only resubmits this same callable), requeues the job and exits; submitit counts time-outs there
    (``max_num_timeout``). The other ranks exit without a result: the job is not over.
-4. The requeued job runs the same pickled callable on the same code snapshot; the entry point resumes
+4. The requeued job runs the same pickled callable on the same code snapshot (the entry function is
+   pickled by module and name, so it is imported from the snapshot); the entry point resumes
    from ``latest`` in its run directory, and a finished run directory returns at once.
 
 A stop for another reason (SIGTERM from ``scancel``, a SLURM-side requeue or preemption; a user's
@@ -20,12 +21,11 @@ written, since the run is not over.
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 log = logging.getLogger(__name__)
@@ -41,25 +41,18 @@ def log_to_stderr(logger: logging.Logger) -> None:
         logger.propagate = False
 
 
-def resolve_entry(entry: str) -> Callable[[list[str]], Any]:
-    """``"package.module:function"`` -> the function (imported from the code snapshot in a job)."""
-    target, sep, attr = entry.partition(":")
-    if not sep or not target or not attr:
-        raise ValueError(f"entry point {entry!r} is not of the form 'package.module:function'")
-    return getattr(importlib.import_module(target), attr)
-
-
 @dataclass
 class LaunchedJob:
-    """Runs ``entry(argv)`` on one submitit task.
+    """Runs ``entry(value)`` on one submitit task.
 
-    The function takes the same arguments as its launch script. ``workdir`` is where the job was
-    submitted from: relative paths in ``argv`` mean what they meant there, while the code is imported
-    from the run's snapshot (the job starts in the snapshot directory).
+    ``value`` is the typed argument of the library function behind the entry (a resolved config, an
+    ``EvalRun``...), pickled with the job. ``workdir`` is where the job was submitted from: relative paths
+    in ``value`` mean what they meant there, while the code is imported from the run's snapshot (the job
+    starts in the snapshot directory, first on ``sys.path``).
     """
 
-    entry: str
-    argv: list[str] = field(default_factory=list)
+    entry: Callable[[Any], Any]
+    value: Any
     workdir: str | None = None
 
     def __call__(self) -> Any:
@@ -85,7 +78,7 @@ class LaunchedJob:
             request_stop(signum, frame)
 
         signal.signal(usr_sig, stop_at_next_step)
-        result = resolve_entry(self.entry)(list(self.argv))
+        result = self.entry(self.value)
         if getattr(result, "stopped", False):
             if received:
                 self._hand_over_to_submitit(env.rank, usr_sig, submitit_handler)

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import egovlpv2
 from egovlpv2.cluster.job import LaunchedJob
@@ -134,19 +135,6 @@ def snapshot_code(output_dir: Path) -> Path:
     return code_dir
 
 
-def in_snapshot(arg: str, code_dir: Path) -> str:
-    """An absolute path into the package (a shipped recipe), redirected to the snapshot's copy."""
-    path = Path(arg)
-    if not path.is_absolute():
-        return arg
-    try:
-        rel = path.relative_to(PACKAGE_DIR)
-    except ValueError:
-        return arg
-    copy = code_dir / PACKAGE_DIR.name / rel
-    return str(copy) if copy.exists() else arg
-
-
 def make_executor(cluster: str, spec: ClusterSpec, output_dir: Path, code_dir: Path):
     """A submitit executor: ``slurm``, ``local`` (tasks as subprocesses of this machine, one node) or
     ``debug`` (in this process, for a debugger; no snapshot)."""
@@ -199,15 +187,14 @@ class Submitted:
         return "\n".join(lines)
 
 
-def submit(entry: str, argv: list[str], spec: ClusterSpec, output_dir: Path, cluster: str = "slurm") -> Submitted:
-    """Snapshot the code and submit ``entry(argv)`` on ``spec``; returns the submitit job."""
+def submit(entry: Callable[[Any], Any], value: Any, spec: ClusterSpec, output_dir: Path,
+           cluster: str = "slurm") -> Submitted:
+    """Snapshot the code and submit ``entry(value)`` on ``spec``; returns the submitit job."""
     output_dir = Path(output_dir).absolute()
     output_dir.mkdir(parents=True, exist_ok=True)
     code_dir = snapshot_code(output_dir) if cluster != "debug" else None
     executor = make_executor(cluster, spec, output_dir, code_dir or PACKAGE_DIR.parent)
-    if code_dir is not None:  # shipped recipes and DeepSpeed configs: the snapshot's copies
-        argv = [in_snapshot(arg, code_dir) for arg in argv]
-    job = _submit_to(executor, LaunchedJob(entry=entry, argv=list(argv), workdir=str(Path.cwd())))
+    job = _submit_to(executor, LaunchedJob(entry=entry, value=value, workdir=str(Path.cwd())))
     return Submitted(job=job, output_dir=output_dir, code_dir=code_dir)
 
 

@@ -84,14 +84,20 @@ def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict) -> RunResult:
             clock.close()
 
 
+def load_task_config(task: str, config: Optional[str | Path] = None, overrides: Sequence[str] = ()) -> FinetuneConfig:
+    """The recipe ``config`` (default: the task's shipped one) with ``overrides``; it must be for ``task``."""
+    cfg = load_finetune_config(config or task, overrides)
+    if cfg.task != task:
+        raise UsageError(f"--task {task} but the recipe is for {cfg.task}")
+    return cfg
+
+
 def finetune(task: Literal["epic_mir", "charades_ego"], config: Optional[str | Path] = None,
              overrides: Sequence[str] = (), deepspeed: str | dict = "zero2") -> RunResult:
     """Fine-tune on ``task`` with ``config`` (a recipe path or shipped name; default: the task's shipped recipe)
     and ``key=value`` overrides; SIGUSR1/SIGTERM save at the next step and return with ``stopped`` set."""
     from egovlpv2.train.checkpoint import install_stop_handlers
 
-    cfg = load_finetune_config(config or task, overrides)
-    if cfg.task != task:
-        raise UsageError(f"--task {task} but the recipe is for {cfg.task}")
+    cfg = load_task_config(task, config, overrides)
     install_stop_handlers()
     return run_finetuning(cfg, deepspeed)

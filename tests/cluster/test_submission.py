@@ -1,6 +1,7 @@
 """Submission pieces that need no cluster: time limits, cluster shape, dry-run."""
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 import sys
@@ -101,9 +102,8 @@ def test_finetune_dry_run_resolves_the_recipe_and_rejects_a_bad_key(submit_dry, 
     config = yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])
     assert config["task"] == "charades_ego" and config["optim"]["lr"] == 1e-5
     assert config["train"]["output_dir"] == str(out_dir)
-    command = [line for line in out.stdout.splitlines() if line.startswith("# egovlpv2.cli.finetune:finetune ")]
-    assert len(command) == 1 and command[0].split()[2:4] == ["--task", "charades_ego"]
-    assert f"train.output_dir={out_dir}" in command[0] and "16 tasks" in out.stdout
+    assert "# every task runs egovlpv2.cluster.entries.finetune(DeepSpeedRun)" in out.stdout
+    assert "16 tasks" in out.stdout
     assert not out_dir.exists()
 
     bad = submit_dry("--entry", "finetune", "--output-dir", str(out_dir), "--task", "epic_mir", "loss.no_such_key=1")
@@ -141,15 +141,92 @@ def test_features_dry_run_counts_the_clips_and_missing_inputs_fail_at_once(submi
 
 def test_a_training_jobs_stop_timeout_is_derived_from_the_signal_delay(submit_dry, tmp_path):
     """SLURM's warning comes --signal-delay-s before the time limit: half of it at most to reach a step
-    boundary (train.stop_timeout_s), the other half for the save."""
+    boundary (train.stop_timeout_s), the other half for the save. The lowered value is the one submitted."""
     def submitted(*args):
         out = submit_dry("--output-dir", str(tmp_path / "run"), *args, "--config", "demo")
         assert out.returncode == 0, out.stderr
-        (job,) = [line for line in out.stdout.splitlines() if line.startswith("# egovlpv2.cluster.entries:pretrain ")]
-        return out.stdout, job, yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])["train"]["stop_timeout_s"]
+        return out.stdout, yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])["train"]["stop_timeout_s"]
 
-    printed, job, timeout = submitted()  # --signal-delay-s 120, the recipe's 300 s
-    assert job.endswith(" train.stop_timeout_s=60") and timeout == 60
-    assert "# train.stop_timeout_s=60 (was 300): half of --signal-delay-s 120" in printed
-    printed, job, timeout = submitted("--signal-delay-s", "900")
-    assert "stop_timeout_s" not in job and timeout == 300
+    printed, timeout = submitted()  # --signal-delay-s 120, the recipe's 300 s
+    assert timeout == 60 and "# train.stop_timeout_s=60 (was 300): half of --signal-delay-s 120" in printed
+    printed, timeout = submitted("--signal-delay-s", "900")
+    assert timeout == 300 and "(was 300)" not in printed
+
+
+def _eval_inputs(root):
+    (root / "data").mkdir()
+    (root / "data" / "manifest.json").write_text("{}")
+    (root / "tokenizer").mkdir()
+    (root / "model.pt").write_bytes(b"")
+    return ["--task", "egomcq", "--checkpoint", str(root / "model.pt"), "--data", str(root / "data"),
+            "--tokenizer", str(root / "tokenizer"), "--batch-size", "5"]
+
+
+def _features_inputs(root):
+    (root / "a.mp4").write_bytes(b"")  # planning looks at names only
+    (root / "model.pt").write_bytes(b"")
+    return ["--preset", "egomq", "--checkpoint", str(root / "model.pt"), "--videos", str(root),
+            "--out", str(root / "feats"), "--batch-size", "3"]
+
+
+# entry -> (its arguments, made under a directory; the function and type every task gets; the printed config fits)
+DRY_RUNS = {
+    "pretrain": (lambda root: ["--deepspeed", "zero3", "--config", "demo", "data.batch_size=3"],
+                 "egovlpv2.cluster.entries.pretrain(DeepSpeedRun)",
+                 lambda c, root: c["data"]["batch_size"] == 3 and c["deepspeed"]["zero_optimization"]["stage"] == 3),
+    "finetune": (lambda root: ["--task", "epic_mir", "optim.lr=2e-5"], "egovlpv2.cluster.entries.finetune(DeepSpeedRun)",
+                 lambda c, root: c["task"] == "epic_mir" and c["optim"]["lr"] == 2e-5 and "bf16" in c["deepspeed"]),
+    "eval": (_eval_inputs, "egovlpv2.eval.run.evaluate(EvalRun)",
+             lambda c, root: c["batch_size"] == 5 and c["checkpoint"] == str(root / "model.pt") and c["report"] is None),
+    "features": (_features_inputs, "egovlpv2.cluster.entries.features(ExtractionRequest)",
+                 lambda c, root: c["batch_size"] == 3 and c["clips"] == 1 and c["out"] == str(root / "feats")),
+    "shards": (lambda root: ["--task", "egoclip", "--csv", "meta.csv", "--videos", "v/", "--out", "s/",
+                             "--samples-per-shard", "7", "--staging", "st/"], "egovlpv2.cluster.entries.shards(ShardWriting)",
+               lambda c, root: c["run"]["samples_per_shard"] == 7 and c["run"]["encode"]["crf"] == 23 and c["staging"] == "st/"),
+    "check": (lambda root: ["--timeout-s", "9"], "egovlpv2.cluster.check.run_check(CheckOptions)",
+              lambda c, root: c == {"timeout_s": 9.0}),
+}
+
+
+def test_every_entry_has_its_command_line_parser():
+    from egovlpv2.cli.submit import ENTRY_ARGUMENTS
+    from egovlpv2.cluster.entries import ENTRIES
+
+    assert set(ENTRY_ARGUMENTS) == set(ENTRIES) == set(DRY_RUNS)
+
+
+@pytest.mark.parametrize("entry", sorted(DRY_RUNS))
+def test_dry_run_prints_the_typed_value_each_entry_gets(submit_dry, tmp_path, entry):
+    arguments, runs, fits = DRY_RUNS[entry]
+    out = submit_dry("--entry", entry, "--output-dir", str(tmp_path / "run"), *arguments(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert f"# every task runs {runs} in {REPO}\n" in out.stdout, out.stdout
+    config = yaml.safe_load(out.stdout.split("# resolved config\n", 1)[1])
+    assert fits(config, tmp_path), config
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_shards_entry_sets_the_part_of_each_task_itself(submit_dry, tmp_path):
+    out = submit_dry("--entry", "shards", "--output-dir", str(tmp_path / "run"), "--videos", "v/", "--out", "s/",
+                     "--parts", "4")
+    assert out.returncode == 2 and "--entry shards sets --part and --parts itself" in out.stderr
+
+
+def test_a_job_imports_its_entry_function_from_the_code_snapshot(tmp_path):
+    """The entry function travels in the job's pickle by module and name: the job runs the snapshot's copy."""
+    import cloudpickle
+
+    from egovlpv2.cluster.check import CheckOptions
+    from egovlpv2.cluster.entries import ENTRIES
+    from egovlpv2.cluster.job import LaunchedJob
+    from egovlpv2.cluster.submission import snapshot_code
+
+    code_dir = snapshot_code(tmp_path / "run")
+    job = tmp_path / "job.pkl"
+    job.write_bytes(cloudpickle.dumps(LaunchedJob(entry=ENTRIES["check"].run, value=CheckOptions(timeout_s=7.0))))
+    probe = ("import pickle, sys; job = pickle.load(open(sys.argv[1], 'rb')); "
+             "print(job.entry.__code__.co_filename, job.value.timeout_s)")
+    out = subprocess.run([sys.executable, "-c", probe, str(job)], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(code_dir)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [str(code_dir / "egovlpv2" / "cluster" / "check.py"), "7.0"]
