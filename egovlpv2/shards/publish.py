@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 from egovlpv2.data.manifest import MANIFEST
 from egovlpv2.errors import UserError
 from egovlpv2.fileio import atomic_write_json
+from egovlpv2.paths import private_directory
 from egovlpv2.shards.merge import FAILURES, MISSING_VIDEOS, SUMMARY
 from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.shards.writer import RECORDS, matches_record, read_record
@@ -37,23 +37,6 @@ def default_staging(url: str) -> Path:
     are kept)."""
     digest = hashlib.sha256(url.encode()).hexdigest()[:16]
     return Path(tempfile.gettempdir(), f"egovlpv2-staging-{os.getuid()}-{digest}")
-
-
-def private_staging(path: Path) -> Path:
-    """``path`` as a directory only this user can read or write: created with mode 0700, or an existing one
-    that is a real directory (no link), owned by this user, with no group or other permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        kind = "a link" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "a file"
-        raise UserError(f"staging directory {path} is not private ({kind} of uid {st.st_uid}, mode "
-                        f"{stat.S_IMODE(st.st_mode):04o}; yours would be uid {os.getuid()}, mode 0700): what it "
-                        f"holds would be uploaded as yours; remove it, or pass --staging with a directory of your own")
-    return path
 
 
 def _record_url(out: str, stem: str) -> str:
@@ -100,7 +83,9 @@ def write_shards_to(run: ShardRun, staging: str | None = None) -> tuple[dict | N
     if run.parts > 1:
         raise UserError(f"--parts {run.parts} with a URL --out: the parts meet in one shared directory; write them "
                         f"to a shared filesystem, or write one part per URL")
-    stage = private_staging(Path(staging) if staging else default_staging(run.out))
+    stage = private_directory(Path(staging) if staging else default_staging(run.out), "staging directory",
+                              "what it holds would be uploaded as yours; remove it, or pass --staging with a "
+                              "directory of your own")
     manifest, ok = make_shards(replace(run, out=str(stage)))
     if manifest is None:  # plan_only: the summary stays in the staging directory too
         return None, _summary(stage), ok, 0

@@ -15,7 +15,6 @@ import functools
 import hashlib
 import logging
 import os
-import stat
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -24,7 +23,7 @@ import torch
 from torch._dynamo.callback import callback_handler
 from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-from egovlpv2.errors import UserError
+from egovlpv2.paths import private_directory
 from egovlpv2.model.compile import CompileMode
 
 log = logging.getLogger(__name__)
@@ -41,20 +40,6 @@ def run_cache_dir(output_dir: str | Path) -> Path:
     return private_cache_root() / f"{resolved.name}-{digest}"
 
 
-def make_private_dir(path: Path) -> Path:
-    """``path`` and its missing parents, mode 0700; refuses a directory (or link) that another user owns or
-    that others may write to, since what is loaded from it runs as code."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for directory in (path, *[p for p in path.parents if private_cache_root().parent in (p, *p.parents)]):
-        info = directory.lstat()
-        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022 \
-                or (directory == path and info.st_mode & 0o077):
-            raise UserError(f"compile cache {directory} is not private (owner uid {info.st_uid}, mode "
-                            f"{stat.filemode(info.st_mode)}; it must be a directory of uid {os.getuid()} that "
-                            "no one else can write to): remove it, or set TORCHINDUCTOR_CACHE_DIR to a directory of your own")
-    return path
-
-
 def use_private_compile_cache(output_dir: str | Path) -> str:
     """Point Inductor's cache at :func:`run_cache_dir` (an explicit TORCHINDUCTOR_CACHE_DIR wins).
 
@@ -62,7 +47,10 @@ def use_private_compile_cache(output_dir: str | Path) -> str:
     """
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
     if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(make_private_dir(run_cache_dir(output_dir)))
+        # What Inductor loads from there runs as code: the directory and its parents up to the cache root's.
+        private = private_directory(run_cache_dir(output_dir), "compile cache", "remove it, or set "
+                                    "TORCHINDUCTOR_CACHE_DIR to a directory of your own", private_cache_root().parent)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(private)
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
