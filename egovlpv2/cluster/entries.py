@@ -4,7 +4,6 @@ prints of it. The function objects themselves are pickled with the job: submitit
 name, so a job imports them from its code snapshot."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, replace

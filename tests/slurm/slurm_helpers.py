@@ -1,9 +1,7 @@
 """Helpers for tests that submit jobs to the local SLURM cluster."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
