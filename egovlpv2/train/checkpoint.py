@@ -12,9 +12,9 @@ Layout of ``<output_dir>/checkpoints``::
     replaced/step00000006.<token>/   # a step directory of an earlier job that this job had to write again
 
 A crash or a full disk mid-save leaves the previous checkpoint in charge, and a resume skips any tag whose
-files do not match its manifest (see :mod:`egovlpv2.train.checkpoint_commit`). A job never deletes a step
-directory that another job wrote, except to prune complete checkpoints beyond ``keep_last``: a torn one in
-the way of a save is moved under ``replaced/``.
+files do not match its completeness record (see :mod:`egovlpv2.train.checkpoint_commit`). A job never
+deletes a step directory that another job wrote, except to prune complete checkpoints beyond
+``keep_last``: a torn one in the way of a save is moved under ``replaced/``.
 
 Preemption: a signal handler (or the SLURM/submitit glue, through :func:`request_stop`) only sets a flag.
 The loop calls :func:`stop_agreed` at each step boundary; it all-reduces the flag so every rank sees the
@@ -40,7 +40,8 @@ from egovlpv2.dist.signals import STOP_SIGNALS
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.rng import rng_state, set_rng_state
 from egovlpv2.train import elastic
-from egovlpv2.train.checkpoint_commit import check_complete, commit_latest, fsync_tree, resumable_tag, write_manifest
+from egovlpv2.train.checkpoint_commit import (check_complete, commit_latest, fsync_tree, resumable_tag,
+                                              write_completeness_record)
 from egovlpv2.train.run_owner import RunOwnership
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class CheckpointManager:
         fsync_tree(tag_dir)
         self._barrier()  # every rank's files are on disk
         if self.rank == 0:
-            write_manifest(tag_dir, self.world_size)
+            write_completeness_record(tag_dir, self.world_size)
             if self.ownership is not None:
                 self.ownership.check()
             if commit_latest(self.directory, tag):

@@ -5,7 +5,7 @@ size in ``complete.json`` and only after that moves ``latest`` (write, fsync, re
 ``latest`` is not used: it is written by rank 0 as soon as rank 0's files are done, while other ranks may
 still be writing theirs (a rank killed there, or a full disk, left ``latest`` naming a torn checkpoint).
 
-At resume the newest tag whose files all match its manifest wins; a torn or half-deleted tag is skipped
+At resume the newest tag whose files all match its completeness record wins; a torn or half-deleted tag is skipped
 with a warning, whatever ``latest`` says. :func:`resumable_tag` is the one answer to "the latest complete
 checkpoint": resume, elastic resume (the step budget) and ``egovlpv2-submit``'s checks all ask it.
 
@@ -24,7 +24,7 @@ from egovlpv2.fileio import atomic_write_json, atomic_write_text, fsync_dir
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "complete.json"
+COMPLETENESS_RECORD = "complete.json"
 
 
 def fsync_tree(directory: Path) -> None:
@@ -41,16 +41,16 @@ def fsync_tree(directory: Path) -> None:
 
 def _files(tag_dir: Path) -> dict[str, int]:
     return {str(p.relative_to(tag_dir)): p.stat().st_size for p in sorted(tag_dir.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+            if p.is_file() and p.name != COMPLETENESS_RECORD and not p.name.startswith(".")}
 
 
-def write_manifest(tag_dir: Path, world_size: int) -> None:
+def write_completeness_record(tag_dir: Path, world_size: int) -> None:
     """Rank 0, after every rank synced its files: the tag's file list with sizes (the completeness record)."""
-    atomic_write_json(tag_dir / MANIFEST, {"world_size": world_size, "files": _files(tag_dir)}, indent=1)
+    atomic_write_json(tag_dir / COMPLETENESS_RECORD, {"world_size": world_size, "files": _files(tag_dir)}, indent=1)
 
 
 def commit_latest(directory: Path, tag: str) -> bool:
-    """Point ``latest`` at ``tag`` atomically (rank 0, after :func:`write_manifest`), unless it names a newer
+    """Point ``latest`` at ``tag`` atomically (rank 0, after :func:`write_completeness_record`), unless it names a newer
     complete checkpoint; returns whether it moved."""
     latest = directory / "latest"
     named = latest.read_text().strip() if latest.is_file() else None
@@ -62,14 +62,14 @@ def commit_latest(directory: Path, tag: str) -> bool:
 
 
 def check_complete(tag_dir: Path) -> Optional[str]:
-    """None when every file of the manifest is there with its size; otherwise what is wrong."""
+    """None when every file of the completeness record is there with its size; otherwise what is wrong."""
     try:
-        manifest = json.loads((tag_dir / MANIFEST).read_text())
+        record = json.loads((tag_dir / COMPLETENESS_RECORD).read_text())
     except FileNotFoundError:
-        return f"no {MANIFEST} (a save that did not finish on every rank)"
+        return f"no {COMPLETENESS_RECORD} (a save that did not finish on every rank)"
     except ValueError as exc:
-        return f"unreadable {MANIFEST}: {exc}"
-    for name, size in manifest["files"].items():
+        return f"unreadable {COMPLETENESS_RECORD}: {exc}"
+    for name, size in record["files"].items():
         path = tag_dir / name
         if not path.is_file():
             return f"{name} is missing"

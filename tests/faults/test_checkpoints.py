@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from egovlpv2.train.checkpoint_commit import MANIFEST, check_complete, resumable_tag
+from egovlpv2.train.checkpoint_commit import COMPLETENESS_RECORD, check_complete, resumable_tag
 from tests.faults.ranks import ZERO2, losses, results, run
 
 WORKER = Path(__file__).with_name("fault_worker.py")
@@ -28,7 +28,7 @@ def test_a_torn_save_never_becomes_latest_and_resume_continues_bitwise(fault, st
     ckpts = out / "checkpoints"
     assert (ckpts / "latest").read_text() == "step00000003"
     assert check_complete(ckpts / "step00000003") is None
-    assert check_complete(ckpts / "step00000006") is not None  # torn: no manifest
+    assert check_complete(ckpts / "step00000006") is not None  # torn: no completeness record
     if fault == "enospc":  # the survivor leaves at once, naming the rank whose disk filled up
         assert "rank 1 failed: OSError" in job.output(0) and "No space left" in job.output(0)
     resume_and_compare(out, straight, 3)
@@ -43,7 +43,7 @@ def test_resume_skips_a_torn_latest_for_the_newest_complete_tag(tmp_path, caplog
         tag.mkdir()
         for name, data in files.items():
             (tag / name).write_bytes(data)
-        (tag / MANIFEST).write_text('{"world_size": 2, "files": {"a.pt": 10}}')
+        (tag / COMPLETENESS_RECORD).write_text('{"world_size": 2, "files": {"a.pt": 10}}')
     (tmp_path / "step00000009" / "a.pt").write_bytes(b"x" * 4)  # short
     (tmp_path / "step00000006" / "a.pt").unlink()  # missing
     (tmp_path / "latest").write_text("step00000009")

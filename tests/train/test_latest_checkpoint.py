@@ -3,7 +3,7 @@ budget and egovlpv2-submit's checks all take the newest complete one."""
 import json
 
 from egovlpv2.cluster.entries import Prepared, _pretrain_plan, _pretrain_preflight
-from egovlpv2.train.checkpoint_commit import resumable_tag, write_manifest
+from egovlpv2.train.checkpoint_commit import resumable_tag, write_completeness_record
 from egovlpv2.train.elastic import steps_for_epochs
 
 
@@ -14,7 +14,7 @@ def write_tag(ckpt, step: int, global_samples: int, total_steps: int):
         {"step": step, "world_size": 2, "zero_stage": 2, "global_samples": global_samples, "total_steps": total_steps}))
     for name in ("rank_00000.pt", "rank_00001.pt", "full_state/part_00000.pt"):
         (tag_dir / name).write_bytes(b"x" * 10)
-    write_manifest(tag_dir, 2)
+    write_completeness_record(tag_dir, 2)
     return tag_dir
 
 
@@ -22,7 +22,7 @@ def test_a_torn_latest_gives_the_same_checkpoint_to_resume_elastic_resume_and_su
     ckpt = tmp_path / "run" / "checkpoints"
     write_tag(ckpt, 3, global_samples=48, total_steps=6)
     torn = write_tag(ckpt, 6, global_samples=96, total_steps=6)
-    (torn / "rank_00001.pt").write_bytes(b"x" * 4)  # a rank's file cut short after the manifest
+    (torn / "rank_00001.pt").write_bytes(b"x" * 4)  # a rank's file cut short after the completeness record
     (ckpt / "latest").write_text(torn.name)
 
     assert resumable_tag(ckpt) == "step00000003"  # what CheckpointManager.load_latest restores
