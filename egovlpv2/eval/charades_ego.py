@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
-from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
+from egovlpv2.eval.eval_samples import EvalSamples, check_missing_samples, rank_batches
 from egovlpv2.eval.metrics import charades_map
 from egovlpv2.eval.ranking import Ranking
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating
@@ -27,7 +27,7 @@ def rank_charades_ego(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: Ev
     from egovlpv2.data.eval_data import load_charades_classes
 
     ctx = ctx or current_context()
-    missing = check_complete(shard_dir, allow_missing)
+    missing = check_missing_samples(shard_dir, allow_missing)
     class_names = load_charades_classes(shard_dir)
     dataset = EvalSamples("charades_ego", shard_dir, data_cfg, limit=limit)
     with evaluating(model):

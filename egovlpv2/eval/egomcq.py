@@ -13,7 +13,7 @@ import torch
 
 from egovlpv2.data.transforms import prepare_video
 from egovlpv2.eval.encode import batch_count
-from egovlpv2.eval.eval_samples import NUM_CHOICES, EvalSamples, check_complete, rank_batches
+from egovlpv2.eval.eval_samples import NUM_CHOICES, EvalSamples, check_missing_samples, rank_batches
 from egovlpv2.eval.metrics import egomcq_accuracy
 from egovlpv2.eval.ranking import Ranking
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating, gather_rows, progress
@@ -75,7 +75,7 @@ def rank_egomcq(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalCont
     """EgoMCQ accuracy from eval shards written by `egovlpv2-make-shards --task egomcq`, and each
     question's five clips ranked by the ensemble score."""
     ctx = ctx or current_context()
-    missing = check_complete(shard_dir, allow_missing)
+    missing = check_missing_samples(shard_dir, allow_missing)
     dataset = EvalSamples("egomcq", shard_dir, data_cfg, tokenizer, limit)
     result, ensemble, answers = score_egomcq_batches(model, rank_batches(dataset, ctx, batch_size, num_workers), ctx)
     result["missing"] = missing

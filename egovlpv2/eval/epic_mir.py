@@ -12,7 +12,7 @@ import torch
 
 from egovlpv2.errors import MissingPathError
 from egovlpv2.eval.encode import encode_texts, encode_video_batches
-from egovlpv2.eval.eval_samples import EvalSamples, check_complete, rank_batches
+from egovlpv2.eval.eval_samples import EvalSamples, check_missing_samples, rank_batches
 from egovlpv2.eval.metrics import mir_map, mir_ndcg
 from egovlpv2.eval.ranking import Ranking
 from egovlpv2.eval.runtime import EvalContext, current_context, evaluating
@@ -53,7 +53,7 @@ def rank_epic_mir(model, shard_dir: str | Path, data_cfg, tokenizer, ctx: EvalCo
     from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_epic_mir_captions
 
     ctx = ctx or current_context()
-    missing = check_complete(shard_dir, allow_missing or limit is not None)
+    missing = check_missing_samples(shard_dir, allow_missing or limit is not None)
     relevancy = load_relevancy(relevancy_path or epic_mir_relevancy_path(shard_dir))
     captions = load_epic_mir_captions(shard_dir)
     if len(captions) != relevancy.shape[1]:

@@ -28,7 +28,7 @@ class MissingSamplesError(RuntimeError):
     """The shards lack samples of the benchmark (failed at shard time)."""
 
 
-def check_complete(shard_dir: str | Path, allow_missing: bool) -> int:
+def check_missing_samples(shard_dir: str | Path, allow_missing: bool) -> int:
     """The number of benchmark rows that failed at shard time; an error naming them unless `allow_missing`.
 
     Only the error reads the first lines of the failures file; a complete benchmark never opens it."""

@@ -40,7 +40,7 @@ from egovlpv2.dist.signals import STOP_SIGNALS
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.rng import rng_state, set_rng_state
 from egovlpv2.train import elastic
-from egovlpv2.train.checkpoint_commit import (check_complete, commit_latest, fsync_tree, resumable_tag,
+from egovlpv2.train.checkpoint_commit import (commit_latest, fsync_tree, resumable_tag, why_incomplete,
                                               write_completeness_record)
 from egovlpv2.train.run_owner import RunOwnership
 
@@ -164,7 +164,7 @@ class CheckpointManager:
         old = [t for t in self.tags() if t < keep]
         for tag in old[: max(0, len(old) - (self.keep_last - 1))]:
             tag_dir = self.directory / tag
-            if self._written_here(tag_dir) or check_complete(tag_dir) is None:
+            if self._written_here(tag_dir) or why_incomplete(tag_dir) is None:
                 shutil.rmtree(tag_dir, ignore_errors=True)
 
     def load_latest(self) -> Optional[tuple[dict, dict]]:

@@ -54,14 +54,14 @@ def commit_latest(directory: Path, tag: str) -> bool:
     complete checkpoint; returns whether it moved."""
     latest = directory / "latest"
     named = latest.read_text().strip() if latest.is_file() else None
-    if named is not None and named > tag and check_complete(directory / named) is None:
+    if named is not None and named > tag and why_incomplete(directory / named) is None:
         log.warning("%s stays at %s: the checkpoint just written (%s) is older", latest, named, tag)
         return False
     atomic_write_text(latest, tag)
     return True
 
 
-def check_complete(tag_dir: Path) -> Optional[str]:
+def why_incomplete(tag_dir: Path) -> Optional[str]:
     """None when every file of the completeness record is there with its size; otherwise what is wrong."""
     try:
         record = json.loads((tag_dir / COMPLETENESS_RECORD).read_text())
@@ -87,7 +87,7 @@ def resumable_tag(directory: Path) -> Optional[str]:
     if named is not None and named not in tags:
         log.warning("%s names %s, which does not exist; looking for the newest complete checkpoint", latest, named)
     for tag in ([named] if named in tags else []) + [t for t in tags if t != named]:
-        problem = check_complete(directory / tag)
+        problem = why_incomplete(directory / tag)
         if problem is None:
             return tag
         log.warning("skipping checkpoint %s: %s", directory / tag, problem)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from egovlpv2.train.checkpoint_commit import COMPLETENESS_RECORD, check_complete, resumable_tag
+from egovlpv2.train.checkpoint_commit import COMPLETENESS_RECORD, resumable_tag, why_incomplete
 from tests.faults.ranks import ZERO2, losses, results, run
 
 WORKER = Path(__file__).with_name("fault_worker.py")
@@ -27,13 +27,13 @@ def test_a_torn_save_never_becomes_latest_and_resume_continues_bitwise(fault, st
               timeout=120, expect_failure=True)
     ckpts = out / "checkpoints"
     assert (ckpts / "latest").read_text() == "step00000003"
-    assert check_complete(ckpts / "step00000003") is None
-    assert check_complete(ckpts / "step00000006") is not None  # torn: no completeness record
+    assert why_incomplete(ckpts / "step00000003") is None
+    assert why_incomplete(ckpts / "step00000006") is not None  # torn: no completeness record
     if fault == "enospc":  # the survivor leaves at once, naming the rank whose disk filled up
         assert "rank 1 failed: OSError" in job.output(0) and "No space left" in job.output(0)
     resume_and_compare(out, straight, 3)
     assert (ckpts / "latest").read_text() == "step00000008"
-    assert check_complete(ckpts / "step00000006") is None  # the torn attempt was replaced by a complete one
+    assert why_incomplete(ckpts / "step00000006") is None  # the torn attempt was replaced by a complete one
 
 
 def test_resume_skips_a_torn_latest_for_the_newest_complete_tag(tmp_path, caplog):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from egovlpv2.train.checkpoint_commit import check_complete
+from egovlpv2.train.checkpoint_commit import why_incomplete
 from egovlpv2.train.monitor import BestEffortFileHandler
 from tests.faults.ranks import ZERO2, results, run
 from tests.helpers import liveness
@@ -21,7 +21,7 @@ def test_a_full_disk_under_tensorboard_warns_once_and_training_goes_on(tmp_path)
     assert len(warnings) == 1 and "No space left on device" in warnings[0], job.output(0)
     assert [r["finished"] for r in results(out, 0)] == [True]
     ckpt = out / "checkpoints"
-    assert (ckpt / "latest").read_text() == "step00000004" and check_complete(ckpt / "step00000004") is None
+    assert (ckpt / "latest").read_text() == "step00000004" and why_incomplete(ckpt / "step00000004") is None
 
 
 def test_a_full_disk_under_train_log_warns_once_and_logging_goes_on(caplog):

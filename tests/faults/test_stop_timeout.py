@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from egovlpv2.train.checkpoint_commit import check_complete
+from egovlpv2.train.checkpoint_commit import why_incomplete
 from tests.faults.ranks import ZERO2, results, start, wait_for
 from tests.helpers import liveness
 
@@ -32,4 +32,4 @@ def test_a_slow_save_after_sigterm_outlasts_a_short_stop_timeout(tmp_path):
     (stopped,) = results(out, 0)
     tag = f"step{stopped['step']:08d}"
     assert stopped["stopped"] and (out / "checkpoints" / "latest").read_text() == tag
-    assert check_complete(out / "checkpoints" / tag) is None
+    assert why_incomplete(out / "checkpoints" / tag) is None
