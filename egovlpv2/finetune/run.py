@@ -21,7 +21,7 @@ from egovlpv2.errors import UsageError
 from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
 from egovlpv2.model.compile import CompileMode
 from egovlpv2.train.loop import RunResult
-from egovlpv2.finetune.task import build_task, build_train_set, epoch_steps
+from egovlpv2.finetune.task import build_loop_components, build_train_set, epoch_steps
 from egovlpv2.storage import exists, join
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,16 @@ def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict) -> RunResult:
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     clock = start_compile_clock(setup.compile, cfg.train.output_dir)
     model = build_model(cfg, setup.compile)
-    task = build_task(cfg, model, tokenizer, env.rank, env.world_size, device, train_set)
+    components = build_loop_components(cfg, model, tokenizer, env.rank, env.world_size, device, train_set)
     if clock is not None:
-        task.step_fn = clock.logged(task.step_fn, "a training step")
-    engine = build_engine(model, task.objective, ds, cfg.optim, total_steps, setup.compile)
+        components.step_fn = clock.logged(components.step_fn, "a training step")
+    engine = build_engine(model, components.objective, ds, cfg.optim, total_steps, setup.compile)
     if env.rank == 0:
         Path(cfg.train.output_dir).mkdir(parents=True, exist_ok=True)
         save_config(cfg, Path(cfg.train.output_dir) / "config.yaml")
     try:
-        return run_loop(engine, task, setup.loop_settings(total_steps, cfg.eval.every_steps, cfg.eval.at_end), device)
+        settings = setup.loop_settings(total_steps, cfg.eval.every_steps, cfg.eval.at_end)
+        return run_loop(engine, components, settings, device)
     finally:
         if clock is not None:
             clock.close()

@@ -1,4 +1,4 @@
-"""Fine-tuning as a `Task` of the shared training loop: datasets from shards, a resumable loader, the
+"""Fine-tuning as `LoopComponents` of the shared training loop: datasets from shards, a resumable loader, the
 objective, and the benchmark evaluation as the loop's eval hook."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from egovlpv2.finetune.config import FinetuneConfig
 from egovlpv2.finetune.datasets import CharadesEgoTrainSet, EpicMirTrainSet, TextCollator
 from egovlpv2.finetune.objectives import CharadesEgoObjective, EpicMirObjective
 from egovlpv2.eval.tasks import evaluate_task, headline
-from egovlpv2.train.loop import Task
+from egovlpv2.train.loop import LoopComponents
 
 
 def _metas(refs) -> list[dict]:
@@ -91,9 +91,9 @@ class FinetuneLoader:
         return dict(self.skips)
 
 
-def build_task(cfg: FinetuneConfig, model, tokenizer, rank: int, world_size: int, device: torch.device,
-               train_set=None) -> Task:
-    """The loop's Task: objective, loader factory, batch preparation and (with eval shards) evaluation."""
+def build_loop_components(cfg: FinetuneConfig, model, tokenizer, rank: int, world_size: int,
+                          device: torch.device, train_set=None) -> LoopComponents:
+    """The loop's components: objective, loader factory, batch preparation and (with eval shards) evaluation."""
     train_set = train_set if train_set is not None else build_train_set(cfg)
     collate = TextCollator(tokenizer, cfg.data.text_max_len)
     if cfg.task == "epic_mir":
@@ -113,8 +113,8 @@ def build_task(cfg: FinetuneConfig, model, tokenizer, rank: int, world_size: int
     evaluate = None
     if cfg.data.eval_shards:
         evaluate = _evaluation(cfg, tokenizer, device)
-    return Task(objective=objective, make_loader=make_loader, prepare=prepare,
-                count_clips=lambda batch: int(batch["video"].shape[0]), evaluate=evaluate, name=cfg.task)
+    return LoopComponents(objective=objective, make_loader=make_loader, prepare=prepare,
+                          count_clips=lambda batch: int(batch["video"].shape[0]), evaluate=evaluate, name=cfg.task)
 
 
 def _evaluation(cfg: FinetuneConfig, tokenizer, device: torch.device):

@@ -1,10 +1,10 @@
 """The step loop, shared by pre-training and fine-tuning.
 
-A :class:`Task` says what to train: an objective, a loader factory, an optional evaluation. The loop owns
-everything else: gradient accumulation, checkpoints and exact resume, preemption, progress and logging.
+:class:`LoopComponents` say what to train: an objective, a loader factory, an optional evaluation. The loop
+owns everything else: gradient accumulation, checkpoints and exact resume, preemption, progress and logging.
 
-Steps are optimizer steps; each consumes ``grad_accum_steps`` micro-batches. ``Task.step_fn`` decides how
-a step's micro-batches become gradients (default: DeepSpeed's own accumulation, one forward/backward per
+Steps are optimizer steps; each consumes ``grad_accum_steps`` micro-batches. ``LoopComponents.step_fn``
+decides how a step's micro-batches become gradients (default: DeepSpeed's own accumulation, one forward/backward per
 micro-batch); an alternative such as gradient caching plugs in there without touching the loop.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ def accumulate_step(engine, micro_batches: list, step: int) -> dict[str, torch.T
 
 
 @dataclass
-class Task:
+class LoopComponents:
     """What to train: ``objective(batch, step) -> (loss, parts)`` (``step`` keys its random draws);
     ``prepare`` moves a raw batch to the device; ``count_clips`` sizes it."""
 
@@ -122,14 +122,14 @@ class RunResult:
     history: list = field(default_factory=list)  # per step: {"step", "loss", parts...} as floats, this rank
 
 
-def _run_eval(engine, task: Task) -> dict[str, float]:
+def _run_eval(engine, components: LoopComponents) -> dict[str, float]:
     def run(fn, batch):
         return engine(batch, call=fn)
 
     engine.eval()
     try:
         with torch.no_grad():
-            return task.evaluate(run)
+            return components.evaluate(run)
     finally:
         engine.train()
 
@@ -146,9 +146,9 @@ def _record_eval(path: Path, step: int, metrics: dict[str, float]) -> None:
 class _Batches:
     """Endless batches from a DataSource, recreated per epoch; times how long the caller waits."""
 
-    def __init__(self, task: Task, state: Optional[dict], device: torch.device):
-        self.task, self.device = task, device
-        self.source = task.make_loader(state)
+    def __init__(self, components: LoopComponents, state: Optional[dict], device: torch.device):
+        self.components, self.device = components, device
+        self.source = components.make_loader(state)
         self.iterator: Optional[Iterator] = None
         self.loader_rng: Optional[dict] = None
 
@@ -175,13 +175,13 @@ class _Batches:
                 self.iterator = self._with_loader_rng(lambda: iter(self.source))
             try:
                 batch = self._with_loader_rng(lambda: next(self.iterator))
-                return self.task.prepare(batch, self.device)
+                return self.components.prepare(batch, self.device)
             except StopIteration:
                 self.iterator = None
         raise RuntimeError("the loader yields no batches (an epoch ended immediately after starting)")
 
 
-def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -> RunResult:
+def run_loop(engine, components: LoopComponents, settings: LoopSettings, device: torch.device) -> RunResult:
     """Train until ``total_steps`` (resuming from the newest complete checkpoint), a stop request or
     ``stop_after_steps``.
 
@@ -196,7 +196,7 @@ def run_loop(engine, task: Task, settings: LoopSettings, device: torch.device) -
     try:
         watchdog = PeerWatchdog(rank, world, settings.peer_timeout_s, settings.stop_timeout_s, stop_requested).start()
         try:
-            result = _train(engine, task, settings, device, watchdog, ownership)
+            result = _train(engine, components, settings, device, watchdog, ownership)
         except BaseException as exc:
             watchdog.stop(failure=f"{type(exc).__name__}: {exc}", collective=is_collective_error(exc))
             raise
@@ -216,7 +216,7 @@ def _refuse_fresh_start_on_requeue(settings: LoopSettings) -> None:
                         "Set train.allow_fresh_start_on_requeue=true to start from step 0")
 
 
-def _train(engine, task: Task, settings: LoopSettings, device: torch.device, watchdog: PeerWatchdog,
+def _train(engine, components: LoopComponents, settings: LoopSettings, device: torch.device, watchdog: PeerWatchdog,
            ownership: Optional[RunOwnership]) -> RunResult:
     ckpt = CheckpointManager(Path(settings.output_dir) / "checkpoints", engine, settings.keep_last, ownership)
     step, loader_state = 0, None
@@ -233,7 +233,7 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device, wat
         log.info("%s already reached step %d of %d; nothing to do", settings.output_dir, step, settings.total_steps)
         return result
 
-    batches = _Batches(task, loader_state, device)
+    batches = _Batches(components, loader_state, device)
     monitor = Monitor(settings.output_dir, device, settings.total_steps, step, settings.log_every,
                       settings.tensorboard, settings.progress_bar, settings.flops_per_step)
     guard = NonFiniteGuard(engine, device, settings.max_nonfinite_steps)
@@ -247,34 +247,34 @@ def _train(engine, task: Task, settings: LoopSettings, device: torch.device, wat
                 wait_start = time.perf_counter()
                 micro = [batches.next() for _ in range(settings.grad_accum_steps)]
                 wait_s = time.perf_counter() - wait_start
-                parts = task.step_fn(engine, micro, step)
+                parts = components.step_fn(engine, micro, step)
                 stop = stop_agreed(device)
             parts["grad_norm"] = torch.as_tensor(engine.get_global_grad_norm() or 0.0).float()
             step += 1
             steps_this_run += 1
             guard.record(step, parts)
             result.history.append({"step": step, **{k: float(v) for k, v in parts.items()}})
-            monitor.record_step(parts, sum(task.count_clips(b) for b in micro), wait_s)
+            monitor.record_step(parts, sum(components.count_clips(b) for b in micro), wait_s)
 
             last = step == settings.total_steps
             if step % settings.log_every == 0 or last:
                 lr = engine.get_lr()[0] if engine.get_lr() else 0.0
                 result.last_scalars = monitor.publish(step, lr, batches.source.skip_counts(), guard.total) or {}
-            if task.evaluate is not None and (
+            if components.evaluate is not None and (
                 (settings.eval_every and step % settings.eval_every == 0) or (last and settings.eval_at_end)
             ):
-                metrics = _run_eval(engine, task)
+                metrics = _run_eval(engine, components)
                 result.evaluations[step] = metrics
-                _record_eval(Path(settings.output_dir) / f"eval_{task.name}.json", step, metrics)
-                monitor.write_scalars(step, metrics, f"eval/{task.name}")
+                _record_eval(Path(settings.output_dir) / f"eval_{components.name}.json", step, metrics)
+                monitor.write_scalars(step, metrics, f"eval/{components.name}")
                 log.info("step %d eval: %s", step, " ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
 
             early = settings.stop_after_steps is not None and steps_this_run >= settings.stop_after_steps
             if step % settings.checkpoint_every == 0 or (last and settings.checkpoint_at_end) or stop or early:
                 guard.check_weights_before_save(step)
                 saved = {"total_steps": settings.total_steps}
-                if task.data_inputs is not None:
-                    saved["data_inputs"] = task.data_inputs
+                if components.data_inputs is not None:
+                    saved["data_inputs"] = components.data_inputs
                 ckpt.save(step, saved, {"loader": batches.source.state_dict()})
             if stop or early:
                 result.stopped = stop

@@ -33,7 +33,7 @@ from egovlpv2.train.config import PretrainConfig, save_resolved
 from egovlpv2.train.elastic import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
 from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
-from egovlpv2.train.loop import RunResult, Task, accumulate_step, run_loop
+from egovlpv2.train.loop import LoopComponents, RunResult, accumulate_step, run_loop
 from egovlpv2.train.monitor import BestEffortFileHandler
 from egovlpv2.train.run_setup import run_setup
 
@@ -239,7 +239,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
     step_fn = (deepspeed_grad_cache_step if cfg.loss.contrastive_batch == "global" and cfg.train.grad_accum_steps > 1
                else accumulate_step)
     inputs = position_inputs(cfg.data, manifest.shard_counts())
-    task = Task(
+    components = LoopComponents(
         objective=objective,
         make_loader=lambda state: EpochSource(cfg.data, manifest, env.rank, env.world_size, state, inputs),
         prepare=to_device,
@@ -253,7 +253,7 @@ def run_pretraining(cfg: PretrainConfig, ds_config: "str | Path | dict") -> RunR
                                 cfg.data.text_max_len, cfg.loss.mlm_probability)
     settings = setup.loop_settings(total, cfg.eval.every_steps, cfg.eval.at_end, flops)
     try:
-        return run_loop(engine, task, settings, device)
+        return run_loop(engine, components, settings, device)
     finally:
         if clock is not None:
             log.info("compile: %.1f s in %d graph compilations in this process", clock.seconds, clock.compiles)

@@ -35,7 +35,7 @@ from egovlpv2.dist.env import init_distributed  # noqa: E402
 from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, precision_dtype, reconcile_ds_config  # noqa: E402
-from egovlpv2.train.loop import LoopSettings, Task, run_loop  # noqa: E402
+from egovlpv2.train.loop import LoopComponents, LoopSettings, run_loop  # noqa: E402
 from toy import ToyModel, ToyObjective, ToySource  # noqa: E402
 
 GRAD_ACCUM = 2
@@ -142,15 +142,15 @@ def main(argv=None) -> int:
     if args.tensorboard_enospc:
         fill_tensorboard_disk()
     dtype = precision_dtype(ds)
-    task = Task(objective=None, make_loader=lambda state: ToySource(state, env.rank),
-                prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()},
-                count_clips=lambda b: len(b["x"]))
+    components = LoopComponents(objective=None, make_loader=lambda state: ToySource(state, env.rank),
+                                prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()},
+                                count_clips=lambda b: len(b["x"]))
     settings = LoopSettings(output_dir=str(out), total_steps=args.total_steps, grad_accum_steps=GRAD_ACCUM,
                             checkpoint_every=args.checkpoint_every, keep_last=3, log_every=1, progress_bar=False,
                             peer_timeout_s=args.peer_timeout, stop_timeout_s=args.stop_timeout,
                             auto_resume=not args.no_resume,
                             **({"allow_fresh_start_on_requeue": True} if args.allow_fresh_start_on_requeue else {}))
-    result = run_loop(engine, task, settings, torch.device("cpu"))
+    result = run_loop(engine, components, settings, torch.device("cpu"))
     (out / f"result_rank{env.rank}_{os.getpid()}.json").write_text(json.dumps(
         {"step": result.step, "finished": result.finished, "stopped": result.stopped,
          "history": result.history, "scalars": result.last_scalars}))

@@ -23,7 +23,7 @@ from egovlpv2.data.position import position_inputs  # noqa: E402
 from egovlpv2.dist.env import init_distributed  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config  # noqa: E402
-from egovlpv2.train.loop import LoopSettings, Task, run_loop  # noqa: E402
+from egovlpv2.train.loop import LoopComponents, LoopSettings, run_loop  # noqa: E402
 from egovlpv2.train.pretrain import EpochSource  # noqa: E402
 from toy import ToyModel, ToyObjective  # noqa: E402
 
@@ -56,11 +56,12 @@ def main(argv=None) -> int:
         x = batch["video"].flatten(1)[:, :16].float() / 255
         return {"x": x.to(device), "y": x[:, :4].sum(-1).to(device)}
 
-    task = Task(objective=None, make_loader=lambda state: RecordingSource(cfg, manifest, env.rank, env.world_size, state, inputs),
-                prepare=prepare, count_clips=lambda b: len(b["x"]), data_inputs=inputs)
+    components = LoopComponents(
+        objective=None, make_loader=lambda state: RecordingSource(cfg, manifest, env.rank, env.world_size, state, inputs),
+        prepare=prepare, count_clips=lambda b: len(b["x"]), data_inputs=inputs)
     settings = LoopSettings(output_dir=args.output_dir, total_steps=args.total_steps, checkpoint_every=1000,
                             stop_after_steps=args.stop_after, tensorboard=False, progress_bar=False)
-    result = run_loop(engine, task, settings, torch.device("cpu"))
+    result = run_loop(engine, components, settings, torch.device("cpu"))
     (Path(args.output_dir) / f"used_rank{env.rank}_{os.getpid()}.json").write_text(
         json.dumps({"step": result.step, "batches": used}))
     return 0

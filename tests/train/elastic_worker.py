@@ -19,7 +19,7 @@ from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_st
 from egovlpv2.dist.env import init_distributed  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, precision_dtype, reconcile_ds_config  # noqa: E402
-from egovlpv2.train.loop import LoopSettings, Task, run_loop  # noqa: E402
+from egovlpv2.train.loop import LoopComponents, LoopSettings, run_loop  # noqa: E402
 from toy import ToyModel, ToyObjective, ToySource  # noqa: E402
 
 
@@ -61,14 +61,15 @@ def main():
             state = state["resharded_from"][0]
         return ToySource(state, env.rank)
 
-    task = Task(objective=None, make_loader=make_loader,
-                prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()}, count_clips=lambda b: len(b["x"]))
+    components = LoopComponents(objective=None, make_loader=make_loader,
+                                prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()},
+                                count_clips=lambda b: len(b["x"]))
 
     def loop(total, stop_after=None):
         settings = LoopSettings(output_dir=args.output_dir, total_steps=total, grad_accum_steps=2, checkpoint_every=100,
                                 checkpoint_at_end=False, stop_after_steps=stop_after, tensorboard=False,
                                 progress_bar=False)
-        return run_loop(engine, task, settings, torch.device("cpu"))
+        return run_loop(engine, components, settings, torch.device("cpu"))
 
     def dump(label):
         state = consolidated(engine)  # collective

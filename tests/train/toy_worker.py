@@ -17,7 +17,7 @@ from egovlpv2.dist.env import init_distributed  # noqa: E402
 from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, precision_dtype, reconcile_ds_config  # noqa: E402
-from egovlpv2.train.loop import LoopSettings, Task, run_loop  # noqa: E402
+from egovlpv2.train.loop import LoopComponents, LoopSettings, run_loop  # noqa: E402
 from toy import ToyModel, ToyObjective, ToySource  # noqa: E402
 
 
@@ -53,7 +53,7 @@ def main():
     torch.manual_seed(1 + env.rank)
     engine = build_engine(model, SignallingObjective(model, args.signal_at_call, getattr(signal, args.kill_with)), ds, OptimConfig(lr=1e-2), args.total_steps)
     dtype = precision_dtype(ds)
-    task = Task(
+    components = LoopComponents(
         objective=None,
         make_loader=lambda state: ToySource(state, env.rank),
         prepare=lambda b, device: {k: v.to(device, dtype) for k, v in b.items()},
@@ -62,7 +62,7 @@ def main():
     settings = LoopSettings(output_dir=args.output_dir, total_steps=args.total_steps, grad_accum_steps=2,
                             checkpoint_every=3, keep_last=2, log_every=2, stop_after_steps=args.stop_after,
                             progress_bar=False)
-    result = run_loop(engine, task, settings, torch.device("cpu"))
+    result = run_loop(engine, components, settings, torch.device("cpu"))
     out = Path(args.output_dir) / f"result_rank{env.rank}_{os.getpid()}.json"
     out.write_text(json.dumps({"step": result.step, "finished": result.finished, "stopped": result.stopped,
                                "history": result.history, "scalars": result.last_scalars}))
