@@ -36,7 +36,7 @@ from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.data.video_io import pyav_frames, unpack_jpegs
 from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.synthetic import NOUNS, VERBS, narration, write_video
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
 from egovlpv2.shards.transcode import EncodeOptions

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_loader import clip_row, source_chunk  # noqa: E402
 from egovlpv2.shards.egoclip_csv import write_egoclip  # noqa: E402
-from egovlpv2.shards.tasks import ShardRun, make_shards  # noqa: E402
+from egovlpv2.shards.make import ShardRun, make_shards  # noqa: E402
 from egovlpv2.shards.transcode import EncodeOptions  # noqa: E402
 
 UID = "bench-video"

@@ -5,8 +5,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
-from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
 from tests import gcs_server as gcs, s3_server as s3
 

@@ -10,10 +10,10 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
+from egovlpv2.eval.benchmarks import TASKS
 from egovlpv2.eval.retrieval_report import DEFAULT_QUERIES, TOP_K
 from egovlpv2.eval.run import EvalRun, evaluate as evaluate_run
 from egovlpv2.eval.runtime import AMP_DTYPES
-from egovlpv2.eval.tasks import TASKS
 
 
 def build_parser(add_help: bool = True) -> argparse.ArgumentParser:

@@ -3,9 +3,9 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
+from egovlpv2.shards.make import TASKS, ShardRun
 from egovlpv2.shards.merge import format_summary
 from egovlpv2.shards.publish import write_shards_to
-from egovlpv2.shards.tasks import TASKS, ShardRun
 from egovlpv2.shards.transcode import EncodeOptions
 
 

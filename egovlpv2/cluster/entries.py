@@ -14,8 +14,8 @@ from egovlpv2.cluster.check import run_check
 from egovlpv2.errors import MissingPathError, UsageError, UserError
 from egovlpv2.eval.feature_run import ExtractionRequest, run_extraction
 from egovlpv2.eval.run import check_run, evaluate
+from egovlpv2.shards.make import ShardRun
 from egovlpv2.shards.publish import write_shards_to
-from egovlpv2.shards.tasks import ShardRun
 
 
 @dataclass(frozen=True)

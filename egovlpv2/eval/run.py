@@ -7,18 +7,18 @@ from pathlib import Path
 
 from egovlpv2.dist.env import init_distributed, select_device
 from egovlpv2.errors import MissingPathError, UsageError
+from egovlpv2.eval.benchmarks import TASKS, rank_task
 from egovlpv2.eval.checkpoints import load_eval_model
 from egovlpv2.eval.report import write_report
 from egovlpv2.eval.retrieval_report import DEFAULT_QUERIES, write_retrieval_report
 from egovlpv2.eval.runtime import AMP_DTYPES, current_context
-from egovlpv2.eval.tasks import TASKS, rank_task
 from egovlpv2.model.config import resolve_model_config
 from egovlpv2.storage import exists, join
 
 
 @dataclass(frozen=True)
 class EvalRun:
-    task: str                      # one of eval.tasks.TASKS
+    task: str                      # one of eval.benchmarks.TASKS
     checkpoint: str                # our exported model file or the released EgoVLPv2*.pth
     data: str                      # eval shard directory or URL, from egovlpv2-make-shards --task ...
     tokenizer: str                 # local Hugging Face tokenizer directory

@@ -14,11 +14,11 @@ from egovlpv2.data.manifest import ShardManifest
 from egovlpv2.data.random_access import ClipDecoder, index_shards, read_sample
 from egovlpv2.data.transforms import prepare_video
 from egovlpv2.dist.signals import ignore_stop_signals
+from egovlpv2.eval.benchmarks import evaluate_task, headline
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.finetune.config import FinetuneConfig
 from egovlpv2.finetune.datasets import CharadesEgoTrainSet, EpicMirTrainSet, TextCollator
 from egovlpv2.finetune.objectives import CharadesEgoObjective, EpicMirObjective
-from egovlpv2.eval.tasks import evaluate_task, headline
 from egovlpv2.train.loop import LoopComponents
 
 

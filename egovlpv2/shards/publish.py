@@ -24,8 +24,8 @@ from egovlpv2.data.manifest import MANIFEST
 from egovlpv2.errors import UserError
 from egovlpv2.fileio import atomic_write_json
 from egovlpv2.paths import private_directory
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.merge import FAILURES, MISSING_VIDEOS, SUMMARY
-from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.shards.writer import RECORDS, matches_record, read_record
 from egovlpv2.storage import StorageError, is_url, join, list_names, read_bytes, remove, size, upload
 

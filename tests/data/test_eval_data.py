@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_classes, load_epic_mir_captions
-from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.data.tokenizer import load_tokenizer
+from egovlpv2.shards.make import ShardRun, make_shards
 from tests.helpers import gray_number, write_gray_video
 from tests.eval.synthetic_benchmarks import read_samples
 

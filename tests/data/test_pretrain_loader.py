@@ -156,7 +156,7 @@ def test_bad_samples_are_skipped_and_counted(data_cfg, egoclip_shards, tmp_path)
 
 
 def test_jpeg_shards_give_the_same_batch_contract(data_cfg, synthetic_dir, tmp_path):
-    from egovlpv2.shards.tasks import ShardRun, make_shards
+    from egovlpv2.shards.make import ShardRun, make_shards
     from egovlpv2.shards.transcode import EncodeOptions
 
     manifest, ok = make_shards(ShardRun(task="egoclip", csv=str(synthetic_dir / "egoclip.csv"),

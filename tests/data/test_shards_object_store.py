@@ -16,7 +16,7 @@ import torch
 from egovlpv2.cli import run_cli
 from egovlpv2.data import build_pretrain_loader
 from egovlpv2.shards.publish import write_shards_to
-from egovlpv2.shards.tasks import ShardRun
+from egovlpv2.shards.make import ShardRun
 from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.errors import UserError
 from egovlpv2.storage import StorageError

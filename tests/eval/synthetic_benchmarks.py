@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import torch
 
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.synthetic import write_video
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
 from egovlpv2.shards.transcode import EncodeOptions

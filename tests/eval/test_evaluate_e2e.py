@@ -80,7 +80,7 @@ def test_charades_ego_end_to_end(bench, tmp_path):
 
 
 def test_missing_video_is_an_error_naming_it(bench, tmp_path):
-    from egovlpv2.shards.tasks import ShardRun, make_shards
+    from egovlpv2.shards.make import ShardRun, make_shards
 
     root = bench["root"]
     csv_path = tmp_path / "with_missing.csv"

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from egovlpv2.shards.publish import write_shards_to
-from egovlpv2.shards.tasks import ShardRun
+from egovlpv2.shards.make import ShardRun
 from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.errors import UserError
 from tests.eval import synthetic_benchmarks as synth

@@ -13,7 +13,7 @@ from egovlpv2.eval.retrieval_report import (CORRECT, HEADER_LINES, LABEL_W, PAD,
 from egovlpv2.eval.run import EvalRun, evaluate
 from egovlpv2.eval.runtime import current_context
 from egovlpv2.data.random_access import ClipDecoder, read_sample
-from egovlpv2.eval.tasks import HEADLINE, headline, rank_task
+from egovlpv2.eval.benchmarks import HEADLINE, headline, rank_task
 from egovlpv2.shards.contact_sheet import LINE_H, TILE_H, TILE_W
 from tests.eval import synthetic_benchmarks as synth
 from tests.eval.headless_chromium import load_page

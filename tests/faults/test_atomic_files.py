@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from egovlpv2.shards.egoclip_csv import write_egoclip
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.eval.report import write_report
 from egovlpv2.train.loop import _record_eval

@@ -9,7 +9,7 @@ import numpy as np
 from egovlpv2.shards import writer as shard_writer
 from egovlpv2.data.config import DataConfig
 from egovlpv2.shards.egoclip_csv import write_egoclip
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.data.pipeline import build_pretrain_loader
 from egovlpv2.data.tokenizer import build_bpe_tokenizer
 from egovlpv2.shards.transcode import EncodeOptions

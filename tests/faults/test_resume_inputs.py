@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
-from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
 from tests.faults.ranks import REPO, start
 from tests.helpers import liveness

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from egovlpv2.shards.egoclip_csv import write_egoclip
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.errors import UserError
 from egovlpv2.eval.epic_mir import load_relevancy

@@ -16,8 +16,8 @@ from egovlpv2.cli import make_shards as make_shards_cli
 from egovlpv2.cli import run_cli
 from egovlpv2.errors import UserError
 from egovlpv2.shards.egoclip_csv import write_egoclip
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.publish import default_staging, write_shards_to
-from egovlpv2.shards.tasks import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
 from tests.helpers import egoclip_row, write_numbered_video
 from tests.helpers import REPO, liveness

@@ -13,7 +13,7 @@ from egovlpv2.dist.env import free_port
 from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
 from egovlpv2.finetune.task import FinetuneLoader
 from egovlpv2.eval.runtime import current_context
-from egovlpv2.eval.tasks import evaluate_task
+from egovlpv2.eval.benchmarks import evaluate_task
 from tests.eval import synthetic_benchmarks as synth
 
 FRAMES = 2

@@ -3,7 +3,7 @@ import json
 from collections import defaultdict
 
 from egovlpv2.shards.egoclip_csv import write_egoclip
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.shards.transcode import EncodeOptions
 from tests.helpers import egoclip_row, write_numbered_video

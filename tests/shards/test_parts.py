@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.shards.transcode import EncodeOptions
 
 pytestmark = pytest.mark.slow

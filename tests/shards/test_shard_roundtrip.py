@@ -7,7 +7,7 @@ import pytest
 from egovlpv2.shards.egoclip_csv import write_egoclip
 from egovlpv2.data.pipeline import frames_member
 from egovlpv2.data.sampling import segment_indices
-from egovlpv2.shards.tasks import ShardRun, make_shards
+from egovlpv2.shards.make import ShardRun, make_shards
 from egovlpv2.data.stream import parse_meta, read_tar
 from egovlpv2.shards.transcode import EncodeOptions
 from egovlpv2.data.video_io import FrameDecoder

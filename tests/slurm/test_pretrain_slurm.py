@@ -33,7 +33,7 @@ STEPS = 8
 
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory) -> Path:
-    from egovlpv2.shards.tasks import ShardRun, make_shards
+    from egovlpv2.shards.make import ShardRun, make_shards
     from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
 
     root = tmp_path_factory.mktemp("slurm-demo-data")

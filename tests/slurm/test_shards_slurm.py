@@ -20,8 +20,8 @@ def _samples(out) -> dict[str, bytes]:
 
 
 def test_shards_job_on_two_nodes_matches_one_process(slurm_cluster, tmp_path):
+    from egovlpv2.shards.make import ShardRun, make_shards
     from egovlpv2.shards.synthetic import SyntheticSpec, make_synthetic
-    from egovlpv2.shards.tasks import ShardRun, make_shards
 
     src = tmp_path / "src"
     make_synthetic(src, SyntheticSpec(videos=3, mcq_videos=0, clips_per_video=6, clip_spacing_s=12.0, size=32, fps=10.0),
