@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from egovlpv2.cli import run_cli
-from egovlpv2.train.checkpoint import install_stop_handlers
+from egovlpv2.dist.signals import install_stop_handlers
 from egovlpv2.train.config import load_pretrain_config
 
 

@@ -139,7 +139,7 @@ def _pretrain_plan(prepared: Prepared, world_size: int) -> Optional[str]:
 
 def pretrain(run: DeepSpeedRun):
     """Every task of a pre-training job: the loop's ``RunResult`` (its ``stopped`` tells the launcher to requeue)."""
-    from egovlpv2.train.checkpoint import install_stop_handlers
+    from egovlpv2.dist.signals import install_stop_handlers
     from egovlpv2.train.pretrain import run_pretraining
 
     install_stop_handlers()  # SIGUSR1 / SIGTERM save at the next step, as under egovlpv2-pretrain
@@ -148,8 +148,8 @@ def pretrain(run: DeepSpeedRun):
 
 def finetune(run: DeepSpeedRun):
     """Every task of a fine-tuning job, as for pre-training."""
+    from egovlpv2.dist.signals import install_stop_handlers
     from egovlpv2.finetune.run import run_finetuning
-    from egovlpv2.train.checkpoint import install_stop_handlers
 
     install_stop_handlers()
     return run_finetuning(run.config, run.ds_config)
@@ -191,7 +191,7 @@ def features(request: ExtractionRequest):
     the result's ``stopped`` (clips left on any rank) tells the launcher to requeue.
     """
     from egovlpv2.cluster.job import log_to_stderr
-    from egovlpv2.train.checkpoint import install_stop_handlers, stop_requested
+    from egovlpv2.dist.signals import install_stop_handlers, stop_requested
 
     log_to_stderr(logging.getLogger("egovlpv2.eval.features"))  # one line per clip written, in the task's log
     install_stop_handlers()

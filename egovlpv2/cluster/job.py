@@ -4,7 +4,7 @@ Time limits and preemption (SLURM sends ``--signal=USR2@<delay>`` to every task 
 
 1. submitit installs a USR2 handler on every task that checkpoints and requeues on rank 0 at once. That
    must not happen mid-step: a DeepSpeed save is collective. So before the entry point runs, USR2 is
-   routed to the training's ``request_stop`` on every rank: it only sets a flag.
+   routed to ``egovlpv2.dist.signals.request_stop`` on every rank: it only sets a flag.
 2. At the next step boundary all ranks agree on the flag (an all-reduce), save together, and the entry
    point returns a result with ``stopped`` set.
 3. Then rank 0 alone hands over to submitit's own handler, which calls :meth:`LaunchedJob.checkpoint`
@@ -59,7 +59,7 @@ class LaunchedJob:
         import submitit
 
         from egovlpv2.dist.env import detect, export
-        from egovlpv2.train.checkpoint import request_stop
+        from egovlpv2.dist.signals import request_stop
 
         log_to_stderr(log)  # launch messages
         job_env = submitit.JobEnvironment()

@@ -1,4 +1,7 @@
-"""Which signals ask a run to stop, and who handles them.
+"""Which signals ask a run to stop, who handles them, and the flag they set.
+
+In the main process a stop signal only sets this process's stop flag (:func:`request_stop`, safe inside a
+signal handler); the training loop agrees on it across ranks at its next step boundary.
 
 SLURM, torchrun and the DeepSpeed launcher signal a job's whole process group, DataLoader workers included.
 A worker killed by SIGTERM makes the main process raise ("DataLoader worker ... is killed by signal")
@@ -15,9 +18,29 @@ import atexit
 import multiprocessing
 import multiprocessing.util  # registers its exit handler first, so ours runs before it
 import signal
+import threading
+from typing import Any, Iterable, Optional
 
 # SIGUSR1: SLURM's advance warning (--signal), SIGTERM: preemption, scancel, a launcher shutting down.
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+
+_STOP = threading.Event()
+
+
+def request_stop(signum: Optional[int] = None, frame: Any = None) -> None:
+    """Ask the run to save and exit at the next step boundary. Safe inside a signal handler."""
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    """This process's own flag (not yet agreed with the other ranks)."""
+    return _STOP.is_set()
+
+
+def install_stop_handlers(signals: Iterable[int] = STOP_SIGNALS) -> None:
+    """Make each signal in ``signals`` request a stop (main thread only)."""
+    for signum in signals:
+        signal.signal(signum, request_stop)
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:

@@ -97,7 +97,7 @@ def finetune(task: Literal["epic_mir", "charades_ego"], config: Optional[str | P
              overrides: Sequence[str] = (), deepspeed: str | dict = "zero2") -> RunResult:
     """Fine-tune on ``task`` with ``config`` (a recipe path or shipped name; default: the task's shipped recipe)
     and ``key=value`` overrides; SIGUSR1/SIGTERM save at the next step and return with ``stopped`` set."""
-    from egovlpv2.train.checkpoint import install_stop_handlers
+    from egovlpv2.dist.signals import install_stop_handlers
 
     cfg = load_task_config(task, config, overrides)
     install_stop_handlers()

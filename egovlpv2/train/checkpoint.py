@@ -16,7 +16,8 @@ files do not match its completeness record (see :mod:`egovlpv2.train.checkpoint_
 deletes a step directory that another job wrote, except to prune complete checkpoints beyond
 ``keep_last``: a torn one in the way of a save is moved under ``replaced/``.
 
-Preemption: a signal handler (or the SLURM/submitit glue, through :func:`request_stop`) only sets a flag.
+Preemption: a signal handler (or the SLURM/submitit glue, through
+:func:`egovlpv2.dist.signals.request_stop`) only sets a flag.
 The loop calls :func:`stop_agreed` at each step boundary; it all-reduces the flag so every rank sees the
 same answer at the same step, then all ranks save together (DeepSpeed saves are collective).
 """
@@ -27,16 +28,14 @@ import json
 import logging
 import re
 import shutil
-import signal
-import threading
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Optional
 
 import torch
 import torch.distributed as dist
 
 from egovlpv2.dist import collectives as C
-from egovlpv2.dist.signals import STOP_SIGNALS
+from egovlpv2.dist.signals import stop_requested
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.rng import rng_state, set_rng_state
 from egovlpv2.train import elastic
@@ -46,28 +45,9 @@ from egovlpv2.train.run_owner import RunOwnership
 
 log = logging.getLogger(__name__)
 
-_STOP = threading.Event()
-
-
-def request_stop(signum: Optional[int] = None, frame: Any = None) -> None:
-    """Ask the run to save and exit at the next step boundary. Safe inside a signal handler."""
-    _STOP.set()
-
-
-def stop_requested() -> bool:
-    """This process's own flag (not yet agreed with the other ranks)."""
-    return _STOP.is_set()
-
-
-def install_stop_handlers(signals: Iterable[int] = STOP_SIGNALS) -> None:
-    """Make each signal in ``signals`` request a stop (main thread only)."""
-    for signum in signals:
-        signal.signal(signum, request_stop)
-
-
 def stop_agreed(device: torch.device) -> bool:
     """True on every rank when any rank requested a stop; a collective, call it on all ranks at once."""
-    flag = torch.tensor([1.0 if _STOP.is_set() else 0.0], device=device)
+    flag = torch.tensor([1.0 if stop_requested() else 0.0], device=device)
     if C.world_size() > 1:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item() > 0)

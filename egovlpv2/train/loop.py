@@ -19,12 +19,13 @@ from typing import Any, Callable, Iterator, Optional, Protocol
 import torch
 
 from egovlpv2.dist import collectives as C
+from egovlpv2.dist.signals import stop_requested
 from egovlpv2.dist.slurm import restart_count
 from egovlpv2.dist.watchdog import PeerWatchdog, is_collective_error
 from egovlpv2.errors import UserError
 from egovlpv2.fileio import atomic_write_json
 from egovlpv2.rng import rng_state, set_rng_state
-from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed, stop_requested
+from egovlpv2.train.checkpoint import CheckpointManager, stop_agreed
 from egovlpv2.train.divergence import NonFiniteGuard
 from egovlpv2.train.monitor import Monitor
 from egovlpv2.train.run_owner import RunOwnership, claim_for_job

@@ -32,7 +32,7 @@ import torch  # noqa: E402
 
 from egovlpv2.cli import run_cli  # noqa: E402
 from egovlpv2.dist.env import init_distributed  # noqa: E402
-from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
+from egovlpv2.dist.signals import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, precision_dtype, reconcile_ds_config  # noqa: E402
 from egovlpv2.train.loop import LoopComponents, LoopSettings, run_loop  # noqa: E402

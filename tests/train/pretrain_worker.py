@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torch  # noqa: E402
 
-from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
+from egovlpv2.dist.signals import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import load_pretrain_config  # noqa: E402
 from egovlpv2.train.engine import unwrap_model  # noqa: E402
 from egovlpv2.train.pretrain import run_pretraining  # noqa: E402

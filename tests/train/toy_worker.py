@@ -14,7 +14,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).res
 import torch  # noqa: E402
 
 from egovlpv2.dist.env import init_distributed  # noqa: E402
-from egovlpv2.train.checkpoint import install_stop_handlers  # noqa: E402
+from egovlpv2.dist.signals import install_stop_handlers  # noqa: E402
 from egovlpv2.train.config import OptimConfig  # noqa: E402
 from egovlpv2.train.engine import build_engine, load_ds_config, precision_dtype, reconcile_ds_config  # noqa: E402
 from egovlpv2.train.loop import LoopComponents, LoopSettings, run_loop  # noqa: E402
