@@ -2,8 +2,9 @@
 budget and egovlpv2-submit's checks all take the newest complete one."""
 import json
 
-from egovlpv2.cluster.entries import Prepared, _pretrain_plan, _pretrain_preflight
+from egovlpv2.cluster.entries import DeepSpeedRun, Prepared, _pretrain_plan, _pretrain_preflight
 from egovlpv2.train.checkpoint_commit import resumable_tag, write_completeness_record
+from egovlpv2.train.config import load_pretrain_config
 from egovlpv2.train.elastic import steps_for_epochs
 
 
@@ -28,7 +29,8 @@ def test_a_torn_latest_gives_the_same_checkpoint_to_resume_elastic_resume_and_su
     assert resumable_tag(ckpt) == "step00000003"  # what CheckpointManager.load_latest restores
     # The step budget counts the samples of step 3 (48 of 80): 3 + ceil(32 / 8) steps, not step 6's.
     assert steps_for_epochs(ckpt, 2, epochs=1, steps_per_epoch=10, global_batch=8) == 7
-    prepared = Prepared(argv=["--deepspeed", "zero2"], output_dir=tmp_path / "run", resolved_config="")
+    run = DeepSpeedRun(config=load_pretrain_config("demo"), ds_config={"zero_optimization": {"stage": 2}})
+    prepared = Prepared(value=run, output_dir=tmp_path / "run", resolved_config={})
     assert _pretrain_preflight(prepared, 2) is None  # step 6 of 6 would read as finished
     plan = _pretrain_plan(prepared, 4)
     assert plan.startswith(f"elastic resume of {ckpt / 'step00000003'}: step 3:"), plan
