@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from egovlpv2.data.remainder import decode_bitmap, encode_bitmap, plan_stage
+from egovlpv2.data.elastic_epoch import decode_bitmap, encode_bitmap, plan_stage
 
 
 def main() -> None:

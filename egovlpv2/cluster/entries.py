@@ -100,7 +100,7 @@ def _zero_stage(prepared: Prepared) -> int:
 
 def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
     """A finished run is not submitted again; a checkpoint from before elastic resume needs its own world size."""
-    from egovlpv2.train.elastic import has_full_state, needs_elastic_load
+    from egovlpv2.train.elastic_state import has_full_state, needs_elastic_load
 
     found = _latest_state(prepared)
     if found is None:
@@ -129,7 +129,7 @@ def _finetune_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
 
 def _pretrain_plan(prepared: Prepared, world_size: int) -> Optional[str]:
     """Say when the job will resume elastically (another world size or ZeRO stage than the checkpoint's)."""
-    from egovlpv2.train.elastic import describe, needs_elastic_load
+    from egovlpv2.train.elastic_state import describe, needs_elastic_load
 
     found = _latest_state(prepared)
     if found is None or not needs_elastic_load(found[1], world_size, _zero_stage(prepared)):

@@ -11,7 +11,7 @@ place in the stream. Resume therefore replays a worker's stream from the epoch s
 consumed pairs without decoding them, and rotates the DataLoader's worker ids so that its round-robin
 continues with the worker that the uninterrupted run would have asked next: the batches are identical.
 A resume with another world size or worker count starts a new *stage* of the epoch instead: the samples no
-rank used yet are dealt over the new ranks and workers (egovlpv2.data.remainder).
+rank used yet are dealt over the new ranks and workers (egovlpv2.data.elastic_epoch).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from egovlpv2.data.config import DataConfig
-from egovlpv2.data.remainder import StagePlan, chunk_shards, decode_bitmap, encode_bitmap, merge_states, plan_stage
+from egovlpv2.data.elastic_epoch import StagePlan, chunk_shards, decode_bitmap, encode_bitmap, merge_states, plan_stage
 from egovlpv2.data.sample_schema import check_clips, check_pretrain_meta
 from egovlpv2.data.sampling import segment_indices
 from egovlpv2.data.manifest import ShardManifest
@@ -93,7 +93,7 @@ class PretrainStream(IterableDataset):
                  consumed: dict[int, int], rotation: int, plan: Optional[StagePlan] = None):
         """``consumed``: pairs each (logical) worker already used; DataLoader worker i plays logical worker
         ``(i + rotation) % num_workers``, so the round-robin resumes with the worker due next. ``plan``: the
-        anchors of a later stage of the epoch (egovlpv2.data.remainder), None for the epoch's own stream.
+        anchors of a later stage of the epoch (egovlpv2.data.elastic_epoch), None for the epoch's own stream.
         ``counts``: samples per non-empty shard, in the manifest's order."""
         self.cfg, self.names, self.rank, self.world_size, self.epoch = cfg, list(counts), rank, world_size, epoch
         self.consumed, self.rotation, self.plan = consumed, rotation, plan
@@ -151,7 +151,7 @@ class PretrainStream(IterableDataset):
 
     def stage_pair_stream(self, w: int, num_w: int, skips: Counter) -> Iterator:
         """Pairs of logical worker ``w`` in a later stage of the epoch: its chunk's anchors (partners drawn from
-        their scene windows as in stage 0), shuffled, then the next epoch's stream (egovlpv2.data.remainder)."""
+        their scene windows as in stage 0), shuffled, then the next epoch's stream (egovlpv2.data.elastic_epoch)."""
         chunk = self.plan.chunks.get(w, [])
         wanted = set(chunk)
         rng = random.Random(f"egovlpv2-loader:{self.cfg.seed}:{self.epoch}.{self.plan.stage}:{self.rank}:{w}")
@@ -262,7 +262,7 @@ class PretrainLoader:
             self._load(resume_state)
 
     def _load(self, state: dict) -> None:
-        if state.get("reshard"):  # the first batch of a new stage (egovlpv2.data.remainder.merge_states)
+        if state.get("reshard"):  # the first batch of a new stage (egovlpv2.data.elastic_epoch.merge_states)
             expected = {"epoch": self.epoch, "seed": self.cfg.seed}
         else:
             expected = {"epoch": self.epoch, "world_size": self.world_size, "num_workers": self.num_workers,

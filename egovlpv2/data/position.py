@@ -4,7 +4,7 @@ A position (which samples of the epoch each rank and worker used) is only meanin
 taken over and the options that decide the order of the stream. :func:`position_inputs` lists them; a
 resume compares the saved list with the current one. The used-sample bitmap depends on the shard set
 alone, so any other change is handled exactly by re-dealing the unused rest of the epoch
-(egovlpv2.data.remainder); a changed shard set has no exact continuation and is refused unless
+(egovlpv2.data.elastic_epoch); a changed shard set has no exact continuation and is refused unless
 ``data.on_shard_change=next_epoch`` asks for the next epoch on the new shards.
 """
 from __future__ import annotations

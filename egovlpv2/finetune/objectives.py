@@ -1,7 +1,7 @@
 """Fine-tuning objectives: EK-100 MIR adaptive max-margin ranking and Charades-Ego symmetric InfoNCE.
 
 Both take a batch already on the device, video normalised (the `LoopComponents.prepare` that `build_loop_components` in
-finetune/task.py sets up), and return `(loss, parts)` like the pre-training objective.
+finetune/components.py sets up), and return `(loss, parts)` like the pre-training objective.
 With several ranks the embeddings are gathered with gradients (whose backward sums every rank's
 gradient), every rank computes the same loss over the global batch, and the data-parallel gradient
 average then equals the single-process gradient.

@@ -21,7 +21,7 @@ from egovlpv2.errors import UsageError
 from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
 from egovlpv2.model.compile import CompileMode
 from egovlpv2.train.loop import RunResult
-from egovlpv2.finetune.task import build_loop_components, build_train_set, epoch_steps
+from egovlpv2.finetune.components import build_loop_components, build_train_set, epoch_steps
 from egovlpv2.storage import exists, join
 
 log = logging.getLogger(__name__)

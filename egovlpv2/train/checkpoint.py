@@ -6,7 +6,7 @@ Layout of ``<output_dir>/checkpoints``::
     step00001000/             # DeepSpeed's model/optimizer/scheduler files (ZeRO-2 or ZeRO-3 shards)
         trainer_state.json    # step, world size, samples seen: what the whole run agrees on
         rank_00000.pt         # per rank: RNG states (python, numpy, torch, CUDA) and the loader position
-        full_state/           # the same model and optimizer state for any world size or ZeRO stage (elastic.py)
+        full_state/           # the same model and optimizer state for any world size or ZeRO stage (elastic_state.py)
         complete.json         # every file's size, written once all ranks synced theirs
         .writer               # the ownership token of the job that wrote it (egovlpv2.train.run_owner)
     replaced/step00000006.<token>/   # a step directory of an earlier job that this job had to write again
@@ -38,7 +38,7 @@ from egovlpv2.dist import collectives as C
 from egovlpv2.dist.signals import stop_requested
 from egovlpv2.fileio import atomic_write_bytes, atomic_write_json
 from egovlpv2.rng import rng_state, set_rng_state
-from egovlpv2.train import elastic
+from egovlpv2.train import elastic_state
 from egovlpv2.train.checkpoint_commit import (commit_latest, fsync_tree, resumable_tag, why_incomplete,
                                               write_completeness_record)
 from egovlpv2.train.run_owner import RunOwnership
@@ -90,7 +90,7 @@ class CheckpointManager:
         buffer = io.BytesIO()
         torch.save({"rng": rng_state(), **rank_state}, buffer)
         atomic_write_bytes(tag_dir / f"rank_{self.rank:05d}.pt", buffer.getvalue())
-        elastic.save_full_state(self.engine, tag_dir)
+        elastic_state.save_full_state(self.engine, tag_dir)
         if self.rank == 0:
             state = {"step": step, "world_size": self.world_size,
                      "zero_stage": self.engine.zero_optimization_stage(),
@@ -155,7 +155,7 @@ class CheckpointManager:
             return None
         tag_dir = self.directory / tag
         trainer_state = json.loads((tag_dir / "trainer_state.json").read_text())
-        if elastic.needs_elastic_load(trainer_state, self.world_size, self.engine.zero_optimization_stage()):
+        if elastic_state.needs_elastic_load(trainer_state, self.world_size, self.engine.zero_optimization_stage()):
             return self._load_elastic(tag_dir, trainer_state)
         path, _ = self.engine.load_checkpoint(str(self.directory), tag=tag)
         if path is None:
@@ -167,14 +167,14 @@ class CheckpointManager:
         return trainer_state, rank_state
 
     def _load_elastic(self, tag_dir: Path, trainer_state: dict) -> tuple[dict, dict]:
-        """Resume at another world size or ZeRO stage (see egovlpv2.train.elastic)."""
-        if not elastic.has_full_state(tag_dir):
+        """Resume at another world size or ZeRO stage (see egovlpv2.train.elastic_state)."""
+        if not elastic_state.has_full_state(tag_dir):
             raise RuntimeError(f"{tag_dir} was written by {trainer_state['world_size']} ranks, this run has "
-                               f"{self.world_size}, and it has no {elastic.FULL_STATE_DIR}/ to resume from elsewhere")
+                               f"{self.world_size}, and it has no {elastic_state.FULL_STATE_DIR}/ to resume from elsewhere")
         log.warning("elastic resume from %s, %s", tag_dir,
-                    elastic.describe(trainer_state, self.world_size, self.engine.zero_optimization_stage()))
-        elastic.load_full_state(self.engine, tag_dir)
-        rng, rank_state = elastic.resharded_rank_state(tag_dir, self.rank, self.world_size, trainer_state["world_size"])
+                    elastic_state.describe(trainer_state, self.world_size, self.engine.zero_optimization_stage()))
+        elastic_state.load_full_state(self.engine, tag_dir)
+        rng, rank_state = elastic_state.resharded_rank_state(tag_dir, self.rank, self.world_size, trainer_state["world_size"])
         if rng is not None:
             set_rng_state(rng)
         return trainer_state, rank_state

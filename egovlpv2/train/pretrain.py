@@ -30,7 +30,7 @@ from egovlpv2.model.flops import forward_flops, mlm_head_flops
 from egovlpv2.storage import exists, join
 from egovlpv2.train.compile import start_compile_clock
 from egovlpv2.train.config import PretrainConfig, save_resolved
-from egovlpv2.train.elastic import steps_for_epochs
+from egovlpv2.train.elastic_state import steps_for_epochs
 from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
 from egovlpv2.train.grad_cache import deepspeed_grad_cache_step
 from egovlpv2.train.loop import LoopComponents, RunResult, accumulate_step, run_loop
@@ -44,8 +44,8 @@ class EpochSource:
     """The loop's DataSource over per-epoch pre-training loaders; the state is (epoch, loader position).
 
     ``state`` may also be ``{"resharded_from": [every old rank's state]}`` (a resume at another world size,
-    see egovlpv2.train.elastic), and a state saved with another ``data.num_workers`` is re-dealt the same way:
-    the rest of the epoch goes to the new ranks and workers (egovlpv2.data.remainder). A resumed state carries
+    see egovlpv2.train.elastic_state), and a state saved with another ``data.num_workers`` is re-dealt the same way:
+    the rest of the epoch goes to the new ranks and workers (egovlpv2.data.elastic_epoch). A resumed state carries
     ``inputs``, what its position depended on (egovlpv2.data.position): any change but the shard set (batch
     size, seed, sampling) is re-dealt too; a changed shard set is refused, or starts the next epoch when
     ``data.on_shard_change=next_epoch``. ``manifest``: that of ``cfg.shards``, read once by the caller.

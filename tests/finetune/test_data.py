@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from egovlpv2.finetune.config import load_finetune_config
-from egovlpv2.finetune.task import build_train_set
+from egovlpv2.finetune.components import build_train_set
 from egovlpv2.data.random_access import read_sample
 from tests.eval import synthetic_benchmarks as synth
 

@@ -11,7 +11,7 @@ from egovlpv2.data import DataConfig
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.env import free_port
 from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
-from egovlpv2.finetune.task import FinetuneLoader
+from egovlpv2.finetune.components import FinetuneLoader
 from egovlpv2.eval.runtime import current_context
 from egovlpv2.eval.benchmarks import evaluate_task
 from tests.eval import synthetic_benchmarks as synth

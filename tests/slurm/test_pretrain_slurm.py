@@ -116,7 +116,7 @@ def test_run_signalled_on_two_nodes_finishes_on_one_with_each_sample_once(slurm_
     import numpy as np
     import torch
 
-    from egovlpv2.data.remainder import decode_bitmap
+    from egovlpv2.data.elastic_epoch import decode_bitmap
 
     run_dir = tmp_path / "elastic"
     args = [*_recipe_args(demo_data, run_dir), "data.batch_size=2", "train.max_steps=null", "train.epochs=2",

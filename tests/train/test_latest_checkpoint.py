@@ -5,7 +5,7 @@ import json
 from egovlpv2.cluster.entries import DeepSpeedRun, Prepared, _pretrain_plan, _pretrain_preflight
 from egovlpv2.train.checkpoint_commit import resumable_tag, write_completeness_record
 from egovlpv2.train.config import load_pretrain_config
-from egovlpv2.train.elastic import steps_for_epochs
+from egovlpv2.train.elastic_state import steps_for_epochs
 
 
 def write_tag(ckpt, step: int, global_samples: int, total_steps: int):

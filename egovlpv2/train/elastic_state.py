@@ -1,4 +1,5 @@
-"""Elastic resume: a checkpoint that loads at any world size and either ZeRO stage.
+"""Elastic resume, the engine's half: a checkpoint that loads at any world size and either ZeRO stage (the
+loader's half, the rest of the epoch over the new ranks, is egovlpv2.data.elastic_epoch).
 
 DeepSpeed's own checkpoint files are partitioned for the world size and ZeRO stage that wrote them. So every
 save also writes the training state in a form that depends on neither, through DeepSpeed's public accessors

@@ -1,4 +1,5 @@
-"""The rest of an epoch under a new world size or worker count (elastic resume of the pre-training loader).
+"""Elastic resume, the loader's half: the rest of an epoch under a new world size or worker count (the
+engine's half, weights and optimizer state at any world size, is egovlpv2.train.elastic_state).
 
 Every loader records which samples it consumed as anchors this epoch (a bitmap over the manifest's samples,
 by global index = the shard's offset in the manifest + the sample's place in the shard). When a run resumes
