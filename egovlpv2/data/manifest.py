@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from egovlpv2.errors import UserError
 from egovlpv2.paths import path_inside
 from egovlpv2.storage import exists, join, read_bytes
 
@@ -21,6 +22,10 @@ MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 CAPTIONS_FILE = "captions.json"   # EPIC-KITCHENS-100 MIR unique captions, beside the shards
 CLASSES_FILE = "classes.json"     # Charades-Ego class names, beside the shards
+
+
+class ShardTaskError(UserError, ValueError):
+    """Shards of another task than the reader's (EK-100 MIR shards given to Charades-Ego, ...)."""
 
 
 def read_manifest(shard_dir: str | Path) -> dict:
@@ -62,9 +67,9 @@ class ShardManifest:
         return int(self.fields["total_samples"])
 
     def require_task(self, task: str, what: str = "") -> "ShardManifest":
-        """Itself, or ValueError when the shards are of another task (``what`` names the expected kind)."""
+        """Itself, or ShardTaskError when the shards are of another task (``what`` names the expected kind)."""
         if self.task != task:
-            raise ValueError(f"{self.location} holds {self.task} shards, not {what or task} shards")
+            raise ShardTaskError(f"{self.location} holds {self.task} shards, not {what or task} shards")
         return self
 
     def shard_counts(self) -> dict[str, int]:

@@ -18,13 +18,14 @@ from torch.utils.data import DataLoader, Dataset
 from egovlpv2.data.manifest import read_manifest
 from egovlpv2.data.random_access import ClipDecoder, index_shards, read_sample
 from egovlpv2.dist.signals import ignore_stop_signals
+from egovlpv2.errors import UserError
 from egovlpv2.eval.runtime import EvalContext, share_indices
 from egovlpv2.storage import join, open_read
 
 NUM_CHOICES = 5
 
 
-class MissingSamplesError(RuntimeError):
+class MissingSamplesError(UserError, RuntimeError):
     """The shards lack samples of the benchmark (failed at shard time)."""
 
 

@@ -123,8 +123,9 @@ def _evaluation(cfg: FinetuneConfig, tokenizer, device: torch.device):
     from egovlpv2.eval.report import flatten
 
     data_cfg = DataConfig(shards=cfg.data.eval_shards, tokenizer=cfg.data.tokenizer, num_frames=cfg.data.num_frames,
-                          img_size=cfg.data.img_size, eval_resize=cfg.data.eval_resize,
-                          decode_backend=cfg.data.decode_backend, decode_timeout_s=cfg.data.decode_timeout_s)
+                          img_size=cfg.data.img_size, text_max_len=cfg.data.text_max_len,
+                          eval_resize=cfg.data.eval_resize, decode_backend=cfg.data.decode_backend,
+                          decode_timeout_s=cfg.data.decode_timeout_s)
 
     def evaluate(run):
         def score(model, _):

@@ -17,8 +17,11 @@ import torch
 
 import egovlpv2
 from egovlpv2.config import ConfigError, save_config
+from egovlpv2.data.manifest import ShardManifest
 from egovlpv2.errors import UsageError
+from egovlpv2.eval.eval_samples import MissingSamplesError, check_missing_samples
 from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
+from egovlpv2.model.config import resolve_model_config
 from egovlpv2.model.compile import CompileMode
 from egovlpv2.train.loop import RunResult
 from egovlpv2.finetune.components import build_loop_components, build_train_set, epoch_steps
@@ -28,15 +31,32 @@ log = logging.getLogger(__name__)
 
 
 def check_inputs(cfg: FinetuneConfig) -> None:
+    """Every input problem at once, as one user error, before any collective."""
     problems = []
-    if not cfg.data.train_shards or not exists(join(cfg.data.train_shards, "manifest.json")):
-        problems.append(f"data.train_shards={cfg.data.train_shards!r} holds no manifest.json (make_shards.py output)")
-    if cfg.data.eval_shards and not exists(join(cfg.data.eval_shards, "manifest.json")):
-        problems.append(f"data.eval_shards={cfg.data.eval_shards!r} holds no manifest.json")
+    for key in ("train_shards", "eval_shards"):
+        location = getattr(cfg.data, key)
+        if not location and key == "eval_shards":
+            continue
+        if not location or not exists(join(location, "manifest.json")):
+            problems.append(f"data.{key}={location!r} holds no manifest.json (make_shards.py output)")
+            continue
+        held = ShardManifest.read(location).task
+        if held != cfg.task:
+            problems.append(f"data.{key}={location!r} holds {held} shards but task={cfg.task}")
+        elif key == "eval_shards":
+            try:
+                check_missing_samples(location, cfg.eval.allow_missing)
+            except MissingSamplesError as exc:
+                problems.append(f"{exc} (here: eval.allow_missing=true)")
     if not Path(cfg.data.tokenizer or "").is_dir():
         problems.append(f"data.tokenizer={cfg.data.tokenizer!r} is not a tokenizer directory")
     if cfg.init_checkpoint and not Path(cfg.init_checkpoint).is_file():
         problems.append(f"init_checkpoint={cfg.init_checkpoint!r} does not exist")
+    if cfg.data.relevancy and not exists(cfg.data.relevancy):
+        problems.append(f"data.relevancy={cfg.data.relevancy!r} does not exist")
+    frames = resolve_model_config(cfg.model).video.img_size
+    if cfg.data.img_size != frames:
+        problems.append(f"data.img_size={cfg.data.img_size} but the model {cfg.model} takes {frames}x{frames} frames")
     if problems:
         raise ConfigError("fine-tuning cannot start: " + "; ".join(problems))
 

@@ -67,8 +67,12 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batch(two_ranks, case):
 
 
 @pytest.mark.slow
-def test_local_pool_moves_no_states(two_ranks):
-    assert "all_to_all" not in [op for op, _ in two_ranks[0]["local_pool"][2]]
+def test_vtm_negative_pool_decides_whether_states_cross_ranks(two_ranks):
+    """loss.vtm_negative_pool: "global" draws negatives from every rank's pairs (the chosen rows move by
+    all-to-all), "local" from this rank's only (nothing moves); same batch, same sizes."""
+    assert (FULL.vtm_negative_pool, LOCAL_POOL.vtm_negative_pool) == ("global", "local")
+    moved = {case: "all_to_all" in [op for op, _ in two_ranks[0][case][2]] for case in ("full", "local_pool")}
+    assert moved == {"full": True, "local_pool": False}
     assert torch.isfinite(torch.tensor(two_ranks[0]["local_pool"][0]["loss"]))
 
 

@@ -14,6 +14,7 @@ import torch
 import egovlpv2
 from egovlpv2.config import ConfigError, from_dict
 from egovlpv2.model import CheckpointError, ModelConfig, Provenance
+from egovlpv2.model.config import resolve_model_config
 from egovlpv2.model.flops import count_parameters
 from tests.helpers import REPO, liveness
 
@@ -74,6 +75,16 @@ def test_save_writes_config_weights_and_card(saved):
     for name, (size, digest) in sums.items():
         data = (directory / name).read_bytes()
         assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_the_card_is_titled_with_the_model_name(tmp_path):
+    """model.name (a recipe's) names the saved model: the card's title and config.json."""
+    model = egovlpv2.create_model(dataclasses.replace(resolve_model_config("egovlpv2-tiny"),
+                                                      name="egovlpv2-tiny-renamed"))
+    model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "README.md").read_text().split("---\n")[2].lstrip().startswith(
+        "# egovlpv2-tiny-renamed ")
+    assert json.loads((tmp_path / "saved" / "config.json").read_text())["name"] == "egovlpv2-tiny-renamed"
 
 
 def test_saving_again_rewrites_the_card_checksums(saved, tmp_path):
