@@ -2,7 +2,7 @@
 budget and egovlpv2-submit's checks all take the newest complete one."""
 import json
 
-from egovlpv2.cluster.entries import DeepSpeedRun, Prepared, _pretrain_plan, _pretrain_preflight
+from egovlpv2.cluster.entries import DeepSpeedRun, Prepared, _training_plan, _training_preflight
 from egovlpv2.train.checkpoint_commit import resumable_tag, write_completeness_record
 from egovlpv2.train.config import load_pretrain_config
 from egovlpv2.train.elastic_state import steps_for_epochs
@@ -31,6 +31,6 @@ def test_a_torn_latest_gives_the_same_checkpoint_to_resume_elastic_resume_and_su
     assert steps_for_epochs(ckpt, 2, epochs=1, steps_per_epoch=10, global_batch=8) == 7
     run = DeepSpeedRun(config=load_pretrain_config("demo"), ds_config={"zero_optimization": {"stage": 2}})
     prepared = Prepared(value=run, output_dir=tmp_path / "run", resolved_config={})
-    assert _pretrain_preflight(prepared, 2) is None  # step 6 of 6 would read as finished
-    plan = _pretrain_plan(prepared, 4)
+    assert _training_preflight(prepared, 2) is None  # step 6 of 6 would read as finished
+    plan = _training_plan(prepared, 4)
     assert plan.startswith(f"elastic resume of {ckpt / 'step00000003'}: step 3:"), plan
