@@ -88,7 +88,7 @@ class FinetuneLoader:
             moved = [describe_changes(changes)] if changes else []
             moved += [f"world size {saved_world} -> {self.world_size}"] if saved_world != self.world_size else []
             self._warn(f"{', '.join(moved)}: the rest of epoch {epoch} ({len(self.dataset) - consumed} of "
-                       f"{len(self.dataset)} samples) is dealt over {self.world_size} ranks in batches of "
+                       f"{len(self.dataset)} samples) is dealt over {self.world_size} rank(s) in batches of "
                        f"{self.batch_size}, each sample once")
         return epoch, consumed
 
