@@ -1,8 +1,9 @@
 """What many test folders share: the checkout's root, liveness bounds that scale with one factor, a
-torchrun launcher for multi-rank runs, test videos whose frames carry their own frame number, and small
-EgoClip csv rows."""
+torchrun launcher for multi-rank runs, test videos whose frames carry their own frame number, small
+EgoClip csv rows, and stand-in checkpoint tags for the checks that read only their files' presence."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,3 +94,18 @@ def write_gray_video(path, num_frames: int, fps: float) -> None:
 def gray_number(frame) -> int:
     """The frame number mod 40."""
     return round((float(np.asarray(frame, dtype=np.float64).mean()) - 10) / 6)
+
+
+def write_checkpoint_tag(ckpt: Path, step: int, global_samples: int, total_steps: int, world_size: int = 2) -> Path:
+    """A complete ZeRO-2 checkpoint tag of ``world_size`` ranks with placeholder files (no loadable tensors)."""
+    from egovlpv2.train.checkpoint_commit import write_completeness_record
+
+    tag_dir = ckpt / f"step{step:08d}"
+    (tag_dir / "full_state").mkdir(parents=True)
+    (tag_dir / "trainer_state.json").write_text(json.dumps(
+        {"step": step, "world_size": world_size, "zero_stage": 2, "global_samples": global_samples,
+         "total_steps": total_steps}))
+    for name in (*(f"rank_{r:05d}.pt" for r in range(world_size)), "full_state/part_00000.pt"):
+        (tag_dir / name).write_bytes(b"x" * 10)
+    write_completeness_record(tag_dir, world_size)
+    return tag_dir

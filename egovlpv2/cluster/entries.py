@@ -98,8 +98,10 @@ def _zero_stage(prepared: Prepared) -> int:
     return prepared.value.ds_config.get("zero_optimization", {}).get("stage", 0)
 
 
-def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
-    """A finished run is not submitted again; a checkpoint from before elastic resume needs its own world size."""
+def _training_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
+    """Pre-training and fine-tuning: a finished run is not submitted again; a checkpoint from before elastic
+    resume needs its own world size (with it, any world size resumes: the engine loads the world-size-independent
+    state, the loader deals the rest of the epoch over the new ranks)."""
     from egovlpv2.train.elastic_state import has_full_state, needs_elastic_load
 
     found = _latest_state(prepared)
@@ -117,17 +119,7 @@ def _pretrain_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
     return None
 
 
-def _finetune_preflight(prepared: Prepared, world_size: int) -> Optional[str]:
-    """As for pre-training, except that fine-tuning's loader position is per rank: it resumes only at the
-    world size that wrote the checkpoint."""
-    found = _latest_state(prepared)
-    if found is not None and found[1].get("world_size") not in (None, world_size):
-        raise UsageError(f"{found[0]} was written by {found[1]['world_size']} ranks but this submission has "
-                         f"{world_size}: fine-tuning resumes with the same number of GPUs")
-    return _pretrain_preflight(prepared, world_size)
-
-
-def _pretrain_plan(prepared: Prepared, world_size: int) -> Optional[str]:
+def _training_plan(prepared: Prepared, world_size: int) -> Optional[str]:
     """Say when the job will resume elastically (another world size or ZeRO stage than the checkpoint's)."""
     from egovlpv2.train.elastic_state import describe, needs_elastic_load
 
@@ -224,13 +216,14 @@ def shards(writing: ShardWriting):
 
 ENTRIES: dict[str, Entry] = {
     "pretrain": Entry(pretrain, _prepare_deepspeed,
-                      "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _pretrain_preflight,
-                      _pretrain_plan),
+                      "pre-training with egovlpv2-pretrain's arguments (requeued until done)", _training_preflight,
+                      _training_plan),
     "eval": Entry(evaluate, _prepare_plain, "egovlpv2-evaluate on every task", _eval_preflight),
     "shards": Entry(shards, _prepare_plain, "egovlpv2-make-shards on CPU nodes, one part of the shards per task"),
     "check": Entry(run_check, _prepare_plain, "all-reduce across every task, then exit"),
     "finetune": Entry(finetune, _prepare_deepspeed,
-                      "fine-tuning with egovlpv2-finetune's arguments (requeued until done)", _finetune_preflight),
+                      "fine-tuning with egovlpv2-finetune's arguments (requeued until done)", _training_preflight,
+                      _training_plan),
     "features": Entry(features, _prepare_features,
                       "egovlpv2-extract-features' arguments, clips split over the tasks (requeued until done)",
                       _features_preflight),

@@ -1,23 +1,21 @@
-"""Fine-tuning as `LoopComponents` of the shared training loop: datasets from shards, a resumable loader, the
-objective, and the benchmark evaluation as the loop's eval hook."""
+"""Fine-tuning as `LoopComponents` of the shared training loop: datasets from shards, the resumable loader
+(egovlpv2.finetune.loader) with what its position depends on, the objective, and the benchmark evaluation as
+the loop's eval hook."""
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
-from typing import Optional
 
 import torch
-from torch.utils.data import DataLoader
 
 from egovlpv2.data.eval_data import epic_mir_relevancy_path, load_charades_classes, load_epic_mir_captions
 from egovlpv2.data.manifest import ShardManifest
 from egovlpv2.data.random_access import ClipDecoder, index_shards, read_sample
 from egovlpv2.data.transforms import prepare_video
-from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.eval.benchmarks import evaluate_task, headline
 from egovlpv2.eval.epic_mir import load_relevancy
 from egovlpv2.finetune.config import FinetuneConfig
 from egovlpv2.finetune.datasets import CharadesEgoTrainSet, EpicMirTrainSet, TextCollator
+from egovlpv2.finetune.loader import FinetuneLoader, position_inputs
 from egovlpv2.finetune.objectives import CharadesEgoObjective, EpicMirObjective
 from egovlpv2.train.loop import LoopComponents
 
@@ -47,50 +45,6 @@ def build_train_set(cfg: FinetuneConfig):
     return EpicMirTrainSet(refs, decoder, relevancy, captions, cfg.data.relevancy_threshold, cfg.data.seed)
 
 
-class FinetuneLoader:
-    """Epoch-seeded shuffled batches of one rank, the same count on every rank, resumable at any batch.
-
-    Each epoch permutes all samples with (seed, epoch), deals them round-robin to ranks, and drops the
-    remainder so that every rank yields `batches_per_epoch` batches (a short rank would hang the others).
-    """
-
-    def __init__(self, dataset, collate, batch_size: int, rank: int, world_size: int, num_workers: int,
-                 seed: int, state: Optional[dict] = None):
-        self.dataset, self.collate, self.batch_size = dataset, collate, batch_size
-        self.rank, self.world_size, self.num_workers, self.seed = rank, world_size, num_workers, seed
-        self.epoch, self.batch = (state["epoch"], state["batch"]) if state else (0, 0)
-        self.skips: Counter = Counter()
-        if self.batches_per_epoch() < 1:
-            raise ValueError(f"{len(dataset)} training samples are fewer than one batch of {batch_size} on each "
-                             f"of {world_size} ranks")
-
-    def batches_per_epoch(self) -> int:
-        return len(self.dataset) // self.world_size // self.batch_size
-
-    def _indices(self) -> list[int]:
-        order = torch.randperm(len(self.dataset), generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        mine = order[self.rank::self.world_size].tolist()
-        return mine[:self.batches_per_epoch() * self.batch_size]
-
-    def __iter__(self):
-        self.dataset.set_epoch(self.epoch)
-        indices = self._indices()[self.batch * self.batch_size:]
-        batches = [indices[i:i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
-        loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
-                            num_workers=self.num_workers, worker_init_fn=ignore_stop_signals)
-        for batch in loader:
-            self.skips.update(batch.pop("skipped"))
-            self.batch += 1
-            yield batch
-        self.epoch, self.batch = self.epoch + 1, 0
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch}
-
-    def skip_counts(self) -> dict[str, int]:
-        return dict(self.skips)
-
-
 def build_loop_components(cfg: FinetuneConfig, model, tokenizer, rank: int, world_size: int,
                           device: torch.device, train_set=None) -> LoopComponents:
     """The loop's components: objective, loader factory, batch preparation and (with eval shards) evaluation."""
@@ -103,7 +57,7 @@ def build_loop_components(cfg: FinetuneConfig, model, tokenizer, rank: int, worl
 
     def make_loader(state):
         return FinetuneLoader(train_set, collate, cfg.data.batch_size, rank, world_size,
-                              cfg.data.num_workers, cfg.data.seed, state)
+                              cfg.data.num_workers, cfg.data.seed, state, cfg.data.on_shard_change)
 
     def prepare(batch, dev):
         out = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -114,7 +68,8 @@ def build_loop_components(cfg: FinetuneConfig, model, tokenizer, rank: int, worl
     if cfg.data.eval_shards:
         evaluate = _evaluation(cfg, tokenizer, device)
     return LoopComponents(objective=objective, make_loader=make_loader, prepare=prepare,
-                          count_clips=lambda batch: int(batch["video"].shape[0]), evaluate=evaluate, name=cfg.task)
+                          count_clips=lambda batch: int(batch["video"].shape[0]), evaluate=evaluate, name=cfg.task,
+                          data_inputs=position_inputs(train_set.shard_counts(), cfg.data.seed, cfg.data.batch_size))
 
 
 def _evaluation(cfg: FinetuneConfig, tokenizer, device: torch.device):

@@ -35,6 +35,11 @@ class FinetuneDataConfig:
     relevancy: str = ""
     relevancy_threshold: Fraction = 0.1
     seed: Seed = 0
+    # A resume whose training set (shards, samples per shard) or seed differs from the checkpoint's cannot go
+    # on with the saved epoch, which was shuffled from those: refuse, or start the next epoch with the new ones
+    # (the rest of the saved epoch is dropped). Another batch size or world size goes on exactly
+    # (egovlpv2.finetune.loader).
+    on_shard_change: Literal["refuse", "next_epoch"] = "refuse"
 
     def __post_init__(self) -> None:
         check_crop_scale(self.crop_scale, "data.crop_scale")

@@ -31,6 +31,10 @@ class _ShardClipDataset(Dataset, abc.ABC):
     def __len__(self) -> int:
         return len(self.refs)
 
+    def shard_counts(self) -> dict[str, int]:
+        """Samples per shard file, in index order (what the indices of a loader position refer to)."""
+        return dict(Counter(str(ref.shard).rsplit("/", 1)[-1] for ref in self.refs))
+
     @abc.abstractmethod
     def _pair(self, index: int, meta: dict, rng: random.Random) -> tuple[str, float]:
         """The (text, weight) paired with sample ``index``."""

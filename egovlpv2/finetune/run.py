@@ -74,6 +74,7 @@ def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict) -> RunResult:
     """Fine-tune with DeepSpeed; returns the loop's RunResult (evaluations by step included)."""
     from egovlpv2.data.tokenizer import load_tokenizer
     from egovlpv2.train.compile import start_compile_clock
+    from egovlpv2.train.elastic_state import steps_for_epochs
     from egovlpv2.train.engine import build_engine, load_ds_config, reconcile_ds_config
     from egovlpv2.train.loop import run_loop
     from egovlpv2.train.run_setup import run_setup
@@ -86,7 +87,9 @@ def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict) -> RunResult:
     ds = reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size,
                              cfg.train.precision)
     train_set = build_train_set(cfg)
-    total_steps = cfg.train.max_steps or max(1, round(cfg.train.epochs * epoch_steps(cfg, train_set, env.world_size)))
+    total_steps = cfg.train.max_steps or steps_for_epochs(
+        Path(cfg.train.output_dir) / "checkpoints", env.world_size, cfg.train.epochs,
+        epoch_steps(cfg, train_set, env.world_size), cfg.data.batch_size * cfg.train.grad_accum_steps * env.world_size)
     tokenizer = load_tokenizer(cfg.data.tokenizer)
     clock = start_compile_clock(setup.compile, cfg.train.output_dir)
     model = build_model(cfg, setup.compile)

@@ -1,5 +1,4 @@
-"""A short CPU fine-tune (DeepSpeed, real process) improves EK-100-style mAP on a tiny synthetic retrieval set;
-the fine-tuning loader deals equal, disjoint, resumable batches."""
+"""A short CPU fine-tune (DeepSpeed, real process) improves EK-100-style mAP on a tiny synthetic retrieval set."""
 import os
 
 import pytest
@@ -11,7 +10,6 @@ from egovlpv2.data import DataConfig
 from egovlpv2.data.tokenizer import load_tokenizer
 from egovlpv2.dist.env import free_port
 from egovlpv2.finetune.config import FinetuneConfig, load_finetune_config
-from egovlpv2.finetune.components import FinetuneLoader
 from egovlpv2.eval.runtime import current_context
 from egovlpv2.eval.benchmarks import evaluate_task
 from tests.eval import synthetic_benchmarks as synth
@@ -60,37 +58,3 @@ def test_short_finetune_improves_epic_map(tmp_path):
     assert sum(losses[-10:]) < sum(losses[:10])
     assert after["mAP_avg"] > before["mAP"]["avg"] + 5.0, (before["mAP"], after)
     assert (tmp_path / "run" / "config.yaml").is_file()
-
-
-class _Counting(torch.utils.data.Dataset):
-    def __init__(self, n):
-        self.n, self.epoch = n, 0
-
-    def set_epoch(self, epoch):
-        self.epoch = epoch
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return i
-
-
-def _collate(items):
-    return {"index": list(items), "skipped": {}}
-
-
-def test_loader_deals_equal_disjoint_batches_and_resumes():
-    data = _Counting(23)
-    ranks = [FinetuneLoader(data, _collate, 4, r, 2, 0, seed=3) for r in range(2)]
-    epoch = [[b["index"] for b in loader] for loader in ranks]
-    assert [len(e) for e in epoch] == [2, 2]  # 23 // 2 // 4: the same count on both ranks
-    seen = [i for e in epoch for b in e for i in b]
-    assert len(seen) == len(set(seen)) == 16
-    # Resume after the first batch of epoch 1 on rank 0: the rest of that epoch, as uninterrupted.
-    loader = ranks[0]
-    full = [b["index"] for b in loader]
-    assert full != epoch[0]  # a new shuffle each epoch
-    resumed = FinetuneLoader(data, _collate, 4, 0, 2, 0, seed=3, state={"epoch": 1, "batch": 1})
-    assert [b["index"] for b in resumed] == full[1:]
-    assert resumed.state_dict() == {"epoch": 2, "batch": 0}

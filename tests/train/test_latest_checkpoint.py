@@ -1,28 +1,16 @@
 """One answer to "the latest complete checkpoint": with `latest` naming a torn tag, resume, the elastic step
 budget and egovlpv2-submit's checks all take the newest complete one."""
-import json
-
-from egovlpv2.cluster.entries import DeepSpeedRun, Prepared, _pretrain_plan, _pretrain_preflight
-from egovlpv2.train.checkpoint_commit import resumable_tag, write_completeness_record
+from egovlpv2.cluster.entries import DeepSpeedRun, Prepared, _training_plan, _training_preflight
+from egovlpv2.train.checkpoint_commit import resumable_tag
 from egovlpv2.train.config import load_pretrain_config
 from egovlpv2.train.elastic_state import steps_for_epochs
-
-
-def write_tag(ckpt, step: int, global_samples: int, total_steps: int):
-    tag_dir = ckpt / f"step{step:08d}"
-    (tag_dir / "full_state").mkdir(parents=True)
-    (tag_dir / "trainer_state.json").write_text(json.dumps(
-        {"step": step, "world_size": 2, "zero_stage": 2, "global_samples": global_samples, "total_steps": total_steps}))
-    for name in ("rank_00000.pt", "rank_00001.pt", "full_state/part_00000.pt"):
-        (tag_dir / name).write_bytes(b"x" * 10)
-    write_completeness_record(tag_dir, 2)
-    return tag_dir
+from tests.helpers import write_checkpoint_tag
 
 
 def test_a_torn_latest_gives_the_same_checkpoint_to_resume_elastic_resume_and_submit(tmp_path):
     ckpt = tmp_path / "run" / "checkpoints"
-    write_tag(ckpt, 3, global_samples=48, total_steps=6)
-    torn = write_tag(ckpt, 6, global_samples=96, total_steps=6)
+    write_checkpoint_tag(ckpt, 3, global_samples=48, total_steps=6)
+    torn = write_checkpoint_tag(ckpt, 6, global_samples=96, total_steps=6)
     (torn / "rank_00001.pt").write_bytes(b"x" * 4)  # a rank's file cut short after the completeness record
     (ckpt / "latest").write_text(torn.name)
 
@@ -31,6 +19,6 @@ def test_a_torn_latest_gives_the_same_checkpoint_to_resume_elastic_resume_and_su
     assert steps_for_epochs(ckpt, 2, epochs=1, steps_per_epoch=10, global_batch=8) == 7
     run = DeepSpeedRun(config=load_pretrain_config("demo"), ds_config={"zero_optimization": {"stage": 2}})
     prepared = Prepared(value=run, output_dir=tmp_path / "run", resolved_config={})
-    assert _pretrain_preflight(prepared, 2) is None  # step 6 of 6 would read as finished
-    plan = _pretrain_plan(prepared, 4)
+    assert _training_preflight(prepared, 2) is None  # step 6 of 6 would read as finished
+    plan = _training_plan(prepared, 4)
     assert plan.startswith(f"elastic resume of {ckpt / 'step00000003'}: step 3:"), plan
