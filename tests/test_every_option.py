@@ -60,44 +60,49 @@ def _yaml(value) -> str:
 PRETRAIN = {
     "recipe": "demo",
     "base": {"data.shards": "{egoclip}", "data.tokenizer": "{tokenizer}", "eval.egomcq_shards": "{egomcq}",
-             "train.output_dir": "{out}/pretrain", "data.batch_size": 4, "data.num_workers": 0,
-             "data.shuffle_buffer": 8, "train.grad_accum_steps": 2, "logging.progress_bar": False,
+             "train.output_dir": "{out}/pretrain", "data.batch_size": 2, "data.num_workers": 0,
+             "data.shuffle_buffer": 8, "train.grad_checkpointing": False, "logging.progress_bar": False,
              "eval.batch_size": 8},
     "values": {"model.name": "egovlpv2-other", "model.video.heads": 2, "model.video.num_frames": 2, "data.num_frames": 2, "model.text.heads": 2,
                "model.text.pad_token_id": 0, "model.vision_init": MISSING, "model.text_init": MISSING,
                "model.checkpoint": "{pretrain_checkpoint}", "data.shards": MISSING, "data.tokenizer": MISSING,
                "data.crop_scale": [0.3, 0.9], "optim.betas": [0.8, 0.9], "train.output_dir": "{out}/pretrain-other",
                "train.max_steps": 5, "train.checkpoint_blocks": 1, "train.precision": "bf16",
-               "train.stop_after_steps": 1, "train.grad_accum_steps": 1, "eval.egomcq_shards": None,
-               "eval.num_frames": 2, "eval.batch_size": 4, "eval.max_questions": 3, "optim.min_lr_ratio": 0.5},
+               "train.stop_after_steps": 1, "eval.egomcq_shards": None,
+               "eval.num_frames": 2, "eval.batch_size": 4, "eval.max_questions": 3, "optim.min_lr_ratio": 0.5,
+               "loss.vtm_negative_temperature": 0.01},
     # Keys that must change together with the one named.
     "together": {"model.video.num_frames": {"data.num_frames": 2}, "data.num_frames": {"model.video.num_frames": 2},
                  "model.video.img_size": {"data.img_size": 128}, "data.img_size": {"model.video.img_size": 128},
                  "model.video.dim": {"model.text.hidden": 128}, "model.text.hidden": {"model.video.dim": 128}},
     "contexts": {"data.prefetch_factor": {"data.num_workers": 1},
-                 # With 4 anchors every VTM negative is the only non-positive candidate, at any temperature.
+                 "train.checkpoint_blocks": {"train.grad_checkpointing": True},
+                 # Gradient caching or not: only with accumulation.
+                 "loss.contrastive_batch": {"train.grad_accum_steps": 2},
+                 # With 2 anchors each VTM negative is the only non-positive candidate, at any temperature.
                  "loss.vtm_negative_temperature": {"data.batch_size": 8}},
 }
 FINETUNE = {
     "recipe": "epic_mir",
     "base": {"model": "egovlpv2-tiny", "init_checkpoint": "{finetune_init}", "data.train_shards": "{epic_train}",
              "data.eval_shards": "{epic_test}", "data.tokenizer": "{finetune_tokenizer}", "data.num_frames": 2,
-             "data.img_size": 64, "data.batch_size": 4, "data.num_workers": 0, "train.grad_accum_steps": 2,
+             "data.img_size": 64, "data.batch_size": 2, "data.num_workers": 0, "train.grad_checkpointing": False,
              "train.output_dir": "{out}/finetune", "logging.progress_bar": False, "eval.batch_size": 8,
              "eval.limit": 12, "train.precision": "fp32"},
     "values": {"task": "charades_ego", "model": "{finetune_model}", "init_checkpoint": "{finetune_other_init}",
                "data.train_shards": MISSING, "data.eval_shards": "", "data.tokenizer": MISSING,
-               "data.batch_size": 2, "data.num_frames": 4, "data.img_size": 32, "data.text_max_len": 4,
+               "data.batch_size": 4, "data.num_frames": 4, "data.img_size": 32, "data.text_max_len": 4,
                "data.crop_scale": [0.3, 0.9], "optim.warmup_fraction": 0.1,
                "data.relevancy": "{epic_other_relevancy}", "data.relevancy_threshold": 0.6,
                "optim.betas": [0.8, 0.9], "optim.min_lr_ratio": 0.5, "train.output_dir": "{out}/finetune-other",
                "train.max_steps": 5, "train.checkpoint_blocks": 1, "train.precision": "bf16",
-               "train.stop_after_steps": 1, "train.grad_accum_steps": 1, "eval.limit": 6, "eval.batch_size": 4,
+               "train.stop_after_steps": 1, "eval.limit": 6, "eval.batch_size": 4,
                "eval.every_steps": 7},
     "together": {},
     "contexts": {"loss.temperature": {"task": "charades_ego", "data.train_shards": "{charades}",
                                       "data.eval_shards": "{charades}"},
-                 "eval.allow_missing": {"data.eval_shards": "{epic_test_missing}", "eval.limit": None}},
+                 "eval.allow_missing": {"data.eval_shards": "{epic_test_missing}", "eval.limit": None},
+                 "train.checkpoint_blocks": {"train.grad_checkpointing": True}},
 }
 ENTRIES = {"pretrain": (PretrainConfig, PRETRAIN), "finetune": (FinetuneConfig, FINETUNE)}
 
