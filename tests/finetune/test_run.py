@@ -58,3 +58,18 @@ def test_short_finetune_improves_epic_map(tmp_path):
     assert sum(losses[-10:]) < sum(losses[:10])
     assert after["mAP_avg"] > before["mAP"]["avg"] + 5.0, (before["mAP"], after)
     assert (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_inputs_are_checked_together_before_any_collective(tmp_path):
+    """Every problem of the inputs is named in one user error, before a process group exists."""
+    from egovlpv2.config import ConfigError
+    from egovlpv2.finetune.run import check_inputs
+
+    cfg = load_finetune_config("epic_mir", ["model=egovlpv2-tiny", f"data.train_shards={tmp_path / 'none'}",
+                                            f"data.tokenizer={tmp_path}", f"data.relevancy={tmp_path / 'r.pkl'}",
+                                            "data.img_size=32"])
+    with pytest.raises(ConfigError) as caught:
+        check_inputs(cfg)
+    message = str(caught.value)
+    for named in ("data.train_shards=", "data.relevancy=", "data.img_size=32 but the model egovlpv2-tiny takes 64x64"):
+        assert named in message, message
