@@ -97,7 +97,8 @@ def gray_number(frame) -> int:
 
 
 def write_checkpoint_tag(ckpt: Path, step: int, global_samples: int, total_steps: int, world_size: int = 2) -> Path:
-    """A complete ZeRO-2 checkpoint tag of ``world_size`` ranks with placeholder files (no loadable tensors)."""
+    """A complete ZeRO-2 checkpoint tag of ``world_size`` ranks whose tensor files hold dummy bytes: enough for
+    the checks that read only its trainer state and completeness record, which load no tensor."""
     from egovlpv2.train.checkpoint_commit import write_completeness_record
 
     tag_dir = ckpt / f"step{step:08d}"

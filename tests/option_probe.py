@@ -28,6 +28,7 @@ import json
 import os
 import sys
 import traceback
+import typing
 from pathlib import Path
 
 import torch
@@ -55,7 +56,6 @@ def _config_types() -> tuple:
         if cls in seen:
             continue
         seen.add(cls)
-        import typing
         for tp in typing.get_type_hints(cls).values():
             if dataclasses.is_dataclass(tp):
                 todo.append(tp)
@@ -169,8 +169,7 @@ class Recorder:
                 schedule = engine.lr_scheduler
                 points = sorted({0, 1, total_steps // 3, total_steps // 2, total_steps - 1, total_steps})
                 self.events["engine"] = {
-                    "ds_config": json.loads(json.dumps(engine.config, default=str)) if hasattr(engine, "config")
-                    else None,
+                    "ds_config": json.loads(json.dumps(ds_config, default=str)),
                     "total_steps": total_steps,
                     "param_groups": [{k: (_number(v) if isinstance(v, float) else v) for k, v in group.items()
                                       if k != "params"} | {"size": sum(p.numel() for p in group["params"])}
@@ -186,10 +185,10 @@ class Recorder:
         self.patch(egovlpv2.train.run_setup, "init_distributed", init_distributed)
         self.patch(torch, "compile", compile_)
         self.patch(torch.utils.data.DataLoader, "__init__", data_loader_init)
-        engine_owner = egovlpv2.train.pretrain if entry_module is egovlpv2.train.pretrain else egovlpv2.train.engine
-        self.patch(engine_owner, "build_engine", build_engine)
-        loop_owner = egovlpv2.train.pretrain if entry_module is egovlpv2.train.pretrain else egovlpv2.train.loop
-        self.patch(loop_owner, "run_loop", run_loop)
+        # Pre-training imports both names at module level, fine-tuning from their modules when it runs.
+        pretraining = entry_module is egovlpv2.train.pretrain
+        self.patch(entry_module if pretraining else egovlpv2.train.engine, "build_engine", build_engine)
+        self.patch(entry_module if pretraining else egovlpv2.train.loop, "run_loop", run_loop)
 
     def probe_loop(self, engine, components, settings, device):
         from egovlpv2.train.engine import unwrap_model

@@ -13,6 +13,7 @@ reference run. Fields that must change together (the model's and the loader's fr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pickle
 import subprocess
@@ -132,6 +133,7 @@ def another_value(key: str, value, tp, spec: dict):
     raise AssertionError(f"{key}={value!r}: give the walk another value for it in 'values'")
 
 
+@functools.cache
 def _cases(entry: str) -> dict[str, dict]:
     """Each field's case: its context (the reference it is compared with) and the changes."""
     cls, spec = ENTRIES[entry]
@@ -164,9 +166,9 @@ def _overrides(items: dict, paths: dict) -> list[str]:
 def paths(tmp_path_factory, synthetic_dir, egoclip_shards):
     root = tmp_path_factory.mktemp("option_walk")
     encode = EncodeOptions(short_side=0)
-    manifest, ok = make_shards(ShardRun(task="egomcq", json=str(synthetic_dir / "egomcq.json"),
-                                        videos=str(synthetic_dir / "videos"), out=str(root / "egomcq"), workers=1,
-                                        progress=False, encode=encode))
+    _, ok = make_shards(ShardRun(task="egomcq", json=str(synthetic_dir / "egomcq.json"),
+                                 videos=str(synthetic_dir / "videos"), out=str(root / "egomcq"), workers=1,
+                                 progress=False, encode=encode))
     assert ok
     found = {"egoclip": egoclip_shards, "egomcq": root / "egomcq", "tokenizer": synthetic_dir / "tokenizer",
              "out": root / "runs"}

@@ -4,6 +4,7 @@ the loop's eval hook."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import torch
 
@@ -24,9 +25,10 @@ def _metas(refs) -> list[dict]:
     return [read_sample(ref, members=("json",))[0] for ref in refs]
 
 
-def build_train_set(cfg: FinetuneConfig):
-    """The task's training dataset over `cfg.data.train_shards`."""
-    shards = ShardManifest.read(cfg.data.train_shards)  # read once, for the samples and what lies beside them
+def build_train_set(cfg: FinetuneConfig, shards: Optional[ShardManifest] = None):
+    """The task's training dataset over `cfg.data.train_shards` (``shards``: their manifest, when already read)."""
+    # Read once, for the samples and what lies beside them.
+    shards = shards if shards is not None else ShardManifest.read(cfg.data.train_shards)
     refs = index_shards(shards, cfg.task)
     decoder = ClipDecoder.from_config(cfg.data, train=True)
     metas = _metas(refs)

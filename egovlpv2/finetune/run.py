@@ -30,9 +30,10 @@ from egovlpv2.storage import exists, join
 log = logging.getLogger(__name__)
 
 
-def check_inputs(cfg: FinetuneConfig) -> None:
-    """Every input problem at once, as one user error, before any collective."""
-    problems = []
+def check_inputs(cfg: FinetuneConfig) -> ShardManifest:
+    """Every input problem at once, as one user error, before any collective; returns the training shards'
+    manifest (read here once, for the training set too)."""
+    problems, manifests = [], {}
     for key in ("train_shards", "eval_shards"):
         location = getattr(cfg.data, key)
         if not location and key == "eval_shards":
@@ -40,7 +41,8 @@ def check_inputs(cfg: FinetuneConfig) -> None:
         if not location or not exists(join(location, "manifest.json")):
             problems.append(f"data.{key}={location!r} holds no manifest.json (make_shards.py output)")
             continue
-        held = ShardManifest.read(location).task
+        manifests[key] = ShardManifest.read(location)
+        held = manifests[key].task
         if held != cfg.task:
             problems.append(f"data.{key}={location!r} holds {held} shards but task={cfg.task}")
         elif key == "eval_shards":
@@ -59,6 +61,7 @@ def check_inputs(cfg: FinetuneConfig) -> None:
         problems.append(f"data.img_size={cfg.data.img_size} but the model {cfg.model} takes {frames}x{frames} frames")
     if problems:
         raise ConfigError("fine-tuning cannot start: " + "; ".join(problems))
+    return manifests["train_shards"]
 
 
 def build_model(cfg: FinetuneConfig, compile_mode: CompileMode = CompileMode.OFF):
@@ -79,14 +82,14 @@ def run_finetuning(cfg: FinetuneConfig, ds_config: str | dict) -> RunResult:
     from egovlpv2.train.loop import run_loop
     from egovlpv2.train.run_setup import run_setup
 
-    check_inputs(cfg)
+    train_shards = check_inputs(cfg)
     ds = load_ds_config(ds_config) if not isinstance(ds_config, dict) else dict(ds_config)
     setup = run_setup(cfg)
     env, device = setup.start_distributed()
     torch.manual_seed(cfg.train.seed)
     ds = reconcile_ds_config(ds, cfg.data.batch_size, cfg.train.grad_accum_steps, env.world_size,
                              cfg.train.precision)
-    train_set = build_train_set(cfg)
+    train_set = build_train_set(cfg, train_shards)
     total_steps = cfg.train.max_steps or steps_for_epochs(
         Path(cfg.train.output_dir) / "checkpoints", env.world_size, cfg.train.epochs,
         epoch_steps(cfg, train_set, env.world_size), cfg.data.batch_size * cfg.train.grad_accum_steps * env.world_size)
