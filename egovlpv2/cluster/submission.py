@@ -103,6 +103,9 @@ def slurm_parameters(spec: ClusterSpec, code_dir: Path) -> dict:
         "setup": [f"cd {code}", f'export PYTHONPATH={code}"${{PYTHONPATH:+:$PYTHONPATH}}"'],
         # requeueing must be allowed even where the cluster's default (JobRequeue) forbids it
         "additional_parameters": {"requeue": True},
+        # a task that fails ends the step: its peers would otherwise wait in the rendezvous or a
+        # collective until the time limit
+        "srun_args": ["--kill-on-bad-exit=1"],
     }
     if spec.gpus_per_node:
         params["gpus_per_node"] = spec.gpus_per_node

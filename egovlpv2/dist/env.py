@@ -23,6 +23,11 @@ import torch
 import torch.distributed as dist
 
 from egovlpv2.dist.slurm import cuda_device_index, master_port
+from egovlpv2.errors import UserError
+
+
+class PortInUseError(UserError, OSError):
+    """The store's port, chosen by the user or derived from the SLURM job id, is taken on the first node."""
 
 
 @dataclass(frozen=True)
@@ -165,13 +170,19 @@ def init_distributed(environ: Optional[Mapping[str, str]] = None, timeout_s: flo
     export(env)
     device = select_device(env)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(
-        backend=backend,
-        init_method="env://",
-        rank=env.rank,
-        world_size=env.world_size,
-        timeout=datetime.timedelta(seconds=timeout_s),
-    )
+    try:
+        dist.init_process_group(
+            backend=backend,
+            init_method="env://",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    except dist.DistNetworkError as exc:
+        if env.rank == 0 and "EADDRINUSE" in str(exc):
+            raise PortInUseError(f"MASTER_PORT {env.master_port} is taken on {socket.gethostname()}: "
+                                 "export another MASTER_PORT for every task") from exc
+        raise
     return env
 
 

@@ -60,6 +60,7 @@ def test_dry_run_prints_the_sbatch_script_and_config_of_an_eight_node_job(tmp_pa
         assert expected in lines, f"{expected!r} missing from:\n{out.stdout}"
     srun = [line for line in lines if line.startswith("srun ")]
     assert len(srun) == 1 and "-m submitit.core._submit" in srun[0] and f"{out_dir}/slurm/%j/%j_%t_log.out" in srun[0]
+    assert "--kill-on-bad-exit=1" in shlex.split(srun[0]), "a failed task must end the job, not leave its peers waiting"
     cd = [shlex.split(line)[1] for line in lines if line.startswith("cd ")]
     assert len(cd) == 1 and cd[0].startswith(f"{out_dir}/code/"), "jobs must start in the code snapshot"
     assert "64 tasks" in out.stdout

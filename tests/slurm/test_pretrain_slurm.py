@@ -82,7 +82,8 @@ def test_two_node_pretraining_completes_with_checkpoint_and_tensorboard(runs):
 
 
 def test_signalled_run_saves_requeues_and_matches_the_uninterrupted_run(runs):
-    ref_dir, _, _ = runs["ref"]
+    ref_dir, _, ref_state = runs["ref"]
+    assert ref_state == "COMPLETED", "no reference to compare with"
     run_dir, job_id, state = runs["pre"]
     logs = logs_of(run_dir, job_id)
     assert state == "COMPLETED", logs
