@@ -59,16 +59,16 @@ class LaunchedJob:
         import submitit
 
         from egovlpv2.dist.env import detect, export
-        from egovlpv2.dist.rendezvous_port import agree_on_port
+        from egovlpv2.dist import rendezvous_port
         from egovlpv2.dist.signals import request_stop
         from egovlpv2.dist.slurm import restart_count
 
         log_to_stderr(log)  # launch messages
-        log_to_stderr(logging.getLogger("egovlpv2.dist.rendezvous_port"))
+        log_to_stderr(rendezvous_port.log)
         job_env = submitit.JobEnvironment()
         env = detect()  # submitit's JobEnvironment -> RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
         if env.source == "submitit":  # the derived port may be taken on the first node
-            env = agree_on_port(env, job_env.paths.folder, job_env.job_id, restart_count())
+            env = rendezvous_port.agree_on_port(env, job_env.paths.folder, job_env.job_id, restart_count())
         export(env)  # every entry point's env:// rendezvous (and evaluation's LOCAL_RANK) reads the same
         log.info("%s -> rank %d/%d, master %s:%d", job_env, env.rank, env.world_size, env.master_addr, env.master_port)
         if self.workdir:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from egovlpv2.data.manifest import read_manifest
+from egovlpv2.data.manifest import ShardManifest, read_manifest
 from egovlpv2.data.random_access import ClipDecoder, index_shards, read_sample
 from egovlpv2.dist.signals import ignore_stop_signals
 from egovlpv2.errors import UserError
@@ -29,11 +29,12 @@ class MissingSamplesError(UserError, RuntimeError):
     """The shards lack samples of the benchmark (failed at shard time)."""
 
 
-def check_missing_samples(shard_dir: str | Path, allow_missing: bool) -> int:
+def check_missing_samples(shard_dir: str | Path | ShardManifest, allow_missing: bool) -> int:
     """The number of benchmark rows that failed at shard time; an error naming them unless `allow_missing`.
 
     Only the error reads the first lines of the failures file; a complete benchmark never opens it."""
-    manifest = read_manifest(shard_dir)
+    shards = ShardManifest.read(shard_dir)
+    manifest, shard_dir = shards.fields, shards.location
     failed = manifest.get("rows_failed", 0)
     if failed and not allow_missing:
         with io.TextIOWrapper(open_read(join(str(shard_dir), manifest["failures_file"])), encoding="utf-8") as f:

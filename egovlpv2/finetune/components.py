@@ -48,9 +48,10 @@ def build_train_set(cfg: FinetuneConfig, shards: Optional[ShardManifest] = None)
 
 
 def build_loop_components(cfg: FinetuneConfig, model, tokenizer, rank: int, world_size: int,
-                          device: torch.device, train_set=None) -> LoopComponents:
-    """The loop's components: objective, loader factory, batch preparation and (with eval shards) evaluation."""
-    train_set = train_set if train_set is not None else build_train_set(cfg)
+                          device: torch.device, train_set) -> LoopComponents:
+    """The loop's components over ``train_set`` (:func:`build_train_set`): objective, loader factory, batch
+    preparation and (with eval shards) evaluation."""
+    inputs = position_inputs(train_set.shard_counts(), cfg.data.seed, cfg.data.batch_size)
     collate = TextCollator(tokenizer, cfg.data.text_max_len)
     if cfg.task == "epic_mir":
         objective = EpicMirObjective(model, cfg.loss.margin)
@@ -59,7 +60,7 @@ def build_loop_components(cfg: FinetuneConfig, model, tokenizer, rank: int, worl
 
     def make_loader(state):
         return FinetuneLoader(train_set, collate, cfg.data.batch_size, rank, world_size,
-                              cfg.data.num_workers, cfg.data.seed, state, cfg.data.on_shard_change)
+                              cfg.data.num_workers, cfg.data.seed, inputs, state, cfg.data.on_shard_change)
 
     def prepare(batch, dev):
         out = {k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
@@ -71,7 +72,7 @@ def build_loop_components(cfg: FinetuneConfig, model, tokenizer, rank: int, worl
         evaluate = _evaluation(cfg, tokenizer, device)
     return LoopComponents(objective=objective, make_loader=make_loader, prepare=prepare,
                           count_clips=lambda batch: int(batch["video"].shape[0]), evaluate=evaluate, name=cfg.task,
-                          data_inputs=position_inputs(train_set.shard_counts(), cfg.data.seed, cfg.data.batch_size))
+                          data_inputs=inputs)
 
 
 def _evaluation(cfg: FinetuneConfig, tokenizer, device: torch.device):

@@ -42,7 +42,8 @@ def position_inputs(shard_counts: dict[str, int], seed: int, batch_size: int) ->
 
 
 class FinetuneLoader:
-    """Shuffled batches of one rank of ``world_size``; ``dataset`` has ``shard_counts()`` and ``set_epoch``.
+    """Shuffled batches of one rank of ``world_size``; ``dataset`` has ``set_epoch``, and ``inputs`` is its
+    :func:`position_inputs` (computed once by the caller, which also records them with every checkpoint).
 
     ``state`` is a saved ``state_dict()`` (with the ``inputs`` it was taken at, when the checkpoint recorded
     them), ``{"resharded_from": [every old rank's state], "world_size": W}`` from a resume at another world
@@ -51,11 +52,11 @@ class FinetuneLoader:
     """
 
     def __init__(self, dataset, collate, batch_size: int, rank: int, world_size: int, num_workers: int,
-                 seed: int, state: Optional[dict] = None,
+                 seed: int, inputs: dict, state: Optional[dict] = None,
                  on_shard_change: Literal["refuse", "next_epoch"] = "refuse"):
         self.dataset, self.collate, self.batch_size = dataset, collate, batch_size
         self.rank, self.world_size, self.num_workers, self.seed = rank, world_size, num_workers, seed
-        self.inputs = position_inputs(dataset.shard_counts(), seed, batch_size)
+        self.inputs = inputs
         self.skips: Counter = Counter()
         if self.batches_per_epoch() < 1:
             raise ValueError(f"{len(dataset)} training samples are fewer than one batch of {batch_size} on each "

@@ -47,7 +47,7 @@ def check_inputs(cfg: FinetuneConfig) -> ShardManifest:
             problems.append(f"data.{key}={location!r} holds {held} shards but task={cfg.task}")
         elif key == "eval_shards":
             try:
-                check_missing_samples(location, cfg.eval.allow_missing)
+                check_missing_samples(manifests[key], cfg.eval.allow_missing)
             except MissingSamplesError as exc:
                 problems.append(f"{exc} (here: eval.allow_missing=true)")
     if not Path(cfg.data.tokenizer or "").is_dir():

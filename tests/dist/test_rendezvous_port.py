@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from egovlpv2.dist.env import DistEnv
+from egovlpv2.dist.env import DistEnv, free_port
 from egovlpv2.dist.rendezvous_port import agree_on_port, listenable, port_file, read_port
 from tests.helpers import REPO, liveness
 
@@ -59,9 +59,7 @@ def test_a_taken_derived_port_is_replaced_and_every_task_joins_on_the_replacemen
 
 
 def test_a_free_derived_port_is_kept(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        free = sock.getsockname()[1]
+    free = free_port()
     env = agree_on_port(DistEnv(0, 2, 0, 1, "h0", free, "submitit"), tmp_path, "5", 3)
     assert env.master_port == free
     assert agree_on_port(DistEnv(1, 2, 0, 1, "h0", free + 1, "submitit"), tmp_path, "5", 3).master_port == free

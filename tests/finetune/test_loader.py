@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from egovlpv2.errors import UserError
-from egovlpv2.finetune.loader import FinetuneLoader
+from egovlpv2.finetune.loader import FinetuneLoader, position_inputs
 
 SEED = 3
 
@@ -33,7 +33,8 @@ def _collate(items):
 
 
 def _loader(data, batch_size, rank, world, state=None, seed=SEED, **kwargs):
-    return FinetuneLoader(data, _collate, batch_size, rank, world, 0, seed=seed, state=state, **kwargs)
+    return FinetuneLoader(data, _collate, batch_size, rank, world, 0, seed=seed,
+                          inputs=position_inputs(data.shard_counts(), seed, batch_size), state=state, **kwargs)
 
 
 def _take(loader, batches):
