@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -116,4 +117,11 @@ class LaunchedJob:
             log.warning("stopped outside a requeueable job; submit again to resume from the checkpoint")
             return
         log.info("stopped for the time limit or preemption, checkpoint saved: requeueing")
-        submitit_handler(usr_sig, None)  # checkpoint() -> scontrol requeue -> SystemExit
+        try:
+            submitit_handler(usr_sig, None)  # checkpoint() -> scontrol requeue -> SystemExit
+        except subprocess.CalledProcessError as exc:
+            # The requeue ends this job's processes, scontrol among them, at times before scontrol returns.
+            if exc.cmd[:2] != ["scontrol", "requeue"] or exc.returncode != -signal.SIGTERM:
+                raise
+            log.info("requeued (scontrol was ended by the requeue itself)")
+            sys.exit(0)  # no result file: the job is not over

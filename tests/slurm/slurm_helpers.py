@@ -25,6 +25,14 @@ def sacct_state(job_id: str) -> str:
     return out.stdout.strip().splitlines()[-1].split()[0] if out.stdout.strip() else "UNKNOWN"
 
 
+def requeues_of(job_id: str) -> int:
+    """How often SLURM requeued the job, from accounting (its REQUEUED records; submitit's own "Requeued job"
+    log line is lost when the requeue ends scontrol before it returns)."""
+    out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "State", "-j", job_id], capture_output=True,
+                         text=True, check=True, timeout=liveness(30))
+    return out.stdout.split().count("REQUEUED")
+
+
 def logs_of(output_dir: Path, job_id: str) -> str:
     parts = []
     for path in sorted((output_dir / "slurm" / job_id).glob("*_log.*")):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.slurm.slurm_helpers import job_id_of, logs_of, task_result, wait_for_job
+from tests.slurm.slurm_helpers import job_id_of, logs_of, requeues_of, task_result, wait_for_job
 from tests.helpers import liveness, run_submit
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -72,7 +72,7 @@ def test_features_job_is_requeued_and_writes_every_clip_once(slurm_cluster, inpu
     state = wait_for_job(job_id, run_dir, timeout=300)
     logs = logs_of(run_dir, job_id)
     assert state == "COMPLETED", logs
-    assert f"Requeued job {job_id}" in logs, "the signal must requeue the job"
+    assert requeues_of(job_id) == 1, "the signal must requeue the job"
     assert logs.count("Starting with JobEnvironment(job_id=") == 4, "two attempts of two tasks each"
 
     clips = [f"clip{i:02d}" for i in range(CLIPS)]

@@ -13,7 +13,7 @@ import pytest
 
 from tests.helpers import run_submit
 from tests.slurm.slurm_helpers import (
-    JOB_ENV, job_id_of, logs_of, reference_and_signalled, task_result, tensorboard_scalars,
+    JOB_ENV, job_id_of, logs_of, reference_and_signalled, requeues_of, task_result, tensorboard_scalars,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -66,7 +66,7 @@ def test_signalled_finetune_requeues_resumes_and_matches_the_uninterrupted_run(r
     run_dir, job_id, state = runs["pre"]
     logs = logs_of(run_dir, job_id)
     assert state == "COMPLETED", logs
-    assert f"Requeued job {job_id}" in logs, "the signal must requeue the job"
+    assert requeues_of(job_id) == 1, "the signal must requeue the job"
     assert logs.count("Starting with JobEnvironment(job_id=") == 4, "two attempts of two tasks each"
 
     result = task_result(run_dir, job_id)  # the second attempt's

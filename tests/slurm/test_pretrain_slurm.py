@@ -23,7 +23,8 @@ import pytest
 
 from tests.helpers import liveness, run_submit
 from tests.slurm.slurm_helpers import (
-    JOB_ENV, job_id_of, logs_of, reference_and_signalled, task_result, tensorboard_scalars, wait_for_job,
+    JOB_ENV, job_id_of, logs_of, reference_and_signalled, requeues_of, task_result, tensorboard_scalars,
+    wait_for_job,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -87,7 +88,7 @@ def test_signalled_run_saves_requeues_and_matches_the_uninterrupted_run(runs):
     run_dir, job_id, state = runs["pre"]
     logs = logs_of(run_dir, job_id)
     assert state == "COMPLETED", logs
-    assert f"Requeued job {job_id}" in logs, "the signal must requeue the job"
+    assert requeues_of(job_id) == 1, "the signal must requeue the job"
     assert logs.count("Starting with JobEnvironment(job_id=") == 4, "two attempts of two tasks each"
 
     train_log = (run_dir / "train.log").read_text()
